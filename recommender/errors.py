@@ -1,0 +1,65 @@
+"""The one exception tree of hotfeed.
+
+    HotfeedError                 base: every error we raise on purpose
+    ├── InvalidRequest           a caller sent something malformed (gRPC INVALID_ARGUMENT, HTTP 400)
+    │   └── ProfileRejected      a score profile failed validation (HTTP 422)
+    ├── Unauthenticated          a call lacks a token or a user it needs (UNAUTHENTICATED, HTTP 401)
+    ├── NotFound                 an id, index, profile or file does not exist (NOT_FOUND, HTTP 404)
+    ├── ConfigError              settings or a checkpoint are unusable (fix the config, then restart)
+    ├── ServiceSetupError        a local service could not be installed or started
+    ├── EngineUnavailable        the search engine is down, timed out or refused the request shape
+    └── StoreUnavailable         Redis is down or timed out
+
+Messages name the field, quote the bad value with ``!r`` and say what to do. Only the
+fallback path catches the ``*Unavailable`` classes; everything else reaches the caller.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HotfeedError",
+    "InvalidRequest",
+    "ProfileRejected",
+    "Unauthenticated",
+    "NotFound",
+    "ConfigError",
+    "ServiceSetupError",
+    "EngineUnavailable",
+    "StoreUnavailable",
+]
+
+
+class HotfeedError(Exception):
+    """Raised when hotfeed refuses or cannot do something; the message says why and what to do."""
+
+
+class InvalidRequest(HotfeedError):
+    """Raised when a request or input file has a wrong type, range or shape."""
+
+
+class ProfileRejected(InvalidRequest):
+    """Raised when a score profile fails schema or reference validation."""
+
+
+class Unauthenticated(HotfeedError):
+    """Raised when a call needs a service token or a user id and has none."""
+
+
+class NotFound(HotfeedError):
+    """Raised when a named thing (item, user, index, profile, file) does not exist."""
+
+
+class ConfigError(HotfeedError):
+    """Raised when settings or an artifact on disk cannot be used as configured."""
+
+
+class ServiceSetupError(HotfeedError):
+    """Raised when a local service (Redis, OpenSearch, Elasticsearch) cannot be installed or started."""
+
+
+class EngineUnavailable(HotfeedError):
+    """Raised when the search engine cannot be reached, times out or fails the request."""
+
+
+class StoreUnavailable(HotfeedError):
+    """Raised when Redis cannot be reached or times out."""

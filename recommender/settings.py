@@ -1,0 +1,165 @@
+"""One settings object for every hotfeed process.
+
+Each section reads its own ``HOTFEED_<SECTION>_<FIELD>`` environment variables
+(``HOTFEED_ENGINE_URL``, ``HOTFEED_REDIS_URL``, ...). ``HOTFEED_ENGINE`` is accepted as a
+short form of ``HOTFEED_ENGINE_KIND``. Settings are read once, at startup, by
+``load_settings()`` and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recommender.errors import ConfigError
+
+__all__ = [
+    "REPO_ROOT",
+    "EngineSettings",
+    "RedisSettings",
+    "ServicesSettings",
+    "PathsSettings",
+    "IndexerSettings",
+    "ClusteringSettings",
+    "ModelSettings",
+    "ServerSettings",
+    "GatewaySettings",
+    "Settings",
+    "load_settings",
+]
+
+# The package is installed editable from the repository, so repository-level folders
+# (es_mappings/, proto/) sit next to it.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+EngineKind = Literal["opensearch", "elasticsearch"]
+_DEFAULT_ENGINE_PORTS = {"opensearch": 9200, "elasticsearch": 9201}
+
+
+def _section(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="ignore", populate_by_name=True)
+
+
+class EngineSettings(BaseSettings):
+    model_config = _section("HOTFEED_ENGINE_")
+
+    kind: EngineKind = Field(
+        default="opensearch", validation_alias=AliasChoices("kind", "HOTFEED_ENGINE", "HOTFEED_ENGINE_KIND")
+    )
+    # Empty means the local default port of the chosen engine (see services).
+    url: str = ""
+    timeout_ms: int = Field(default=10_000, ge=1, le=600_000)
+    index_alias: str = Field(default="hotfeed-items", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    embedding_dims: int = Field(default=64, ge=2, le=4096)
+    shards: int = Field(default=1, ge=1, le=64)
+    replicas: int = Field(default=0, ge=0, le=8)
+    refresh_interval: str = "1s"
+
+    @model_validator(mode="after")
+    def _default_url(self) -> "EngineSettings":
+        if not self.url:
+            self.url = f"http://127.0.0.1:{_DEFAULT_ENGINE_PORTS[self.kind]}"
+        return self
+
+
+class RedisSettings(BaseSettings):
+    model_config = _section("HOTFEED_REDIS_")
+
+    url: str = "redis://127.0.0.1:6379/0"
+    timeout_ms: int = Field(default=2_000, ge=1, le=60_000)
+    key_prefix: str = "hotfeed:"
+
+
+class ServicesSettings(BaseSettings):
+    """Where `hotfeed services` installs and runs the local engines and Redis."""
+
+    model_config = _section("HOTFEED_SERVICES_")
+
+    dir: Path = REPO_ROOT / ".services"
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    opensearch_port: int = Field(default=9200, ge=1, le=65535)
+    elasticsearch_port: int = Field(default=9201, ge=1, le=65535)
+    heap_mb: int = Field(default=768, ge=256, le=16_384)
+    java_home: Path | None = None
+    start_timeout_s: int = Field(default=180, ge=5, le=1800)
+    # Engines refuse to run as root; when we are root they run as this system user.
+    run_as_user: str = "hotfeed"
+
+
+class PathsSettings(BaseSettings):
+    model_config = _section("HOTFEED_PATHS_")
+
+    data_dir: Path = REPO_ROOT / "data"
+    artifacts_dir: Path = REPO_ROOT / "artifacts"
+    shared_data_dir: Path = REPO_ROOT.parent / "shared" / "data"
+    mappings_dir: Path = REPO_ROOT / "es_mappings"
+
+
+class IndexerSettings(BaseSettings):
+    model_config = _section("HOTFEED_INDEXER_")
+
+    bulk_chunk_docs: int = Field(default=2_000, ge=1, le=100_000)
+    bulk_max_retries: int = Field(default=5, ge=0, le=50)
+    retention_indexes: int = Field(default=2, ge=1, le=20)
+
+
+class ClusteringSettings(BaseSettings):
+    model_config = _section("HOTFEED_CLUSTERING_")
+
+    every_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    segment_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+
+
+class ModelSettings(BaseSettings):
+    model_config = _section("HOTFEED_MODEL_")
+
+    # "auto" picks cuda when torch sees a GPU, else cpu.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint: Path = REPO_ROOT / "artifacts" / "model" / "model.pt"
+
+
+class ServerSettings(BaseSettings):
+    model_config = _section("HOTFEED_SERVER_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=50051, ge=1, le=65535)
+    service_token: str = ""
+
+
+class GatewaySettings(BaseSettings):
+    model_config = _section("HOTFEED_GATEWAY_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    services: ServicesSettings = Field(default_factory=ServicesSettings)
+    paths: PathsSettings = Field(default_factory=PathsSettings)
+    indexer: IndexerSettings = Field(default_factory=IndexerSettings)
+    clustering: ClusteringSettings = Field(default_factory=ClusteringSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+
+def load_settings() -> Settings:
+    """Return settings read from ``HOTFEED_*`` environment variables.
+
+    Raises ConfigError naming the variable and the bad value when one does not validate.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid HOTFEED_* settings: {problems}") from None
