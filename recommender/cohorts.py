@@ -44,6 +44,7 @@ __all__ = [
     "cluster_cohort",
     "user_cohorts",
     "user_cohorts_frame",
+    "user_cohorts_joined",
     "parse_cohort",
     "is_valid_cohort",
 ]
@@ -186,16 +187,8 @@ def user_cohorts(
     return out
 
 
-def user_cohorts_frame(users: pd.DataFrame, *, include_all: bool = True) -> pd.DataFrame:
-    """Return a long frame (user_id, cohort): one row per user and cohort, vectorized.
-
-    ``users`` has ``user_id`` and any of ``gender`` (m/f), ``age_band`` (AGE_BANDS),
-    ``region``, ``platform``, ``cluster`` (int); absent columns and missing values simply
-    give no cohort of that kind. Rows come grouped by kind in COHORT_KINDS order, so a
-    stable sort by user_id yields each user's cohorts most specific first. Genders and
-    bands outside the known sets are left out rather than invented.
-    """
-    uid = users["user_id"].astype("string")
+def _cohort_parts(users: pd.DataFrame) -> list[pd.Series]:
+    """Return one string series per cohort kind in COHORT_KINDS order (<NA> where absent)."""
 
     def col(name: str) -> pd.Series:
         if name not in users:
@@ -209,19 +202,44 @@ def user_cohorts_frame(users: pd.DataFrame, *, include_all: bool = True) -> pd.D
         else pd.Series(pd.NA, index=users.index, dtype="Int64")
     )
     cluster = cluster.where(cluster >= 0)
-    parts = [
-        "ga:" + gender + ":" + band,
-        "g:" + gender,
-        "age:" + band,
-        "cluster:" + cluster.astype("string"),
-        "region:" + _normalize_series(col("region")),
-        "platform:" + _normalize_series(col("platform")),
+    return [
+        ("ga:" + gender + ":" + band).astype("string"),
+        ("g:" + gender).astype("string"),
+        ("age:" + band).astype("string"),
+        ("cluster:" + cluster.astype("string")).astype("string"),
+        ("region:" + _normalize_series(col("region"))).astype("string"),
+        ("platform:" + _normalize_series(col("platform"))).astype("string"),
+        pd.Series(ALL_COHORT, index=users.index, dtype="string"),
     ]
-    frames = [pd.DataFrame({"user_id": uid, "cohort": p.astype("string")}) for p in parts]
-    if include_all:
-        frames.append(pd.DataFrame({"user_id": uid, "cohort": pd.Series(ALL_COHORT, index=users.index, dtype="string")}))
-    long = pd.concat(frames, ignore_index=True)
+
+
+def user_cohorts_frame(users: pd.DataFrame, *, include_all: bool = True) -> pd.DataFrame:
+    """Return a long frame (user_id, cohort): one row per user and cohort, vectorized.
+
+    ``users`` has ``user_id`` and any of ``gender`` (m/f), ``age_band`` (AGE_BANDS),
+    ``region``, ``platform``, ``cluster`` (int); absent columns and missing values simply
+    give no cohort of that kind. Rows come grouped by kind in COHORT_KINDS order, so a
+    stable sort by user_id yields each user's cohorts most specific first. Genders and
+    bands outside the known sets are left out rather than invented.
+    """
+    uid = users["user_id"].astype("string")
+    parts = _cohort_parts(users)
+    if not include_all:
+        parts = parts[:-1]
+    long = pd.concat([pd.DataFrame({"user_id": uid, "cohort": p}) for p in parts], ignore_index=True)
     return long[long["cohort"].notna() & long["user_id"].notna()].reset_index(drop=True)
+
+
+def user_cohorts_joined(users: pd.DataFrame, *, sep: str = ",") -> pd.Series:
+    """Return each user's cohorts as one ``sep``-joined string, the order of ``user_cohorts``.
+
+    Same input as ``user_cohorts_frame``; index follows ``users``. Every row ends with
+    ``all``. Cohort ids never contain ``,``, so the default separator is safe to split on.
+    """
+    out = pd.Series("", index=users.index, dtype="string")
+    for part in _cohort_parts(users)[:-1]:
+        out = out + (part + sep).fillna("")
+    return out + ALL_COHORT
 
 
 def parse_cohort(cohort: str) -> tuple[str, str]:
