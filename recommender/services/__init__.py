@@ -1,0 +1,1 @@
+"""Local services for development, tests and the demo (`hotfeed services up|down|status`)."""

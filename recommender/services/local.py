@@ -1,0 +1,538 @@
+"""Local Redis, OpenSearch and Elasticsearch: installed into ``settings.services.dir`` and run there.
+
+Used by `hotfeed services up|down|status`, by .ci/run and by the demo. Each service is
+idempotent: `up` on a running service only reports it, `down` on a stopped one is a no-op.
+
+OpenSearch is assembled from Maven Central: the integration-test distribution (server +
+transport only) plus the parent-join and lang-painless modules and the k-NN plugin, whose
+Maven zip carries no native libraries, so indexes use k-NN's pure-Java lucene engine.
+Elasticsearch is its integration-test distribution: kNN and function_score, no parent-join.
+Both refuse to run as root, so as root they run as a system user (settings.services.run_as_user).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recommender.errors import ServiceSetupError
+from recommender.services import versions
+from recommender.services.maven import fetch_artifact
+from recommender.settings import ServicesSettings
+
+__all__ = ["ServiceStatus", "LocalService", "RedisService", "OpenSearchNode", "ElasticsearchNode", "local_services"]
+
+_log = logging.getLogger(__name__)
+_MIN_JAVA = 17
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    address: str
+    version: str = ""
+    components: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    def line(self) -> str:
+        """Return one human line: name, state, address, version and components."""
+        state = "up" if self.running else "down"
+        extra = f" [{', '.join(self.components)}]" if self.components else ""
+        version = f" {self.version}" if self.version else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.name:<14} {state:<5} {self.address}{version}{extra}{detail}"
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_json(url: str, *, timeout_s: float = 2.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+
+
+def _stop_pid(pid_file: Path, name: str, *, timeout_s: float = 60) -> bool:
+    pid = _pid_alive(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.3)
+    else:
+        _log.warning("%s (pid %d) did not stop in %.0fs; killing it", name, pid, timeout_s)
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+class LocalService:
+    """One local service: install, start (waits for health), stop, status."""
+
+    name: str = ""
+
+    def up(self) -> ServiceStatus:
+        raise NotImplementedError
+
+    def down(self) -> bool:
+        raise NotImplementedError
+
+    def status(self) -> ServiceStatus:
+        raise NotImplementedError
+
+
+class RedisService(LocalService):
+    """Redis 7 from Debian's redis-server package, with AOF, on 127.0.0.1."""
+
+    name = "redis"
+
+    def __init__(self, settings: ServicesSettings):
+        self.port = settings.redis_port
+        self.home = settings.dir / "redis"
+        self.timeout_s = settings.start_timeout_s
+
+    def _binary(self) -> str:
+        found = shutil.which("redis-server")
+        if found:
+            return found
+        if os.geteuid() != 0:
+            raise ServiceSetupError(
+                "redis-server not found and we are not root to install it; run: "
+                "sudo apt-get update && sudo apt-get install -y redis-server"
+            )
+        _log.info("installing redis-server from Debian (apt-get)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise ServiceSetupError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-300:]}")
+        found = shutil.which("redis-server")
+        if not found:
+            raise ServiceSetupError("apt-get installed redis-server but the binary is not on PATH")
+        return found
+
+    def _ping(self) -> str | None:
+        """Return the server version if a Redis answers on the port, else None."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"INFO server\r\n")
+                data = b""
+                s.settimeout(1)
+                while b"redis_version" not in data or not data.endswith(b"\r\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        except OSError:
+            return None
+        match = re.search(rb"redis_version:([\d.]+)", data)
+        return match.group(1).decode() if match else None
+
+    def status(self) -> ServiceStatus:
+        version = self._ping()
+        return ServiceStatus(self.name, version is not None, f"127.0.0.1:{self.port}", version or "")
+
+    def up(self) -> ServiceStatus:
+        if self._ping():
+            return self.status()
+        if _port_open(self.port):
+            raise ServiceSetupError(
+                f"port {self.port} is in use by something that is not Redis; "
+                f"free it or set HOTFEED_SERVICES_REDIS_PORT (and HOTFEED_REDIS_URL) to another port"
+            )
+        binary = self._binary()
+        self.home.mkdir(parents=True, exist_ok=True)
+        conf = self.home / "redis.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {self.port}",
+                    f"dir {self.home}",
+                    "daemonize yes",
+                    f"pidfile {self.home / 'redis.pid'}",
+                    f"logfile {self.home / 'redis.log'}",
+                    "appendonly yes",
+                    "save ''",
+                    "protected-mode yes",
+                ]
+            )
+            + "\n"
+        )
+        proc = subprocess.run([binary, str(conf)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ServiceSetupError(f"redis-server failed to start: {proc.stderr.strip() or proc.stdout.strip()}")
+        deadline = time.monotonic() + min(self.timeout_s, 30)
+        while time.monotonic() < deadline:
+            if self._ping():
+                return self.status()
+            time.sleep(0.2)
+        raise ServiceSetupError(f"redis did not answer on port {self.port}; see {self.home / 'redis.log'}")
+
+    def down(self) -> bool:
+        return _stop_pid(self.home / "redis.pid", self.name)
+
+
+class _JavaNode(LocalService):
+    """A search-engine node unpacked from a Maven zip and run as a detached process."""
+
+    product = ""
+    port_setting = ""
+
+    def __init__(self, settings: ServicesSettings, *, port: int):
+        self.settings = settings
+        self.port = port
+        self.transport_port = port + 100
+        self.root = settings.dir / self.name
+        self.home = self.root / "home"
+        self.pid_file = self.root / "node.pid"
+        self.log_file = self.root / "stdout.log"
+
+    # -- hooks for each engine ------------------------------------------------------------
+    version = ""
+
+    def _assemble(self, home: Path) -> None:
+        raise NotImplementedError
+
+    def _config_lines(self) -> list[str]:
+        raise NotImplementedError
+
+    def _java_env(self, java_home: Path) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _launcher(self) -> str:
+        raise NotImplementedError
+
+    # -- shared -----------------------------------------------------------------------------
+    def _java_home(self) -> Path:
+        configured = self.settings.java_home
+        java = (configured / "bin" / "java") if configured else shutil.which("java")
+        if not java or not Path(java).exists():
+            raise ServiceSetupError(
+                f"Java {_MIN_JAVA}+ not found (needed by {self.name}); install it "
+                f"(apt-get install -y openjdk-17-jre-headless) or set HOTFEED_SERVICES_JAVA_HOME"
+            )
+        java_path = Path(java).resolve()
+        proc = subprocess.run([str(java_path), "-version"], capture_output=True, text=True)
+        match = re.search(r'version "(\d+)', proc.stderr + proc.stdout)
+        major = int(match.group(1)) if match else 0
+        if major < _MIN_JAVA:
+            raise ServiceSetupError(
+                f"{java_path} is Java {major or '?'}; {self.name} needs Java {_MIN_JAVA}+ "
+                f"(set HOTFEED_SERVICES_JAVA_HOME to a newer JDK)"
+            )
+        return java_path.parent.parent
+
+    def _installed_marker(self) -> Path:
+        return self.root / f"installed-{self.version}"
+
+    def install(self) -> None:
+        """Unpack and assemble the node once per version; later calls return at once."""
+        if self._installed_marker().exists() and self.home.exists():
+            return
+        _log.info("%s: assembling %s from Maven Central into %s", self.name, self.version, self.home)
+        staging = self.root / "staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        self._assemble(staging)
+        shutil.rmtree(self.home, ignore_errors=True)
+        staging.rename(self.home)
+        for old in self.root.glob("installed-*"):
+            old.unlink()
+        self._installed_marker().touch()
+
+    def _unzip_distribution(self, coordinates: str, dest: Path) -> None:
+        archive = fetch_artifact(coordinates)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(dest)
+        (top,) = [p for p in dest.iterdir() if p.is_dir()]
+        for child in top.iterdir():
+            child.rename(dest / child.name)
+        top.rmdir()
+        for script in (dest / "bin").iterdir():
+            script.chmod(0o755)
+
+    def _write_config(self) -> None:
+        conf_dir = self.home / "config"
+        (conf_dir / f"{self.product}.yml").write_text("\n".join(self._config_lines()) + "\n")
+        options = conf_dir / "jvm.options.d"
+        options.mkdir(exist_ok=True)
+        heap = self.settings.heap_mb
+        (options / "hotfeed-heap.options").write_text(f"-Xms{heap}m\n-Xmx{heap}m\n")
+
+    def _health(self) -> dict | None:
+        return _http_json(f"http://127.0.0.1:{self.port}/_cluster/health")
+
+    def _node_info(self) -> tuple[str, list[str], str]:
+        """Return (version, modules and plugins, product) of the node on the port."""
+        info = _http_json(f"http://127.0.0.1:{self.port}/_nodes/_local?filter_path=nodes.*.version,"
+                          "nodes.*.modules.name,nodes.*.plugins.name,nodes.*.settings.cluster.name") or {}
+        nodes = list((info.get("nodes") or {}).values())
+        if not nodes:
+            return "", [], ""
+        node = nodes[0]
+        modules = [m["name"] for m in node.get("modules", [])]
+        plugins = [p["name"] for p in node.get("plugins", [])]
+        return node.get("version", ""), modules + plugins, ""
+
+    def status(self) -> ServiceStatus:
+        health = self._health()
+        address = f"http://127.0.0.1:{self.port}"
+        if health is None:
+            return ServiceStatus(self.name, False, address)
+        version, components, _ = self._node_info()
+        return ServiceStatus(
+            self.name, True, address, version, components, detail=f"cluster {health.get('status', '?')}"
+        )
+
+    def _run_as(self) -> tuple[int, int] | None:
+        if os.geteuid() != 0:
+            return None
+        user = self.settings.run_as_user
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            proc = subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                raise ServiceSetupError(f"could not create system user {user!r} to run {self.name}: {proc.stderr}")
+            entry = pwd.getpwnam(user)
+        return entry.pw_uid, entry.pw_gid
+
+    def up(self) -> ServiceStatus:
+        if self._health() is not None:
+            status = self.status()
+            if status.version and not status.version.startswith(self.version.split(".")[0]):
+                raise ServiceSetupError(
+                    f"port {self.port} answers as a search engine {status.version!r}, not {self.name} "
+                    f"{self.version}; stop it or set {self.port_setting}"
+                )
+            return status
+        if _port_open(self.port):
+            raise ServiceSetupError(
+                f"port {self.port} is in use by another program; free it or set {self.port_setting}"
+            )
+        java_home = self._java_home()
+        self.install()
+        self._write_config()
+        ids = self._run_as()
+        if ids:
+            for path in [self.root, *self.root.rglob("*")]:
+                os.lchown(path, *ids)
+            # The service user must be able to reach the install folder.
+            for parent in self.root.parents:
+                if parent == Path("/"):
+                    break
+                if not os.stat(parent).st_mode & 0o001:
+                    raise ServiceSetupError(
+                        f"{parent} is not searchable by user {self.settings.run_as_user!r}; "
+                        f"set HOTFEED_SERVICES_DIR to a folder under a world-readable path"
+                    )
+
+        def _drop_privileges() -> None:
+            os.setsid()
+            if ids:
+                os.setgroups([])
+                os.setgid(ids[1])
+                os.setuid(ids[0])
+
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root), **self._java_env(java_home)}
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                [str(self.home / "bin" / self._launcher())],
+                cwd=self.home,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_drop_privileges,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServiceSetupError(
+                    f"{self.name} exited with code {proc.returncode} while starting; last log lines:\n"
+                    + self._log_tail()
+                )
+            health = self._health()
+            if health and health.get("status") in ("green", "yellow"):
+                return self.status()
+            time.sleep(1)
+        raise ServiceSetupError(
+            f"{self.name} did not become healthy on port {self.port} in {self.settings.start_timeout_s}s; "
+            f"see {self.log_file}:\n" + self._log_tail()
+        )
+
+    def _log_tail(self, lines: int = 8) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return "(no log)"
+        important = [ln for ln in text if "ERROR" in ln or "Exception" in ln] or text
+        return "\n".join(ln[:300] for ln in important[-lines:])
+
+    def down(self) -> bool:
+        return _stop_pid(self.pid_file, self.name)
+
+
+class OpenSearchNode(_JavaNode):
+    name = "opensearch"
+    product = "opensearch"
+    port_setting = "HOTFEED_SERVICES_OPENSEARCH_PORT (and HOTFEED_ENGINE_URL)"
+    version = versions.OPENSEARCH_VERSION
+
+    def __init__(self, settings: ServicesSettings):
+        super().__init__(settings, port=settings.opensearch_port)
+
+    def _assemble(self, home: Path) -> None:
+        self._unzip_distribution(versions.OPENSEARCH_DISTRIBUTION, home)
+        descriptor = (
+            "description={description}\nversion={v}\nname={name}\nclassname={cls}\n"
+            "java.version=11\nopensearch.version={v}\nextended.plugins=\nhas.native.controller=false\n"
+        )
+        join_dir = home / "modules" / "parent-join"
+        join_dir.mkdir(parents=True)
+        shutil.copy(fetch_artifact(versions.OPENSEARCH_PARENT_JOIN), join_dir)
+        (join_dir / "plugin-descriptor.properties").write_text(
+            descriptor.format(
+                description="Parent-child (join field) queries",
+                v=versions.OPENSEARCH_VERSION,
+                name="parent-join",
+                cls="org.opensearch.join.ParentJoinPlugin",
+            )
+        )
+        painless_dir = home / "modules" / "lang-painless"
+        painless_dir.mkdir(parents=True)
+        for coords in (versions.OPENSEARCH_PAINLESS, *versions.OPENSEARCH_PAINLESS_DEPENDENCIES):
+            shutil.copy(fetch_artifact(coords), painless_dir)
+        (painless_dir / "plugin-descriptor.properties").write_text(
+            descriptor.format(
+                description="Painless scripting language",
+                v=versions.OPENSEARCH_VERSION,
+                name="lang-painless",
+                cls="org.opensearch.painless.PainlessPlugin",
+            )
+        )
+        # Painless compiles scripts into classes at run time.
+        (painless_dir / "plugin-security.policy").write_text(
+            'grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n'
+            '  permission java.lang.RuntimePermission "getClassLoader";\n};\n'
+        )
+        knn_zip = fetch_artifact(versions.OPENSEARCH_KNN)
+        proc = subprocess.run(
+            [str(home / "bin" / "opensearch-plugin"), "install", "--batch", f"file://{knn_zip}"],
+            capture_output=True,
+            text=True,
+            env={"PATH": os.environ.get("PATH", ""), **self._java_env(self._java_home())},
+        )
+        if proc.returncode != 0:
+            raise ServiceSetupError(
+                f"installing {versions.OPENSEARCH_KNN!r} failed: {(proc.stdout + proc.stderr).strip()[-400:]}"
+            )
+
+    def _config_lines(self) -> list[str]:
+        return [
+            "cluster.name: hotfeed-local",
+            "node.name: hotfeed-opensearch",
+            "discovery.type: single-node",
+            "network.host: 127.0.0.1",
+            f"http.port: {self.port}",
+            f"transport.port: {self.transport_port}",
+            f"path.data: {self.root / 'data'}",
+            f"path.logs: {self.root / 'logs'}",
+            "cluster.routing.allocation.disk.threshold_enabled: false",
+        ]
+
+    def _java_env(self, java_home: Path) -> dict[str, str]:
+        return {"OPENSEARCH_JAVA_HOME": str(java_home), "JAVA_HOME": str(java_home)}
+
+    def _launcher(self) -> str:
+        return "opensearch"
+
+
+class ElasticsearchNode(_JavaNode):
+    name = "elasticsearch"
+    product = "elasticsearch"
+    port_setting = "HOTFEED_SERVICES_ELASTICSEARCH_PORT (and HOTFEED_ENGINE_URL)"
+    version = versions.ELASTICSEARCH_VERSION
+
+    def __init__(self, settings: ServicesSettings):
+        super().__init__(settings, port=settings.elasticsearch_port)
+
+    def _assemble(self, home: Path) -> None:
+        self._unzip_distribution(versions.ELASTICSEARCH_DISTRIBUTION, home)
+
+    def _config_lines(self) -> list[str]:
+        return [
+            "cluster.name: hotfeed-local-es",
+            "node.name: hotfeed-elasticsearch",
+            "discovery.type: single-node",
+            "network.host: 127.0.0.1",
+            f"http.port: {self.port}",
+            f"transport.port: {self.transport_port}",
+            f"path.data: {self.root / 'data'}",
+            f"path.logs: {self.root / 'logs'}",
+            "xpack.security.enabled: false",
+            "cluster.routing.allocation.disk.threshold_enabled: false",
+        ]
+
+    def _java_env(self, java_home: Path) -> dict[str, str]:
+        return {"ES_JAVA_HOME": str(java_home), "JAVA_HOME": str(java_home)}
+
+    def _launcher(self) -> str:
+        return "elasticsearch"
+
+
+def local_services(settings: ServicesSettings, names: list[str] | None = None) -> list[LocalService]:
+    """Return the local services by name (all of them by default), in start order.
+
+    Raises ServiceSetupError for an unknown name.
+    """
+    known: dict[str, type[LocalService]] = {
+        "redis": RedisService,
+        "opensearch": OpenSearchNode,
+        "elasticsearch": ElasticsearchNode,
+    }
+    chosen = names or list(known)
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise ServiceSetupError(f"unknown service(s) {unknown!r}; known: {list(known)}")
+    return [known[n](settings) for n in chosen]
