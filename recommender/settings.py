@@ -110,7 +110,27 @@ class ClusteringSettings(BaseSettings):
     model_config = _section("HOTFEED_CLUSTERING_")
 
     every_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    # A user's segment hash expires segment_ttl_s after their last activity; users idle
+    # longer are not written at all.
     segment_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    # Category affinity: event weight halves every half_life_h hours.
+    half_life_h: float = Field(default=72.0, gt=0, le=24 * 365)
+    # Interest per event type for affinity; a purchase says more than a view. Unknown types weigh 0.
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {"view": 1.0, "click": 2.0, "like": 3.0, "cart": 4.0, "chat": 4.0, "purchase": 6.0}
+    )
+    top_categories: int = Field(default=3, ge=1, le=20)
+    # Item-embedding user vectors average the last recent_events events of each user.
+    recent_events: int = Field(default=50, ge=1, le=10_000)
+    # Behaviour clusters: k=0 picks k by best silhouette over a grid capped at
+    # min(k_max, sqrt(n/2)); any other value fixes k.
+    k: int = Field(default=0, ge=0, le=1024)
+    k_max: int = Field(default=32, ge=2, le=1024)
+    affinity_dims: int = Field(default=64, ge=2, le=4096)
+    silhouette_sample: int = Field(default=2_000, ge=100, le=50_000)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    write_batch_users: int = Field(default=2_000, ge=1, le=100_000)
 
 
 class ModelSettings(BaseSettings):
