@@ -34,6 +34,7 @@ __all__ = [
     "COHORT_KINDS",
     "ALL_COHORT",
     "normalize_cohort_value",
+    "normalize_cohort_series",
     "age_band",
     "age_band_series",
     "gender_cohort",
@@ -77,7 +78,8 @@ def normalize_cohort_value(value: object) -> str | None:
     return token or None
 
 
-def _normalize_series(values: pd.Series) -> pd.Series:
+def normalize_cohort_series(values: pd.Series) -> pd.Series:
+    """Return ``normalize_cohort_value`` of every row, vectorized (string dtype, <NA> for blanks)."""
     text = values.astype("string").str.strip().str.lower().str.replace(_UNSAFE, "_", regex=True).str.strip("_")
     return text.mask(text == "", pd.NA)
 
@@ -207,8 +209,8 @@ def _cohort_parts(users: pd.DataFrame) -> list[pd.Series]:
         ("g:" + gender).astype("string"),
         ("age:" + band).astype("string"),
         ("cluster:" + cluster.astype("string")).astype("string"),
-        ("region:" + _normalize_series(col("region"))).astype("string"),
-        ("platform:" + _normalize_series(col("platform"))).astype("string"),
+        ("region:" + normalize_cohort_series(col("region"))).astype("string"),
+        ("platform:" + normalize_cohort_series(col("platform"))).astype("string"),
         pd.Series(ALL_COHORT, index=users.index, dtype="string"),
     ]
 
