@@ -1,0 +1,404 @@
+"""The SearchEngine interface and the REST logic both engines share.
+
+Elasticsearch 8 and OpenSearch speak the same REST API for everything hotfeed uses except
+the vector field mapping and the kNN query, which `dialect.py` renders. So the shared
+operations are written once here over one primitive, ``_request``, that each backend
+implements with its own client and its own error translation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from recommender.engine import dialect
+from recommender.errors import EngineUnavailable, InvalidRequest, NotFound
+from recommender.settings import EngineSettings
+
+__all__ = [
+    "Capabilities",
+    "Doc",
+    "BulkResult",
+    "Hit",
+    "SearchResult",
+    "SearchEngine",
+    "RestEngine",
+    "translate_http_error",
+]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the connected node supports: asked of the node, never assumed per engine."""
+
+    kind: str
+    version: str
+    join: bool
+    knn: bool
+    components: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Doc:
+    """One document to write: parents have no routing; children route to their parent's id."""
+
+    id: str
+    source: dict[str, Any]
+    routing: str | None = None
+
+
+@dataclass
+class BulkResult:
+    ok: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (doc id, reason)
+    retries: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """Return a one-line account of the bulk write."""
+        rate = self.ok / self.seconds if self.seconds > 0 else 0.0
+        failed = f", {len(self.failed)} failed (first: {self.failed[0]!r})" if self.failed else ", 0 failed"
+        return f"{self.ok:,} docs written in {self.seconds:.1f}s ({rate:,.0f} docs/s){failed}, {self.retries} retries"
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    source: dict[str, Any]
+    sort: tuple[Any, ...] = ()
+    routing: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    total: int
+    took_ms: int
+
+
+class SearchEngine(Protocol):
+    """What hotfeed needs of a search engine. Bodies are neutral (Elasticsearch 8) DSL."""
+
+    kind: str
+    settings: EngineSettings
+
+    def capabilities(self) -> Capabilities: ...
+    def health(self) -> dict[str, Any]: ...
+    def put_index_template(self, name: str, *, index_patterns: list[str], body: dict[str, Any]) -> None: ...
+    def create_index(self, name: str, *, body: dict[str, Any] | None = None) -> None: ...
+    def create_items_index(self, name: str) -> None: ...
+    def delete_index(self, name: str) -> bool: ...
+    def index_exists(self, name: str) -> bool: ...
+    def list_indices(self, pattern: str) -> list[str]: ...
+    def bulk_upsert(self, index: str, docs: Iterable[Doc], *, chunk_docs: int = ..., max_retries: int = ...) -> BulkResult: ...
+    def update(self, index: str, doc_id: str, partial: dict[str, Any], *, routing: str | None = None) -> None: ...
+    def delete(self, index: str, doc_id: str, *, routing: str | None = None) -> bool: ...
+    def get(self, index: str, doc_id: str, *, routing: str | None = None) -> dict[str, Any] | None: ...
+    def search(self, index: str, body: dict[str, Any], *, timeout_ms: int | None = None) -> SearchResult: ...
+    def count(self, index: str, query: dict[str, Any] | None = None) -> int: ...
+    def refresh(self, index: str) -> None: ...
+    def alias_targets(self, alias: str) -> list[str]: ...
+    def swap_alias(self, alias: str, new_index: str) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+def translate_http_error(status: int | None, reason: str, *, what: str, url: str) -> Exception:
+    """Return our exception for an engine answer (or for no answer when status is None).
+
+    No answer, 429 and 5xx mean the engine is unavailable; 404 is NotFound; other 4xx
+    mean the request was wrong.
+    """
+    if status is None or status == 429 or status >= 500:
+        return EngineUnavailable(
+            f"search engine at {url!r} is unavailable while {what}: {reason}. "
+            f"Start it with `hotfeed services up` or check HOTFEED_ENGINE_URL."
+        )
+    if status == 404:
+        return NotFound(f"{what}: {reason}")
+    return InvalidRequest(f"search engine rejected {what} (HTTP {status}): {reason}")
+
+
+def _error_reason(body: Any) -> str:
+    """Return the engine's own one-line reason from an error body."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            root = (err.get("root_cause") or [err])[0]
+            return f"{root.get('type', err.get('type'))}: {root.get('reason', err.get('reason'))}"
+        if err:
+            return str(err)
+    return str(body)[:300]
+
+
+class RestEngine:
+    """Shared REST operations; subclasses implement ``_request`` and ``_bulk_request``."""
+
+    kind = ""
+
+    def __init__(self, settings: EngineSettings, *, mappings_dir: Path):
+        self.settings = settings
+        self.mappings_dir = mappings_dir
+        self._capabilities: Capabilities | None = None
+
+    # -- primitives each backend implements ---------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        what: str,
+        timeout_ms: int | None = None,
+    ) -> Any:
+        raise NotImplementedError
+
+    def _bulk_request(self, lines: list[dict[str, Any]], *, what: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- cluster ---------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """Return the cluster health document (status green/yellow/red)."""
+        return self._request("GET", "/_cluster/health", what="reading cluster health")
+
+    def capabilities(self) -> Capabilities:
+        """Return what the node supports (join module, kNN), asked once and cached."""
+        if self._capabilities is None:
+            info = self._request(
+                "GET",
+                "/_nodes/_local",
+                params={"filter_path": "nodes.*.version,nodes.*.modules.name,nodes.*.plugins.name"},
+                what="reading node info",
+            )
+            node = next(iter(info["nodes"].values()))
+            components = tuple(m["name"] for m in node.get("modules", []) + node.get("plugins", []))
+            self._capabilities = Capabilities(
+                kind=self.kind,
+                version=node.get("version", ""),
+                join="parent-join" in components,
+                knn=dialect.supports_knn(self.kind, components),
+                components=components,
+            )
+        return self._capabilities
+
+    # -- indexes ---------------------------------------------------------------------------------
+    def put_index_template(self, name: str, *, index_patterns: list[str], body: dict[str, Any]) -> None:
+        """Create or replace a composable index template applying ``body`` to matching new indexes."""
+        template = {"index_patterns": index_patterns, "priority": 100, "template": body}
+        self._request("PUT", f"/_index_template/{name}", body=template, what=f"putting index template {name!r}")
+
+    def create_index(self, name: str, *, body: dict[str, Any] | None = None) -> None:
+        """Create an index (settings and mappings from ``body`` and any matching template)."""
+        self._request("PUT", f"/{name}", body=body or {}, what=f"creating index {name!r}")
+
+    def items_index_body(self) -> dict[str, Any]:
+        """Return the items index body from es_mappings/, rendered for this engine and node."""
+        return dialect.render_items_index(
+            self.kind, self.settings, join=self.capabilities().join, mappings_dir=self.mappings_dir
+        )
+
+    def put_items_template(self) -> None:
+        """Install the items template for ``<alias>-*`` so every physical items index gets it."""
+        self.put_index_template(
+            f"{self.settings.index_alias}-template",
+            index_patterns=[f"{self.settings.index_alias}-*"],
+            body=self.items_index_body(),
+        )
+
+    def create_items_index(self, name: str) -> None:
+        """Create a physical items index from the items template (installed if missing)."""
+        self.put_items_template()
+        self.create_index(name)
+
+    def delete_index(self, name: str) -> bool:
+        """Delete an index; return False when it did not exist."""
+        try:
+            self._request("DELETE", f"/{name}", what=f"deleting index {name!r}")
+            return True
+        except NotFound:
+            return False
+
+    def index_exists(self, name: str) -> bool:
+        try:
+            self._request("HEAD", f"/{name}", what=f"checking index {name!r}")
+            return True
+        except NotFound:
+            return False
+
+    def list_indices(self, pattern: str) -> list[str]:
+        """Return the names of indexes matching ``pattern``, sorted."""
+        rows = self._request(
+            "GET", f"/_cat/indices/{pattern}", params={"format": "json", "h": "index"}, what="listing indexes"
+        )
+        return sorted(r["index"] for r in rows)
+
+    def refresh(self, index: str) -> None:
+        self._request("POST", f"/{index}/_refresh", what=f"refreshing {index!r}")
+
+    # -- documents -------------------------------------------------------------------------------
+    def bulk_upsert(
+        self,
+        index: str,
+        docs: Iterable[Doc],
+        *,
+        chunk_docs: int = 2000,
+        max_retries: int = 5,
+        progress: Any = None,
+    ) -> BulkResult:
+        """Return the result of indexing ``docs`` (create or replace) in chunks.
+
+        Items rejected with 429 or 5xx, and whole chunks that fail to send, are retried
+        with exponential backoff and jitter up to ``max_retries`` times; anything still
+        failing is listed in the result with its reason, never dropped silently.
+        ``progress`` (a tqdm bar or None) is advanced by written documents.
+        """
+        result = BulkResult()
+        started = time.monotonic()
+        for chunk in _chunks(docs, chunk_docs):
+            pending = chunk
+            attempt = 0
+            while pending:
+                lines: list[dict[str, Any]] = []
+                for doc in pending:
+                    meta: dict[str, Any] = {"_index": index, "_id": doc.id}
+                    if doc.routing is not None:
+                        meta["routing"] = doc.routing
+                    lines.append({"index": meta})
+                    lines.append(doc.source)
+                try:
+                    answer = self._bulk_request(lines, what=f"bulk indexing into {index!r}")
+                    retry: list[Doc] = []
+                    for doc, item in zip(pending, answer["items"]):
+                        outcome = item["index"]
+                        status = outcome.get("status", 500)
+                        if status < 300:
+                            result.ok += 1
+                        elif status == 429 or status >= 500:
+                            retry.append(doc)
+                        else:
+                            result.failed.append((doc.id, _error_reason(outcome)))
+                except EngineUnavailable as exc:
+                    retry = pending
+                    last_error = str(exc)
+                else:
+                    last_error = "rejected by the engine (429/5xx)"
+                if progress is not None:
+                    progress.update(len(pending) - len(retry))
+                if retry and attempt < max_retries:
+                    attempt += 1
+                    result.retries += 1
+                    delay = min(0.2 * 2**attempt, 10.0) * (0.5 + random.random())
+                    _log.warning("bulk: retrying %d docs in %.1fs (attempt %d)", len(retry), delay, attempt)
+                    time.sleep(delay)
+                    pending = retry
+                else:
+                    result.failed.extend((d.id, f"gave up after {attempt} retries: {last_error}") for d in retry)
+                    pending = []
+        result.seconds = time.monotonic() - started
+        return result
+
+    def update(self, index: str, doc_id: str, partial: dict[str, Any], *, routing: str | None = None) -> None:
+        """Merge ``partial`` into an existing document. Raises NotFound if it does not exist."""
+        params = {"routing": routing} if routing is not None else None
+        self._request(
+            "POST", f"/{index}/_update/{doc_id}", body={"doc": partial}, params=params,
+            what=f"updating document {doc_id!r} in {index!r}",
+        )
+
+    def delete(self, index: str, doc_id: str, *, routing: str | None = None) -> bool:
+        """Delete a document; return False if it was not there."""
+        params = {"routing": routing} if routing is not None else None
+        try:
+            self._request("DELETE", f"/{index}/_doc/{doc_id}", params=params, what=f"deleting {doc_id!r}")
+            return True
+        except NotFound:
+            return False
+
+    def get(self, index: str, doc_id: str, *, routing: str | None = None) -> dict[str, Any] | None:
+        """Return a document's source, or None if it does not exist."""
+        params = {"routing": routing} if routing is not None else None
+        try:
+            answer = self._request("GET", f"/{index}/_doc/{doc_id}", params=params, what=f"getting {doc_id!r}")
+        except NotFound:
+            return None
+        return answer.get("_source") if answer.get("found", True) else None
+
+    # -- search ----------------------------------------------------------------------------------
+    def search(self, index: str, body: dict[str, Any], *, timeout_ms: int | None = None) -> SearchResult:
+        """Return the hits of a neutral-DSL search body, rendered for this engine."""
+        rendered = dialect.render_search(self.kind, body)
+        answer = self._request(
+            "POST", f"/{index}/_search", body=rendered, what=f"searching {index!r}", timeout_ms=timeout_ms
+        )
+        hits = [
+            Hit(
+                id=h["_id"],
+                score=float(h["_score"]) if h.get("_score") is not None else 0.0,
+                source=h.get("_source", {}),
+                sort=tuple(h.get("sort", ())),
+                routing=h.get("_routing"),
+            )
+            for h in answer["hits"]["hits"]
+        ]
+        total = answer["hits"].get("total", {})
+        return SearchResult(hits, int(total.get("value", 0) if isinstance(total, dict) else total), answer["took"])
+
+    def count(self, index: str, query: dict[str, Any] | None = None) -> int:
+        body = {"query": query} if query else None
+        return int(self._request("POST", f"/{index}/_count", body=body, what=f"counting {index!r}")["count"])
+
+    # -- aliases ---------------------------------------------------------------------------------
+    def alias_targets(self, alias: str) -> list[str]:
+        """Return the indexes the alias points at (empty if the alias does not exist)."""
+        try:
+            answer = self._request("GET", f"/_alias/{alias}", what=f"reading alias {alias!r}")
+        except NotFound:
+            return []
+        return sorted(answer)
+
+    def swap_alias(self, alias: str, new_index: str) -> list[str]:
+        """Point ``alias`` at ``new_index`` only, in one atomic action; return the old targets.
+
+        Both engines apply one `_aliases` request atomically, so a reader never sees the
+        alias resolve to nothing or to two indexes.
+        """
+        old = self.alias_targets(alias)
+        actions: list[dict[str, Any]] = [{"remove": {"index": name, "alias": alias}} for name in old if name != new_index]
+        actions.append({"add": {"index": new_index, "alias": alias}})
+        self._request("POST", "/_aliases", body={"actions": actions}, what=f"swapping alias {alias!r}")
+        return [name for name in old if name != new_index]
+
+
+def _chunks(docs: Iterable[Doc], size: int) -> Iterator[list[Doc]]:
+    chunk: list[Doc] = []
+    for doc in docs:
+        chunk.append(doc)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def error_reason(body: Any) -> str:
+    """Return the engine's one-line reason from an error body (for the backends)."""
+    return _error_reason(body) if not isinstance(body, (bytes, str)) else _error_reason(_maybe_json(body))
+
+
+def _maybe_json(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, TypeError):
+        return raw
