@@ -15,6 +15,7 @@ __all__ = ["POPULARITY_FIELDS", "NUMERIC_TYPES", "ItemFields", "read_item_fields
 
 # The items index maps parents and children in one flat property list; these belong to the
 # popularity children (join relation item -> popularity), everything else to the item.
+# A mapping may list them itself under mappings._meta.popularity_fields, which then wins.
 POPULARITY_FIELDS: frozenset[str] = frozenset({"cohort", "score", "count_1h", "count_24h", "count_7d", "updated_at"})
 NUMERIC_TYPES: frozenset[str] = frozenset(
     {"byte", "short", "integer", "long", "float", "half_float", "double", "scaled_float", "unsigned_long"}
@@ -53,4 +54,6 @@ def read_item_fields(mappings_dir: Path) -> ItemFields:
     except ValueError:
         source = str(path)
     types = {name: spec.get("type", "object") for name, spec in props.items()}
-    return ItemFields(types=MappingProxyType(types), source=source)
+    meta = doc["mappings"].get("_meta") or {}
+    children = frozenset(meta.get("popularity_fields", POPULARITY_FIELDS))
+    return ItemFields(types=MappingProxyType(types), source=source, popularity_fields=children)

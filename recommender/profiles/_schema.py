@@ -151,10 +151,12 @@ class Engagement(_ComponentBase):
 
 
 class CategoryBoost(_ComponentBase):
-    """Fixed boosts per category path prefix, plus ``weight`` for the request's preferred categories."""
+    """Boosts per category path prefix and for the request's preferred categories, all x ``weight``."""
 
     type: Literal["category_boost"]
     boosts: dict[str, PositiveFloat] = {}
+    # Boost of an item in one of the request's preferred categories (before x weight).
+    preferred: NonNegativeFloat = 1.0
 
     @field_validator("boosts")
     @classmethod

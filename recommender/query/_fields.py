@@ -1,0 +1,34 @@
+"""Field names of the items index (es_mappings/items.json) that the query builder uses.
+
+A unit test checks each one against the mapping, so a renamed field fails there first.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ITEM_ID",
+    "CATEGORY_LEVELS",
+    "PRICE",
+    "REGION",
+    "STATUS",
+    "EMBEDDING",
+    "COHORT",
+    "SCORE",
+    "POPULARITY_RELATION",
+    "SOURCE_EXCLUDES",
+]
+
+ITEM_ID = "item_id"
+# Every prefix of the slash-separated category path, so one term matches a whole subtree.
+CATEGORY_LEVELS = "category_levels"
+PRICE = "price"
+REGION = "region"
+STATUS = "status"
+EMBEDDING = "embedding"
+# Popularity children.
+COHORT = "cohort"
+SCORE = "score"
+# Child type of the join field `relation` (item -> popularity).
+POPULARITY_RELATION = "popularity"
+# Vectors are the bulk of a hit and the rerank has its own copy of the item embeddings.
+SOURCE_EXCLUDES = (EMBEDDING,)
