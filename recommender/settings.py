@@ -131,6 +131,9 @@ class ClusteringSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     write_batch_users: int = Field(default=2_000, ge=1, le=100_000)
+    # torch intra-op threads for the job; 0 keeps torch's default. On a busy small host 1 is
+    # far faster: the k-means batches are small and spinning OpenMP threads fight for cores.
+    torch_threads: int = Field(default=0, ge=0, le=256)
 
 
 class ModelSettings(BaseSettings):
