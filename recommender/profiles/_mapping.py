@@ -16,7 +16,9 @@ __all__ = ["POPULARITY_FIELDS", "NUMERIC_TYPES", "ItemFields", "read_item_fields
 # The items index maps parents and children in one flat property list; these belong to the
 # popularity children (join relation item -> popularity), everything else to the item.
 # A mapping may list them itself under mappings._meta.popularity_fields, which then wins.
-POPULARITY_FIELDS: frozenset[str] = frozenset({"cohort", "score", "count_1h", "count_24h", "count_7d", "updated_at"})
+POPULARITY_FIELDS: frozenset[str] = frozenset(
+    {"cohort", "score", "decayed_weight", "count_1h", "count_24h", "count_7d", "updated_at"}
+)
 NUMERIC_TYPES: frozenset[str] = frozenset(
     {"byte", "short", "integer", "long", "float", "half_float", "double", "scaled_float", "unsigned_long"}
 )

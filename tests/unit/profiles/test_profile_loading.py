@@ -272,3 +272,15 @@ def test_profile_file_loads(tmp_path: Path, minimal: dict[str, Any], fields: Ite
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(minimal))
     assert isinstance(load_profile(path, fields=fields), ScoreProfile)
+
+
+def test_decayed_weight_counts_as_a_popularity_field(fields: ItemFields) -> None:
+    # The indexer writes it on the children (indexer/popularity.py), whether or not it is mapped yet.
+    assert "decayed_weight" in fields.popularity_fields
+
+
+def test_public_names_are_exactly_all() -> None:
+    import recommender.profiles as profiles_pkg
+
+    public = {name for name in vars(profiles_pkg) if not name.startswith("_")}
+    assert public == set(profiles_pkg.__all__)
