@@ -142,6 +142,9 @@ class ModelSettings(BaseSettings):
     # "auto" picks cuda when torch sees a GPU, else cpu.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint: Path = REPO_ROOT / "artifacts" / "model" / "model.pt"
+    # Hyper-parameter overrides as JSON, e.g. HOTFEED_MODEL_PARAMS='{"epochs": 3, "lr": 0.002}'.
+    # They beat the model's YAML file and lose to command-line flags (recommender/model/config.py).
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
 
 
 class ServerSettings(BaseSettings):

@@ -1,0 +1,152 @@
+"""Training: optimizer, epoch loop, early stopping on a named validation metric, checkpoints.
+
+The trainer owns everything around the model: seeds, batching, full or sampled softmax,
+mixed precision on cuda, the progress bar, and keeping the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recommender.model.checkpoint import save_checkpoint
+from recommender.model.data import SessionSplit, iterate_batches, prefix_examples
+from recommender.model.evaluate import ModelScorer, rank_top_k
+from recommender.model.metrics import RankedLists, metric_by_name
+from recommender.model.network import SessionModel, build_model
+
+__all__ = ["seed_everything", "TrainReport", "Trainer"]
+
+_log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) so a run is repeatable on one device."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+@dataclass
+class TrainReport:
+    """What training did: per-epoch history and the epoch whose weights were kept."""
+
+    model_name: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_value: float = float("nan")
+    valid_metric: str = ""
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """Return a one-line account of the run."""
+        last = self.history[-1]["loss"] if self.history else float("nan")
+        return (
+            f"trained {self.model_name}: {len(self.history)} epochs in {self.seconds:.0f}s, last loss {last:.4f}, "
+            f"best {self.valid_metric}={self.best_value:.4f} at epoch {self.best_epoch}"
+        )
+
+
+class Trainer:
+    """Trains one session model on a SessionSplit under a config dict (see config.py)."""
+
+    def __init__(self, config: dict[str, Any], *, device: torch.device, progress: bool = True):
+        self.config = dict(config)
+        self.device = device
+        self.progress = progress
+        self.valid_metric = metric_by_name(str(config["valid_metric"]))
+
+    def build(self, model_name: str, split: SessionSplit) -> SessionModel:
+        """Return a freshly initialised model for ``split`` (seeded)."""
+        seed_everything(int(self.config["seed"]))
+        is_tail = torch.as_tensor(split.is_tail)
+        return build_model(model_name, num_items=len(split.vocab), is_tail=is_tail, config=self.config).to(self.device)
+
+    def validate(self, model: SessionModel, split: SessionSplit) -> float:
+        """Return the validation metric of ``model`` on every prefix of the validation sessions."""
+        examples = prefix_examples(split.valid, max_length=int(self.config["max_length"]))
+        if not len(examples):
+            return float("nan")
+        topk, targets = rank_top_k(ModelScorer(model, device=self.device), examples, k=self.valid_metric.k)
+        return self.valid_metric.compute(RankedLists(topk=topk, targets=targets, is_tail=split.is_tail))
+
+    def fit(self, model: SessionModel, split: SessionSplit) -> TrainReport:
+        """Train ``model`` in place, keep the best validation epoch's weights; return the report.
+
+        Without validation sessions there is no early stopping and the last epoch is kept.
+        """
+        cfg = self.config
+        seed = int(cfg["seed"])
+        seed_everything(seed)
+        rng = np.random.default_rng(seed)
+        examples = prefix_examples(split.train, max_length=int(cfg["max_length"]))
+        optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+        use_amp = self.device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        sampled = model.num_items > int(cfg["sampled_softmax_above"])
+        negatives_gen = torch.Generator(device=self.device).manual_seed(seed)
+        report = TrainReport(model.name, valid_metric=self.valid_metric.name)
+        best_state, waited, started = None, 0, time.monotonic()
+        if sampled:
+            _log.info("%s: %s items > %s, using sampled softmax", model.name, model.num_items, cfg["sampled_softmax_above"])
+        for epoch in range(1, int(cfg["epochs"]) + 1):
+            model.train()
+            total, batches = 0.0, 0
+            n_batches = -(-len(examples) // int(cfg["batch_size"]))
+            bar = tqdm(
+                iterate_batches(examples, batch_size=int(cfg["batch_size"]), shuffle=True, generator=rng, device=self.device),
+                total=n_batches, desc=f"{model.name} epoch {epoch}", disable=not self.progress, leave=False, unit="batch",
+            )
+            for items, lengths, targets in bar:
+                negatives = (
+                    torch.randint(1, model.num_items, (int(cfg["num_negatives"]),), generator=negatives_gen, device=self.device)
+                    if sampled else None
+                )
+                with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=use_amp):
+                    loss = model.loss(items, lengths, targets, negatives=negatives)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                total += float(loss.detach())
+                batches += 1
+                if batches % 10 == 0:
+                    bar.set_postfix(loss=f"{total / batches:.4f}")
+            bar.close()
+            value = self.validate(model, split)
+            report.history.append({"epoch": epoch, "loss": total / max(batches, 1), self.valid_metric.name: value})
+            _log.info("%s epoch %d: loss %.4f, valid %s %.4f", model.name, epoch, total / max(batches, 1),
+                      self.valid_metric.name, value)
+            if np.isnan(value) or best_state is None or value > report.best_value:
+                report.best_epoch, report.best_value, waited = epoch, value, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                waited += 1
+                if waited >= int(cfg["patience"]):
+                    _log.info("%s: early stop after epoch %d (no better %s for %d epochs)", model.name, epoch,
+                              self.valid_metric.name, waited)
+                    break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def save(self, path: Path, model: SessionModel, split: SessionSplit, report: TrainReport) -> Path:
+        """Write the checkpoint (weights, effective config, vocabulary, version); return its path."""
+        return save_checkpoint(
+            path, model=model, config=self.config, vocab=split.vocab, item_counts=split.item_counts,
+            meta={"split": split.params, "best_epoch": report.best_epoch,
+                  "valid": {report.valid_metric: report.best_value}},
+        )

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from recommender.cli import main
+
+
+@pytest.fixture
+def artifacts(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOTFEED_PATHS_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.delenv("HOTFEED_MODEL_PARAMS", raising=False)
+    return tmp_path / "artifacts"
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_eval_on_events_with_wrong_columns_fails_with_one_clear_line(tmp_path, artifacts, capsys):
+    bad = tmp_path / "events.csv"
+    bad.write_text("sessionId,itemId,timeframe\n1,2,3\n")
+    assert main(["eval", "--events", str(bad)]) == 1
+    err = _one_line_error(capsys)
+    assert "missing column(s)" in err and "'ts'" in err
+
+
+def test_eval_on_a_corrupt_parquet_file_fails_with_one_clear_line(tmp_path, artifacts, capsys):
+    bad = tmp_path / "events.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    assert main(["eval", "--events", str(bad)]) == 1
+    assert "cannot be read" in _one_line_error(capsys)
+
+
+def test_eval_on_a_file_without_valid_rows_says_why(tmp_path, artifacts, capsys):
+    bad = tmp_path / "events.csv"
+    bad.write_text("ts,user_id,item_id,event_type\nyesterday,u,1,view\n")
+    assert main(["eval", "--events", str(bad)]) == 1
+    assert "unparseable ts" in _one_line_error(capsys)
+
+
+def test_train_then_eval_the_checkpoint_end_to_end(tmp_path, artifacts, chain_raw, capsys):
+    events = tmp_path / "events.csv"
+    chain_raw.to_csv(events, index=False)
+    ckpt = tmp_path / "m" / "gru4rec.pt"
+    common = ["--events", str(events), "--epochs", "1", "--set", "embedding_dim=16", "--device", "cpu"]
+    assert main(["train", "--model", "gru4rec", "--out", str(tmp_path / "m"), *common]) == 0
+    assert ckpt.exists()
+    out = tmp_path / "report"
+    assert main(["eval", "--checkpoint", str(ckpt), "--out", str(out), "--metrics", "HR@20,Tail@20", *common]) == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert set(results) == {"POP", "S-POP", "ItemKNN", "gru4rec"} and set(results["POP"]) == {"HR@20", "Tail@20"}
+    assert (out / "HR_at_20.png").exists() and "gru4rec" in capsys.readouterr().out
+
+
+def test_unknown_metric_fails_before_training(tmp_path, artifacts, chain_raw, capsys):
+    events = tmp_path / "events.csv"
+    chain_raw.to_csv(events, index=False)
+    assert main(["eval", "--events", str(events), "--metrics", "Recall@5"]) == 1
+    assert "'Recall@5'" in _one_line_error(capsys)

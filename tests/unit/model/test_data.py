@@ -1,0 +1,60 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from recommender.data_model import validate_events
+from recommender.errors import InvalidRequest
+from recommender.model.data import (
+    ItemVocabulary, build_sessions, prefix_examples, split_sessions, tail_mask_from_counts,
+)
+
+
+def test_sessions_are_cut_at_30_minute_gaps_when_session_id_is_absent():
+    raw = pd.DataFrame({
+        "ts": ["2026-01-01T10:00:00Z", "2026-01-01T10:20:00Z", "2026-01-01T11:00:00Z", "2026-01-01T10:05:00Z"],
+        "user_id": ["a", "a", "a", "b"],
+        "item_id": ["1", "2", "3", "4"],
+        "event_type": ["view"] * 4,
+    })
+    clicks = build_sessions(validate_events(raw)[0])
+    sizes = clicks.groupby("session")["item_id"].apply(list).tolist()
+    assert sorted(sizes) == [["1", "2"], ["3"], ["4"]]
+
+
+def test_repeated_consecutive_clicks_collapse():
+    raw = pd.DataFrame({
+        "ts": ["2026-01-01T10:00:00Z", "2026-01-01T10:01:00Z", "2026-01-01T10:02:00Z"],
+        "session_id": ["s", "s", "s"], "item_id": ["1", "1", "2"], "event_type": ["view", "cart", "view"],
+    })
+    assert build_sessions(validate_events(raw)[0])["item_id"].tolist() == ["1", "2"]
+
+
+def test_vocabulary_reserves_zero_for_padding_and_unknown_ids():
+    vocab = ItemVocabulary(["a", "b"])
+    assert vocab.index_of(["b", "zzz", "a"]).tolist() == [2, 0, 1]
+    assert len(vocab) == 3 and "a" in vocab and "<pad>" not in vocab
+
+
+def test_head_is_the_popular_items_making_up_80_percent():
+    # counts 50, 30, 10, 5, 5 (total 100): 50 + 30 = 80 reaches 80% -> items 1, 2 are head
+    is_tail = tail_mask_from_counts(np.array([0, 50, 30, 10, 5, 5]))
+    assert is_tail.tolist() == [False, False, False, True, True, True]
+
+
+def test_split_keeps_time_order_and_filters_rare_items(chain_frame):
+    split = split_sessions(build_sessions(chain_frame), test_days=1.0)
+    assert split.train and split.valid and split.test
+    assert all(len(s) >= 2 for s in split.train + split.valid + split.test)
+    assert split.item_counts[0] == 0 and split.item_counts[1:].min() >= 1
+
+
+def test_every_prefix_predicts_the_next_item():
+    ex = prefix_examples([np.array([5, 6, 7])], max_length=20)
+    assert ex.items.tolist() == [[5, 0], [5, 6]]
+    assert ex.lengths.tolist() == [1, 2] and ex.targets.tolist() == [6, 7]
+
+
+def test_a_split_with_nothing_left_says_what_to_change():
+    raw = pd.DataFrame({"ts": ["2026-01-01T10:00:00Z"], "session_id": ["s"], "item_id": ["1"], "event_type": ["view"]})
+    with pytest.raises(InvalidRequest, match="min-item-support"):
+        split_sessions(build_sessions(validate_events(raw)[0]))
