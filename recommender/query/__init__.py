@@ -11,6 +11,7 @@ from recommender.query.build import (
     build_feed_query,
     build_filter_clauses,
     build_similar_items_query,
+    read_component_scores,
 )
 from recommender.query.components import (
     COMPONENT_BUILDERS,
@@ -34,6 +35,7 @@ __all__ = [
     "build_filter_clauses",
     "build_similar_items_query",
     "cohort_type",
+    "read_component_scores",
     "component_builder",
     "register_component",
 ]

@@ -81,7 +81,7 @@ class FeedContext:
     preferred_categories  category path prefixes the request prefers (category_boost)
     page_size             1..MAX_PAGE_SIZE items per page
     search_after          where the previous engine page ended, for infinite scroll
-    explain               ask the engine for score explanations
+    explain               name each component's share of the score (see query.build)
     exploration_salt      mixed into the exploration seed (pass the session id), so each
                           session sees its own shuffle that stays put while it scrolls
     """

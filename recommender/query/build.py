@@ -12,18 +12,28 @@ The feed query, for a profile with every component::
         must_not  category_levels in excluded + disliked, ids of seen items
         should    has_child popularity (cohort-weighted child scores)  x cohort_popularity.weight
                   knn on embedding (pre-filtered alike)                x knn.weight
-      functions   freshness decays, engagement factors, category boosts, random_score
+                  constant_score per boosted / preferred category      x category_boost.weight
+      functions   freshness decays, engagement factors, random_score
 
-    score = has_child + knn + sum(functions)
+    score = has_child + knn + category boosts + sum(functions)
 
-Sums keep every component's share separable for explanations, and let an item with no
-popularity and no neighbour still rank on freshness. Items that match no ``should``
-clause still match (a bool with a filter needs no should), scoring 0 there.
-Hits are sorted by (_score desc, item_id asc), which is what ``search_after`` continues from.
+Sums keep every component's share separable, and let an item with no popularity and no
+neighbour still rank on freshness. Items that match no ``should`` clause still match (a
+bool with a filter needs no should), scoring 0 there. Hits are sorted by
+(_score desc, item_id asc), which is what ``search_after`` continues from.
+
+With ``context.explain`` the same sum is laid out so the engine reports each component's
+share: every component becomes one bool ``should`` clause named (``_name``) by its key,
+its functions in a ``function_score`` over ``match_all``. Searched with the URL parameter
+``include_named_queries_score=true`` (both engines), each hit's ``matched_queries`` maps
+component key -> score; ``read_component_scores`` turns that into the explain map. The
+scores equal those of the plain layout; the plain one is kept for serving because one
+function_score is cheaper than a disjunction of per-component clauses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +43,14 @@ from recommender.query import _fields as F
 from recommender.query._context import FeedContext
 from recommender.query.components import ComponentInputs, component_builder, knn_clause, render_time
 
-__all__ = ["FEED_SORT", "build_filter_clauses", "build_exclusion_clauses", "build_feed_query", "build_similar_items_query"]
+__all__ = [
+    "FEED_SORT",
+    "build_filter_clauses",
+    "build_exclusion_clauses",
+    "build_feed_query",
+    "build_similar_items_query",
+    "read_component_scores",
+]
 
 FEED_SORT: tuple[dict[str, str], ...] = ({"_score": "desc"}, {F.ITEM_ID: "asc"})
 
@@ -89,16 +106,46 @@ def _page_fields(profile: ScoreProfile, context: FeedContext) -> dict[str, Any]:
     }
     if context.search_after is not None:
         body["search_after"] = [context.search_after.score, context.search_after.item_id]
-    if context.explain:
-        body["explain"] = True
     return body
+
+
+def _active_components(profile: ScoreProfile) -> list[Any]:
+    # Weight 0 switches a component off; it then costs the engine nothing.
+    return [c for c in profile.components if c.weight > 0]
+
+
+def _named_clause(key: str, fragment: dict[str, Any]) -> list[dict[str, Any]]:
+    parts = list(fragment.get("should", ()))
+    if fragment.get("functions"):
+        parts.append(
+            {
+                "function_score": {
+                    "query": {"match_all": {}},
+                    "functions": list(fragment["functions"]),
+                    "score_mode": "sum",
+                    "boost_mode": "replace",
+                }
+            }
+        )
+    return [{"bool": {"should": parts, "_name": key}}] if parts else []
+
+
+def read_component_scores(profile: ScoreProfile, matched_queries: Mapping[str, float] | None) -> dict[str, float]:
+    """Return component key -> score of one hit of an explain query, 0.0 for components it missed.
+
+    ``matched_queries`` is the hit's ``matched_queries`` as the engines return it with
+    ``include_named_queries_score=true``; switched-off components (weight 0) are left out.
+    """
+    matched = matched_queries or {}
+    return {c.key: float(matched.get(c.key, 0.0)) for c in _active_components(profile)}
 
 
 def build_feed_query(profile: ScoreProfile, context: FeedContext, *, now: datetime) -> dict[str, Any]:
     """Return the search body of a home or product feed page (see the module docstring).
 
     ``now`` must be timezone-aware: decays are centred on it. Components with weight 0 are
-    left out. Raises InvalidRequest for a naive ``now`` and ProfileRejected for a component
+    left out. With ``context.explain`` the body names each component's share (see the module
+    docstring). Raises InvalidRequest for a naive ``now`` and ProfileRejected for a component
     type without a registered builder.
     """
     filter_clauses = build_filter_clauses(profile.filters, context)
@@ -107,12 +154,13 @@ def build_feed_query(profile: ScoreProfile, context: FeedContext, *, now: dateti
     inputs = ComponentInputs(context=context, now=now, filters=_knn_filters(filter_clauses, must_not))
     should: list[dict[str, Any]] = []
     functions: list[dict[str, Any]] = []
-    for component in profile.components:
-        if component.weight <= 0:
-            continue
+    for component in _active_components(profile):
         fragment = component_builder(component.type)(component, inputs)
-        should.extend(fragment.get("should", ()))
-        functions.extend(fragment.get("functions", ()))
+        if context.explain:
+            should.extend(_named_clause(component.key, fragment))
+        else:
+            should.extend(fragment.get("should", ()))
+            functions.extend(fragment.get("functions", ()))
     boolean: dict[str, Any] = {"filter": filter_clauses}
     if must_not:
         boolean["must_not"] = must_not

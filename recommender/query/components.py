@@ -4,7 +4,8 @@ A fragment is a dict with either or both of
 
     "should"     clauses for the feed query's bool ``should`` (they add to the score when
                  they match and never decide whether an item matches)
-    "functions"  function_score functions applied to every matching item, summed
+    "functions"  unfiltered function_score functions, applied to every matching item and
+                 summed (filtered ones go in "should": see ``category_boost``)
 
 ``build_feed_query`` merges the fragments of all components of a profile. A component may
 return ``{}`` when the request gives it nothing to work with (kNN without a query vector).
@@ -237,21 +238,29 @@ def engagement(component: Engagement, inputs: ComponentInputs) -> dict[str, Any]
 
 @register_component("category_boost")
 def category_boost(component: CategoryBoost, inputs: ComponentInputs) -> dict[str, Any]:
-    """Return weight functions for items under a boosted prefix or a preferred category.
+    """Return constant-score should clauses for items under a boosted prefix or a preferred category.
 
     Prefixes match ``category_levels`` (every prefix of the item's category path), so
-    boosting "electronics" boosts "electronics/phones" too.
+    boosting "electronics" boosts "electronics/phones" too. Should clauses rather than
+    filtered functions: a function_score gives a document that matches none of its
+    functions a factor of 1, which would rank unboosted items above lightly boosted ones
+    whenever no unfiltered function is present.
     """
-    functions: list[dict[str, Any]] = [
-        {"filter": {"term": {F.CATEGORY_LEVELS: prefix}}, "weight": component.weight * boost}
+    clauses: list[dict[str, Any]] = [
+        {"constant_score": {"filter": {"term": {F.CATEGORY_LEVELS: prefix}}, "boost": component.weight * boost}}
         for prefix, boost in component.boosts.items()
     ]
     preferred = inputs.context.preferred_categories
     if preferred and component.preferred > 0:
-        functions.append(
-            {"filter": {"terms": {F.CATEGORY_LEVELS: list(preferred)}}, "weight": component.weight * component.preferred}
+        clauses.append(
+            {
+                "constant_score": {
+                    "filter": {"terms": {F.CATEGORY_LEVELS: list(preferred)}},
+                    "boost": component.weight * component.preferred,
+                }
+            }
         )
-    return {"functions": functions} if functions else {}
+    return {"should": clauses} if clauses else {}
 
 
 @register_component("exploration")

@@ -12,7 +12,7 @@ import pytest
 
 from recommender.errors import InvalidRequest
 from recommender.profiles import ItemFields, ScoreProfile, load_default_profile
-from recommender.query import FeedContext, SearchAfter, build_feed_query
+from recommender.query import FeedContext, SearchAfter, build_feed_query, read_component_scores
 from recommender.query import _fields as F
 
 NOW = datetime(2026, 11, 22, 15, 0, tzinfo=timezone.utc)
@@ -247,17 +247,22 @@ def test_engagement_factors_multiply_weights(make_profile: MakeProfile) -> None:
 
 def test_category_boosts_match_every_level_of_the_path(make_profile: MakeProfile) -> None:
     profile = make_profile({"type": "category_boost", "weight": 2.0, "boosts": {"electronics": 0.5, "books/comics": 1.0}})
-    assert _functions(build_feed_query(profile, FeedContext(), now=NOW)) == [
-        {"filter": {"term": {"category_levels": "electronics"}}, "weight": 1.0},
-        {"filter": {"term": {"category_levels": "books/comics"}}, "weight": 2.0},
-    ]
+    assert build_feed_query(profile, FeedContext(), now=NOW)["query"] == {
+        "bool": {
+            "filter": [ACTIVE],
+            "should": [
+                {"constant_score": {"filter": {"term": {"category_levels": "electronics"}}, "boost": 1.0}},
+                {"constant_score": {"filter": {"term": {"category_levels": "books/comics"}}, "boost": 2.0}},
+            ],
+        }
+    }
 
 
 def test_preferred_categories_get_the_preferred_boost(make_profile: MakeProfile) -> None:
     profile = make_profile({"type": "category_boost", "weight": 2.0, "preferred": 0.25})
     context = FeedContext(preferred_categories=["garden", "sports/bikes"])
-    assert _functions(build_feed_query(profile, context, now=NOW)) == [
-        {"filter": {"terms": {"category_levels": ["garden", "sports/bikes"]}}, "weight": 0.5}
+    assert _bool(build_feed_query(profile, context, now=NOW))["should"] == [
+        {"constant_score": {"filter": {"terms": {"category_levels": ["garden", "sports/bikes"]}}, "boost": 0.5}}
     ]
 
 
@@ -309,8 +314,48 @@ def test_first_page_has_no_search_after(make_profile: MakeProfile) -> None:
     assert "search_after" not in build_feed_query(make_profile(DECAY), FeedContext(), now=NOW)
 
 
-def test_explain_asks_the_engine_for_explanations(make_profile: MakeProfile) -> None:
-    assert build_feed_query(make_profile(DECAY), FeedContext(explain=True), now=NOW)["explain"] is True
+def test_explain_names_each_component_share(make_profile: MakeProfile) -> None:
+    profile = make_profile(
+        {"type": "knn", "weight": 2.0, "k": 10, "num_candidates": 10},
+        DECAY,
+        {"type": "exploration", "weight": 0.1, "seed": 3},
+        {"type": "category_boost", "boosts": {"toys": 1.0}},
+    )
+    body = build_feed_query(profile, FeedContext(query_vector=[1.0], explain=True), now=NOW)
+    knn = {"knn": {"field": "embedding", "query_vector": [1.0], "k": 10, "num_candidates": 10, "filter": [ACTIVE], "boost": 2.0}}
+
+    def functions(*fs: dict[str, Any]) -> dict[str, Any]:
+        return {"function_score": {"query": {"match_all": {}}, "functions": list(fs), "score_mode": "sum", "boost_mode": "replace"}}
+
+    assert body["query"] == {
+        "bool": {
+            "filter": [ACTIVE],
+            "should": [
+                {"bool": {"should": [knn], "_name": "knn"}},
+                {"bool": {"should": [functions(DECAY_FUNCTION)], "_name": "freshness_bumped_at"}},
+                {"bool": {"should": [functions({"random_score": {"seed": 3, "field": "_seq_no"}, "weight": 0.1})],
+                          "_name": "exploration"}},
+                {"bool": {"should": [{"constant_score": {"filter": {"term": {"category_levels": "toys"}}, "boost": 1.0}}],
+                          "_name": "category_boost"}},
+            ],
+        }
+    }
+
+
+def test_explain_leaves_out_components_with_nothing_to_add(make_profile: MakeProfile) -> None:
+    profile = make_profile(DECAY, {"type": "knn"})
+    should = _bool(build_feed_query(profile, FeedContext(query_vector=None, explain=True), now=NOW))["should"]
+    assert [c["bool"]["_name"] for c in should] == ["freshness_bumped_at"]
+
+
+def test_component_scores_come_from_matched_queries(make_profile: MakeProfile) -> None:
+    profile = make_profile(DECAY, {"type": "knn"}, {"type": "exploration", "weight": 0.0})
+    scores = read_component_scores(profile, {"freshness_bumped_at": 0.75, "unrelated": 9.0})
+    assert scores == {"freshness_bumped_at": 0.75, "knn": 0.0}
+
+
+def test_component_scores_of_a_hit_without_matches_are_zero(make_profile: MakeProfile) -> None:
+    assert read_component_scores(make_profile(DECAY), None) == {"freshness_bumped_at": 0.0}
 
 
 def test_size_is_the_candidates_but_at_least_a_page(make_profile: MakeProfile) -> None:
