@@ -104,6 +104,21 @@ class IndexerSettings(BaseSettings):
     bulk_chunk_docs: int = Field(default=2_000, ge=1, le=100_000)
     bulk_max_retries: int = Field(default=5, ge=0, le=50)
     retention_indexes: int = Field(default=2, ge=1, le=20)
+    # Data import and cleaning (indexer/importers.py, indexer/weblogs.py).
+    session_gap_min: float = Field(default=30, gt=0, le=24 * 60)
+    burst_min_hits: int = Field(default=3, ge=2, le=1000)
+    burst_window_s: float = Field(default=10, gt=0, le=3600)
+    nginx_item_regex: str = r"^/items?/(?P<item_id>[A-Za-z0-9_\-]+)/?(?:\?|$)"
+    # Cohort popularity (indexer/popularity.py): weight per event type, unknown types weigh 0.
+    # A 6 h half-life keeps the score "hot": most marketplace views go to items under 8 h old.
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {"view": 1.0, "click": 1.0, "like": 3.0, "cart": 4.0, "chat": 5.0, "purchase": 8.0}
+    )
+    popularity_half_life_h: float = Field(default=6.0, gt=0, le=24 * 365)
+    popularity_lookback_days: float = Field(default=14.0, gt=0, le=365)
+    # Extra cohorts crossing two user attributes, "<axis>+<axis>" with axes g, age, region, platform.
+    combined_cohorts: list[str] = Field(default_factory=lambda: ["region+age"])
+    popular_fallback_size: int = Field(default=100, ge=1, le=10_000)
 
 
 class ClusteringSettings(BaseSettings):
