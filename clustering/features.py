@@ -170,9 +170,9 @@ def _embedding_vectors(
     pos = emb.item_ids.get_indexer(ev["item_id"].astype(str))
     keep = pos >= 0
     rows = ev["row"].to_numpy()[keep]
-    ts = ev["ts"].to_numpy()[keep]
+    age_h = ev["age_h"].to_numpy()[keep]
     pos = pos[keep]
-    order = np.lexsort((-ts.astype("datetime64[ns]").astype(np.int64), rows))
+    order = np.lexsort((age_h, rows))  # per user, latest (smallest age) first
     rows, pos = rows[order], pos[order]
     latest = _group_first_ranks(rows) < recent
     rows, pos = rows[latest], pos[latest]

@@ -171,8 +171,9 @@ def user_cohorts(
     viewer with nothing known gets ``["all"]``. Order follows COHORT_KINDS.
     """
     out: list[str] = []
-    gender = gender or None
-    age_band = age_band or None
+    # NaN / <NA> from frames count as unknown, like None and "".
+    gender = gender if isinstance(gender, str) and gender else None
+    age_band = age_band if isinstance(age_band, str) and age_band else None
     if gender and age_band:
         out.append(gender_age_cohort(gender, age_band))
     if gender:
