@@ -12,8 +12,10 @@ A cohort id is a short text key, ``<kind>:<value>`` except for ``all``:
     cluster:<k>         cluster:7 (behaviour cluster from the clustering job)
 
 Free-text values (region, platform) are normalised by ``normalize_cohort_value``:
-lower case, trimmed, and every run of characters outside ``[a-z0-9._-]`` becomes ``_``,
-so ``"Seoul Metro"`` and ``" seoul metro "`` give the same ``region:seoul_metro``.
+lower case, trimmed, and every run of characters other than letters, digits (any script),
+``.`` and ``-`` becomes ``_``, so ``"Seoul Metro"`` and ``" seoul metro "`` give the same
+``region:seoul_metro`` and ``"서울"`` stays ``region:서울``. Cohort ids never hold ``,`` or ``:``
+inside a value.
 
 ``user_cohorts`` orders a user's cohorts from the most specific to ``all``; the query
 builder may weight them in that order. Scalar helpers serve the request path; the
@@ -58,14 +60,14 @@ ALL_COHORT = "all"
 # Order of user_cohorts(): most specific first, "all" last.
 COHORT_KINDS: tuple[str, ...] = ("ga", "g", "age", "cluster", "region", "platform", "all")
 
-_UNSAFE = re.compile(r"[^a-z0-9._\-]+")
+_UNSAFE = re.compile(r"[^\w.\-]+")
 _COHORT_RE = re.compile(
     r"^(?:all"
     r"|g:(?:m|f)"
     r"|age:(?:<18|18-24|25-34|35-44|45-54|55\+)"
     r"|ga:(?:m|f):(?:<18|18-24|25-34|35-44|45-54|55\+)"
-    r"|region:[a-z0-9._\-]+"
-    r"|platform:[a-z0-9._\-]+"
+    r"|region:[\w.\-]+"
+    r"|platform:[\w.\-]+"
     r"|cluster:\d+)$"
 )
 
@@ -263,5 +265,6 @@ def parse_cohort(cohort: str) -> tuple[str, str]:
 
 def is_valid_cohort(cohort: object) -> bool:
     """Return True when ``cohort`` is a well-formed cohort id (see the module docstring)."""
-    return isinstance(cohort, str) and _COHORT_RE.match(cohort) is not None
+    # \w admits upper case; normalised values never have it.
+    return isinstance(cohort, str) and cohort == cohort.lower() and _COHORT_RE.match(cohort) is not None
 

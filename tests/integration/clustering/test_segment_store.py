@@ -159,3 +159,15 @@ def test_redis_down_raises_store_unavailable_with_the_fix():
     down = RedisSegmentStore(RedisSettings(url="redis://127.0.0.1:1/0", timeout_ms=200, key_prefix="x:"))
     with pytest.raises(StoreUnavailable, match="hotfeed services up"):
         down.segments_for("u1")
+
+
+def test_non_ascii_user_ids_and_categories_round_trip(store):
+    version = store.start_version()
+    frame = pd.DataFrame({"user_id": ["사용자-1", "plain"], "top_categories": ['["의류/신발", "café"]', None],
+                          "region": ["서울", None], "cohorts": ["region:서울,all", "all"]})
+    assert store.write_user_segments(version, frame, ttl_s=np.array([60, 60])) == 2
+    store.publish_version(version)
+    seg = store.segments_for("사용자-1")
+    assert seg.top_categories == ("의류/신발", "café") and seg.region == "서울"
+    plain = store.segments_for("plain")
+    assert plain.known and plain.top_categories == () and plain.region is None

@@ -50,17 +50,21 @@ def test_frame_and_joined_forms_agree_with_the_scalar_form():
 
 
 @pytest.mark.parametrize("cohort", ["all", "g:f", "age:55+", "ga:m:<18", "region:seoul_metro", "platform:ios",
-                                    "cluster:12"])
+                                    "cluster:12", "region:서울_강남"])
 def test_well_formed_cohorts_parse(cohort):
     assert is_valid_cohort(cohort)
     kind, _ = parse_cohort(cohort)
     assert kind == cohort.split(":")[0]
 
 
-@pytest.mark.parametrize("cohort", ["", "ALL", "g:x", "age:20-29", "region:", "cluster:-1", "ga:m", 7])
+@pytest.mark.parametrize("cohort", ["", "ALL", "g:x", "age:20-29", "region:", "cluster:-1", "ga:m", "region:Seoul", "region:a,b", 7])
 def test_malformed_cohorts_are_rejected(cohort):
     assert not is_valid_cohort(cohort)
 
 
 def test_every_age_band_is_a_valid_cohort():
     assert all(is_valid_cohort(f"age:{b}") and is_valid_cohort(f"ga:f:{b}") for b in AGE_BANDS)
+
+
+def test_values_in_any_script_survive_normalisation():
+    assert user_cohorts(region="서울 강남", platform="Android TV") == ["region:서울_강남", "platform:android_tv", "all"]
