@@ -181,7 +181,8 @@ def import_taobao(path: Path, *, session_gap_min: float = 30.0) -> ImportResult:
     behavior = kept["behavior"].str.strip().str.lower()
     events_raw = pd.DataFrame(
         {
-            "ts": kept["ts"],
+            # Parsed here: validation guesses unix seconds only when most rows are numeric.
+            "ts": pd.to_datetime(pd.to_numeric(kept["ts"], errors="coerce"), unit="s", utc=True),
             "user_id": kept["user_id"],
             "item_id": kept["item_id"],
             "event_type": behavior.map(TAOBAO_EVENT_TYPES).fillna(behavior),

@@ -40,6 +40,8 @@ __all__ = [
 POPULARITY_COLUMNS: tuple[str, ...] = (
     "item_id", "cohort", "score", "decayed_weight", "count_1h", "count_24h", "count_7d", "updated_at",
 )
+# Above this many (item x cohort) bins, aggregate by hashing instead of dense bincount (8 bytes a bin).
+_DENSE_KEY_LIMIT = 50_000_000
 COUNT_WINDOWS: dict[str, pd.Timedelta] = {
     "count_1h": pd.Timedelta(hours=1),
     "count_24h": pd.Timedelta(hours=24),
@@ -57,6 +59,19 @@ def _type_weights(event_type: pd.Series, event_weights: Mapping[str, float]) -> 
         )
     weights = event_type.astype("string").map({k: float(v) for k, v in event_weights.items()})
     return weights.astype("float64").fillna(0.0).to_numpy()
+
+
+def _factorize_text(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Return (int64 codes, -1 for missing, and the distinct values as an object array)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return codes.astype(np.int64), np.asarray(uniques.astype("string"), dtype=object)
+
+
+def _codes_in(values: pd.Series, index: pd.Index) -> np.ndarray:
+    """Return each value's position in ``index`` (-1 when absent), looking up distinct values only."""
+    codes, uniques = _factorize_text(values)
+    lookup = np.append(index.get_indexer(pd.Index(uniques, dtype="string")), -1)
+    return lookup[codes]  # code -1 (missing) picks the appended -1
 
 
 def _expand_to_cohorts(
@@ -106,63 +121,86 @@ def compute_cohort_popularity(
     weight = _type_weights(ev["event_type"], event_weights) * np.exp2(-age_ns / (half_life_h * 3600e9))
     in_window = {name: age_ns < span.value for name, span in COUNT_WINDOWS.items()}
 
-    item_codes, item_uniques = pd.factorize(ev["item_id"].astype("string"), sort=False)
+    item_codes, item_uniques = _factorize_text(ev["item_id"])
     uc = user_cohorts.dropna(subset=["user_id", "cohort"])
-    user_index = pd.Index(pd.unique(uc["user_id"].astype("string")))
-    cohort_uniques = pd.Index(
-        pd.unique(pd.concat([pd.Series([ALL_COHORT], dtype="string"), uc["cohort"].astype("string")]))
-    )
+    uc_user, user_uniques = _factorize_text(uc["user_id"])
+    uc_cohort, cohort_names = _factorize_text(uc["cohort"])
+    # Code 0 is "all"; user cohorts follow.
+    cohort_names = np.concatenate([[ALL_COHORT], cohort_names]).astype(object)
+    uc_cohort = uc_cohort + 1
     # CSR table user -> cohort codes.
-    uc_user = user_index.get_indexer(uc["user_id"].astype("string"))
-    uc_cohort = cohort_uniques.get_indexer(uc["cohort"].astype("string"))
     order = np.argsort(uc_user, kind="stable")
-    indptr = np.zeros(len(user_index) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(uc_user, minlength=len(user_index)), out=indptr[1:])
-    user_codes = user_index.get_indexer(ev["user_id"].astype("string")) if "user_id" in ev else np.full(len(ev), -1)
+    indptr = np.zeros(len(user_uniques) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(uc_user, minlength=len(user_uniques)), out=indptr[1:])
+    user_codes = (
+        _codes_in(ev["user_id"], pd.Index(user_uniques)) if "user_id" in ev else np.full(len(ev), -1, dtype=np.int64)
+    )
 
     event_pos, cohort_of_pair = _expand_to_cohorts(user_codes, indptr, uc_cohort[order])
     pos_parts = [np.arange(len(ev)), event_pos]
     cohort_parts = [np.zeros(len(ev), dtype=np.int64), cohort_of_pair.astype(np.int64)]
 
     if "platform" in ev:
-        is_platform_cohort = np.asarray(cohort_uniques.str.startswith("platform:"), dtype=bool)
-        user_has_platform = np.zeros(len(user_index) + 1, dtype=bool)  # last slot: unknown user (-1)
+        is_platform_cohort = np.char.startswith(cohort_names.astype(str), "platform:")
+        user_has_platform = np.zeros(len(user_uniques) + 1, dtype=bool)  # last slot: unknown user (-1)
         user_has_platform[uc_user[is_platform_cohort[uc_cohort]]] = True
-        platform = normalize_cohort_series(ev["platform"])
-        use = platform.notna().to_numpy() & ~user_has_platform[user_codes]
+        # Normalize the few distinct platform values, not every event's text.
+        platform_codes, platform_values = _factorize_text(ev["platform"])
+        labels = ("platform:" + normalize_cohort_series(pd.Series(platform_values, dtype="string"))).to_numpy(
+            dtype=object, na_value=None
+        )
+        use = (platform_codes >= 0) & ~user_has_platform[user_codes]
+        use[use] = pd.notna(labels[platform_codes[use]])
         if use.any():
-            labels = "platform:" + platform[use]
-            cohort_uniques = cohort_uniques.append(pd.Index(pd.unique(labels)).difference(cohort_uniques))
+            known = pd.Index(cohort_names)
+            extra = [lab for lab in pd.unique(labels[platform_codes[use]]) if lab not in known]
+            cohort_names = np.concatenate([cohort_names, np.array(extra, dtype=object)])
+            label_code = pd.Index(cohort_names).get_indexer(pd.Series(labels).fillna(""))
             pos_parts.append(np.flatnonzero(use))
-            cohort_parts.append(cohort_uniques.get_indexer(labels).astype(np.int64))
+            cohort_parts.append(label_code[platform_codes[use]].astype(np.int64))
 
     pos = np.concatenate(pos_parts)
     cohort = np.concatenate(cohort_parts)
-    n_cohorts = len(cohort_uniques)
+    n_cohorts = len(cohort_names)
     key = item_codes[pos].astype(np.int64) * n_cohorts + cohort
-    group, keys = pd.factorize(key, sort=True)
-    decayed = np.bincount(group, weights=weight[pos], minlength=len(keys))
-    counts = {name: np.bincount(group, weights=mask[pos], minlength=len(keys)).astype(np.int64)
-              for name, mask in in_window.items()}
+    if len(item_uniques) * n_cohorts <= _DENSE_KEY_LIMIT:
+        # Dense bins are faster than hashing tens of millions of keys.
+        bins, n_bins = key, len(item_uniques) * n_cohorts
+        keys = np.flatnonzero(np.bincount(bins, minlength=n_bins))
+    else:
+        bins, keys = pd.factorize(key, sort=True)
+        n_bins = len(keys)
+    dense = n_bins != len(keys)
+
+    def group_sum(w: np.ndarray) -> np.ndarray:
+        sums = np.bincount(bins, weights=w, minlength=n_bins)
+        return sums[keys] if dense else sums
+
+    decayed = group_sum(weight[pos])
+    counts = {name: np.rint(group_sum(mask[pos].astype(np.float64))).astype(np.int64) for name, mask in in_window.items()}
 
     cohort_code = keys % n_cohorts
+    item_code = keys // n_cohorts
     cohort_max = np.zeros(n_cohorts)
     np.maximum.at(cohort_max, cohort_code, decayed)
     denom = cohort_max[cohort_code]
     score = np.divide(decayed, denom, out=np.zeros_like(decayed), where=denom > 0)
 
+    # Order by cohort name, score descending, item id: ranks of the names turn it into a numeric sort.
+    cohort_rank = np.argsort(np.argsort(cohort_names.astype(str), kind="stable"), kind="stable")
+    item_rank = np.argsort(np.argsort(np.asarray(item_uniques, dtype=str), kind="stable"), kind="stable")
+    final = np.lexsort((item_rank[item_code], -score, cohort_rank[cohort_code]))
     out = pd.DataFrame(
         {
-            "item_id": pd.array(np.asarray(item_uniques, dtype=object)[keys // n_cohorts], dtype="string"),
-            "cohort": pd.array(np.asarray(cohort_uniques, dtype=object)[cohort_code], dtype="string"),
-            "score": score,
-            "decayed_weight": decayed,
-            **counts,
+            "item_id": pd.array(np.asarray(item_uniques, dtype=object)[item_code[final]], dtype="string"),
+            "cohort": pd.array(cohort_names[cohort_code[final]], dtype="string"),
+            "score": score[final],
+            "decayed_weight": decayed[final],
+            **{name: c[final] for name, c in counts.items()},
         }
     )
     out["updated_at"] = now_ts
-    out = out.sort_values(["cohort", "score", "item_id"], ascending=[True, False, True], kind="stable")
-    return out.reset_index(drop=True)[list(POPULARITY_COLUMNS)]
+    return out[list(POPULARITY_COLUMNS)]
 
 
 def compute_popular_fallback(

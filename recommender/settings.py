@@ -116,8 +116,9 @@ class IndexerSettings(BaseSettings):
     )
     popularity_half_life_h: float = Field(default=6.0, gt=0, le=24 * 365)
     popularity_lookback_days: float = Field(default=14.0, gt=0, le=365)
-    # Extra cohorts crossing two user attributes, "<axis>+<axis>" with axes g, age, region, platform.
-    combined_cohorts: list[str] = Field(default_factory=lambda: ["region+age"])
+    # Extra cohorts crossing two user attributes, "<axis>+<axis>" with axes g, age, region, platform,
+    # e.g. ["region+age"]; off by default because each one multiplies the child documents.
+    combined_cohorts: list[str] = Field(default_factory=list)
     popular_fallback_size: int = Field(default=100, ge=1, le=10_000)
 
 
