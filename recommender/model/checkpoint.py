@@ -16,6 +16,8 @@ A checkpoint is one ``torch.save`` file holding plain data only, so it loads wit
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -52,6 +54,12 @@ class Checkpoint:
     item_counts: np.ndarray
     is_tail: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""  # first 12 hex digits of the file's sha256
+
+    @property
+    def version(self) -> str:
+        """Return "<model>-<digest>": names exactly these weights (index documents record it)."""
+        return f"{self.model_name}-{self.digest}"
 
 
 def save_checkpoint(
@@ -97,8 +105,9 @@ def load_checkpoint(path: Path, *, device: torch.device | None = None) -> Checkp
     path = Path(path)
     if not path.exists():
         raise NotFound(f"checkpoint {str(path)!r} does not exist; train one with `hotfeed train`")
+    raw = path.read_bytes()
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many unrelated types for a foreign or corrupt file
         raise ConfigError(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}); "
                           "point HOTFEED_MODEL_CHECKPOINT at a file written by `hotfeed train`") from None
@@ -136,4 +145,5 @@ def load_checkpoint(path: Path, *, device: torch.device | None = None) -> Checkp
         item_counts=payload["item_counts"].numpy(),
         is_tail=is_tail.numpy(),
         meta=payload.get("meta", {}),
+        digest=hashlib.sha256(raw).hexdigest()[:12],
     )

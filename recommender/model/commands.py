@@ -1,6 +1,6 @@
 """`hotfeed train` and `hotfeed eval`: the session model from an events file.
 
-Both read events in the documented format (recommender/data_model.py; docs/data-format.md
+Both read events in the documented format (recommender/data_model.py; docs/session-model.md
 shows how to convert Diginetica or YOOCHOOSE clicks). Hyper-parameters: see config.py for
 the override order (flag > HOTFEED_MODEL_PARAMS > --config file > configs/<model>.yaml).
 """
@@ -38,7 +38,7 @@ _FORMAT_HELP = (
     "events file: CSV or Parquet with columns ts (ISO-8601 or unix seconds), item_id, event_type "
     "(view|click|like|cart|chat|purchase) and user_id and/or session_id; sessions are cut at 30-minute "
     "gaps when session_id is absent. Diginetica/YOOCHOOSE: rename sessionId->session_id, itemId->item_id, "
-    "timestamp/eventdate->ts, add event_type=click (see docs/data-format.md)."
+    "timestamp/eventdate->ts, add event_type=click (see docs/session-model.md)."
 )
 
 
@@ -48,6 +48,8 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
                    "set, the N days before that validation (default 1; spans under 4N use the last fifth)")
     p.add_argument("--min-item-support", type=int, default=5, help="drop items seen fewer times (default 5)")
     p.add_argument("--gap-minutes", type=float, default=30.0, help="session cut when session_id is absent")
+    p.add_argument("--train-days", type=float, help="train on sessions of the last N days before validation only "
+                   "(default: all); models and baselines see the same sessions")
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
@@ -88,7 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.set_defaults(handler=run_eval)
 
 
-def load_split(path: Path, *, test_days: float, min_item_support: int, gap_minutes: float) -> SessionSplit:
+def load_split(
+    path: Path, *, test_days: float, min_item_support: int, gap_minutes: float, train_days: float | None = None
+) -> SessionSplit:
     """Return the session split of an events file; raise InvalidRequest with one clear line when unusable."""
     try:
         events, report = read_events(path)
@@ -101,14 +105,14 @@ def load_split(path: Path, *, test_days: float, min_item_support: int, gap_minut
     if events.empty:
         raise InvalidRequest(f"events file {str(path)!r}: no valid rows ({report.summary()}); {_FORMAT_HELP}")
     clicks = build_sessions(events, gap_minutes=gap_minutes)
-    split = split_sessions(clicks, test_days=test_days, min_item_support=min_item_support)
+    split = split_sessions(clicks, test_days=test_days, min_item_support=min_item_support, train_days=train_days)
     _log.info("split: %s", split.summary())
     return split
 
 
 def _split_of(args: argparse.Namespace) -> SessionSplit:
     return load_split(args.events, test_days=args.test_days, min_item_support=args.min_item_support,
-                      gap_minutes=args.gap_minutes)
+                      gap_minutes=args.gap_minutes, train_days=args.train_days)
 
 
 def _config(model: str, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

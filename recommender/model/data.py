@@ -170,9 +170,12 @@ def split_sessions(
     min_item_support: int = 5,
     min_session_length: int = 2,
     head_share: float = 0.8,
+    train_days: float | None = None,
 ) -> SessionSplit:
     """Return the train/valid/test split of ``clicks`` (from build_sessions) under the protocol above.
 
+    ``train_days`` keeps only training sessions that end within that many days before the
+    validation period (None: all), to fit training into a time budget on large logs.
     Raises InvalidRequest when filtering leaves no training or no test sessions, naming the
     counts and what to change.
     """
@@ -191,6 +194,8 @@ def split_sessions(
     rest_ends = ends.loc[rest.index]
     valid_cut = _period_cut(rest_ends, test_days, "validation split") if len(rest) else test_cut
     train, valid = rest.loc[rest_ends <= valid_cut], rest.loc[rest_ends > valid_cut]
+    if train_days is not None:
+        train = train.loc[rest_ends.loc[train.index] > valid_cut - pd.Timedelta(days=train_days)]
 
     counts_by_id = train["item_id"].value_counts(sort=False)
     vocab = ItemVocabulary(sorted(counts_by_id.index.tolist()))
@@ -210,6 +215,7 @@ def split_sessions(
         params={
             "test_days": test_days, "min_item_support": min_item_support,
             "min_session_length": min_session_length, "head_share": head_share,
+            "train_days": train_days,
         },
     )
     if not split.train or not split.test:

@@ -49,6 +49,11 @@ class SessionScorer:
         return self.checkpoint.model_name
 
     @property
+    def version(self) -> str:
+        """Return the model version, "<model>-<checkpoint sha256 prefix>"."""
+        return self.checkpoint.version
+
+    @property
     def embedding_dims(self) -> int:
         return self.model.embedding_dim
 

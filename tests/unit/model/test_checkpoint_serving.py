@@ -25,6 +25,7 @@ def test_save_load_round_trip_gives_identical_scores(trained):
     loaded = load_checkpoint(path)
     assert loaded.model_name == "tailnet" and loaded.vocab == split.vocab
     assert loaded.config["embedding_dim"] == 16 and loaded.meta["hotfeed_version"]
+    assert loaded.version.startswith("tailnet-") and len(loaded.version) == len("tailnet-") + 12
     items, lengths = torch.tensor([[1, 2, 3]]), torch.tensor([3])
     model.eval()
     assert torch.allclose(loaded.model.score(items, lengths), model.score(items, lengths))

@@ -1,0 +1,135 @@
+"""Benchmark: session-model scoring latency for the rerank path (200 candidates per request).
+
+Measures the serving API (recommender.model.serving.SessionScorer) end to end: id lookup,
+the network, and copying scores back. Without --checkpoint it builds untrained models over
+--items items (weights do not change the cost) and loads them through a real checkpoint.
+
+    .venv/bin/python bench/bench_model_scoring.py                       # all models, cpu (+cuda if present)
+    .venv/bin/python bench/bench_model_scoring.py --checkpoint artifacts/model/model.pt
+
+Prints a table and writes bench/results/model_scoring.json. Target: p99 <= 5 ms for one
+request of 200 candidates on cpu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recommender.model.checkpoint import save_checkpoint
+from recommender.model.data import ItemVocabulary
+from recommender.model.network import MODELS, build_model
+from recommender.model.serving import SessionScorer
+
+RESULTS = Path(__file__).resolve().parent / "results" / "model_scoring.json"
+
+
+def _percentiles_ms(samples: list[float]) -> tuple[float, float]:
+    arr = np.asarray(samples) * 1000.0
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def _untrained_checkpoint(name: str, n_items: int, folder: Path) -> Path:
+    torch.manual_seed(0)
+    counts = np.random.default_rng(0).zipf(1.5, n_items + 1).clip(max=10_000)
+    counts[0] = 0
+    is_tail = torch.as_tensor(np.arange(n_items + 1) > n_items // 5)
+    model = build_model(name, num_items=n_items + 1, is_tail=is_tail, config={"embedding_dim": 64})
+    vocab = ItemVocabulary([f"i{n}" for n in range(n_items)])
+    config = {"embedding_dim": 64, "max_length": 20}
+    return save_checkpoint(folder / f"{name}.pt", model=model, config=config, vocab=vocab, item_counts=counts)
+
+
+def bench_one(scorer: SessionScorer, *, candidates: int, session_length: int, requests: int, batch: int) -> dict:
+    """Return latency figures for single requests, encode calls and batches of ``batch`` requests."""
+    ids = scorer.vocab.to_list()
+    rng = np.random.default_rng(1)
+
+    def request():
+        return ([ids[i] for i in rng.integers(len(ids), size=session_length)],
+                [ids[i] for i in rng.integers(len(ids), size=candidates)])
+
+    pool = [request() for _ in range(256)]
+    for session, cands in pool[:50]:  # warm-up: allocator, kernels, lazy init
+        scorer.score(session, cands)
+    single, encode = [], []
+    for n in range(requests):
+        session, cands = pool[n % len(pool)]
+        t = time.perf_counter()
+        scorer.score(session, cands)
+        single.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        scorer.encode(session)
+        encode.append(time.perf_counter() - t)
+    batched = []
+    for n in range(max(requests // batch, 20)):
+        group = [pool[(n * batch + k) % len(pool)] for k in range(batch)]
+        t = time.perf_counter()
+        scorer.score_many(group)
+        batched.append(time.perf_counter() - t)
+    p50, p99 = _percentiles_ms(single)
+    e50, e99 = _percentiles_ms(encode)
+    b50, b99 = _percentiles_ms(batched)
+    return {
+        "score_p50_ms": p50, "score_p99_ms": p99, "score_per_s": 1.0 / float(np.mean(single)),
+        "encode_p50_ms": e50, "encode_p99_ms": e99,
+        f"batch{batch}_p50_ms": b50, f"batch{batch}_p99_ms": b99,
+        "batched_requests_per_s": batch / float(np.mean(batched)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, help="benchmark this checkpoint instead of untrained models")
+    parser.add_argument("--models", default=",".join(sorted(MODELS)))
+    parser.add_argument("--items", type=int, default=50_000, help="catalog size of the untrained models")
+    parser.add_argument("--candidates", type=int, default=200)
+    parser.add_argument("--session-length", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=16, help="requests per score_many call")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 = one core per request)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = ([args.checkpoint] if args.checkpoint else
+                 [_untrained_checkpoint(m, args.items, Path(tmp)) for m in args.models.split(",")])
+        for path in paths:
+            for device in devices:
+                scorer = SessionScorer.load(path, device=device)
+                figures = bench_one(scorer, candidates=args.candidates, session_length=args.session_length,
+                                    requests=args.requests, batch=args.batch)
+                rows.append({"model": scorer.model_name, "device": device, "items": len(scorer.vocab) - 1, **figures})
+    head = f"{'model':<8} {'device':<6} {'score p50':>10} {'score p99':>10} {'req/s':>8} {'encode p99':>11} " \
+           f"{f'batch{args.batch} p99':>12} {'batched req/s':>14}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['model']:<8} {r['device']:<6} {r['score_p50_ms']:>8.2f}ms {r['score_p99_ms']:>8.2f}ms "
+              f"{r['score_per_s']:>8.0f} {r['encode_p99_ms']:>9.2f}ms {r[f'batch{args.batch}_p99_ms']:>10.2f}ms "
+              f"{r['batched_requests_per_s']:>14.0f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "host": {"python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
+                 "cpu_threads": args.threads, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "params": {k: str(v) for k, v in vars(args).items()},
+        "rows": rows,
+    }, indent=2))
+    worst = max(r["score_p99_ms"] for r in rows if r["device"] == "cpu")
+    print(f"scored {args.candidates} candidates x {args.requests} requests per model; worst cpu p99 {worst:.2f} ms "
+          f"(target 5 ms); wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
