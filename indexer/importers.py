@@ -165,11 +165,13 @@ def import_taobao(path: Path, *, session_gap_min: float = 30.0) -> ImportResult:
     window; derives sessions from ``session_gap_min``-minute gaps and items from events.
     """
     data, cut_line = read_complete_lines(path)
-    raw = _read_csv_text(data, header=None, names=_TAOBAO_COLUMNS)
-    if raw.shape[1] != len(_TAOBAO_COLUMNS) or (len(raw) and raw["ts"].eq("").all()):
+    raw = _read_csv_text(data, header=None)
+    if raw.shape[1] != len(_TAOBAO_COLUMNS):
         raise InvalidRequest(
-            f"{str(path)!r} does not look like Taobao UserBehavior (no header; user,item,category,behavior,ts)"
+            f"{str(path)!r} has {raw.shape[1]} columns, not Taobao UserBehavior's 5 "
+            f"(no header; user,item,category,behavior,unix ts); pass the right file with --src"
         )
+    raw.columns = _TAOBAO_COLUMNS
     extra_bad = [BadRow(cut_line, "truncated last line (no trailing newline)")] if cut_line else []
     rules = _RowRules(raw)
     rules.reject(_duplicate_mask(rules.raw), "exact duplicate of an earlier row")

@@ -27,6 +27,8 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recommender.data_model import BadRow, ValidationReport, validate_events
 from recommender.errors import InvalidRequest, NotFound
@@ -75,6 +77,28 @@ class WeblogImport:
         return lines
 
 
+def _extract_groups(text: pd.Series, pattern: str | re.Pattern) -> pd.DataFrame:
+    """Return one string column per named group of ``pattern``; <NA> in every column where it does not match.
+
+    Uses Arrow's RE2 engine (vectorized C++); patterns RE2 cannot run (backreferences,
+    lookarounds) fall back to Python's re, row by row. Groups that did not take part in
+    a match come back as <NA> as well.
+    """
+    source = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+    names = list(re.compile(source).groupindex)
+    try:
+        found = pc.extract_regex(pa.array(text.to_numpy(dtype=object, na_value=None), type=pa.string()), source)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        out = text.str.extract(source)
+        return out[names].astype("string").mask(lambda f: f == "")
+    matched = np.asarray(found.is_valid(), dtype=bool)
+    columns = {}
+    for name in names:
+        values = pd.Series(pd.array(found.field(name).to_pylist(), dtype="string"), index=text.index)
+        columns[name] = values.where(matched & (values != "").fillna(False).to_numpy(), pd.NA)
+    return pd.DataFrame(columns, index=text.index)
+
+
 def read_log_lines(path: Path) -> pd.Series:
     """Return the lines of an access log (plain or .gz) as a Series indexed by 1-based line number.
 
@@ -100,9 +124,13 @@ def parse_combined_log(lines: pd.Series | Iterable[str]) -> tuple[pd.DataFrame, 
         lines = pd.Series(list(lines), dtype="string")
         lines.index = pd.RangeIndex(1, len(lines) + 1)
     text = lines.astype("string")
-    fields = text.str.extract(COMBINED_LOG_PATTERN)
-    request = fields["request"].str.extract(_REQUEST_PATTERN)
-    ts = pd.to_datetime(fields["time_local"], format=_TIME_FORMAT, utc=True, errors="coerce")
+    fields = _extract_groups(text, COMBINED_LOG_PATTERN)
+    request = _extract_groups(fields["request"], _REQUEST_PATTERN)
+    parsed_time = pc.strptime(
+        pa.array(fields["time_local"].to_numpy(dtype=object, na_value=None), type=pa.string()),
+        format=_TIME_FORMAT, unit="s", error_is_null=True,
+    )
+    ts = pd.Series(pd.to_datetime(parsed_time.to_numpy(zero_copy_only=False), utc=True), index=text.index)
     ok = fields["remote_addr"].notna() & request["path"].notna() & ts.notna()
     bad = [BadRow(int(n), "not nginx combined log format") for n in lines.index[~ok.to_numpy()].tolist()]
     user = fields["remote_user"]
@@ -139,7 +167,7 @@ def match_item_requests(parsed: pd.DataFrame, *, item_regex: str) -> tuple[pd.Da
         raise InvalidRequest(
             f"item regex {item_regex!r} has no named group 'item_id'; write it like r'^/items/(?P<item_id>\\d+)'"
         )
-    found = parsed["path"].str.extract(compiled)
+    found = _extract_groups(parsed["path"], compiled)
     is_item = found["item_id"].notna() & (found["item_id"] != "")
     out = parsed.loc[is_item.to_numpy()].copy()
     out["item_id"] = found.loc[is_item, "item_id"].to_numpy()

@@ -165,3 +165,12 @@ def test_bad_taobao_rows_are_reported_with_their_line_numbers(tmp_path):
     assert bad[6].startswith("ts outside")
     assert result.events["item_id"].tolist() == ["10", "14"]
     assert result.events["event_type"].astype(str).tolist() == ["view", "like"]
+
+
+def test_a_file_of_the_wrong_shape_is_refused_with_the_fix():
+    from recommender.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="9 columns, not Taobao"):
+        import_taobao(sample(REES46_SAMPLE))
+    with pytest.raises(InvalidRequest, match="missing REES46 column"):
+        import_rees46(sample(TAOBAO_SAMPLE))

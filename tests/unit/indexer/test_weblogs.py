@@ -171,3 +171,10 @@ def test_clean_weblog_counts_each_rule_and_sessionizes_by_inactivity():
     assert ev["user_id"].iloc[3] == "bob" and sessions[3] == "web-bob-0"
     assert ev["platform"].tolist() == ["ios", "ios", "ios", "android"]
     assert [(b.row, b.reason) for b in result.bad_lines] == [(5, "not nginx combined log format")]
+
+
+def test_item_regexes_beyond_re2_still_work():
+    # A lookahead is outside RE2, so matching falls back to Python's re.
+    parsed, _ = parse_combined_log([line("10:00:00", "/items/1"), line("10:00:01", "/items/2/edit")])
+    found, removed = match_item_requests(parsed, item_regex=r"^/items/(?P<item_id>\d+)(?!/edit)$")
+    assert found["item_id"].tolist() == ["1"] and removed == 1
