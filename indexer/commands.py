@@ -108,7 +108,7 @@ _VALIDATORS = {"events": validate_events, "items": validate_items, "users": vali
 
 
 def _validate(args: argparse.Namespace, settings: Settings) -> int:
-    frame, report = _VALIDATORS[args.kind](read_frame(Path(args.file)))
+    _, report = _VALIDATORS[args.kind](read_frame(Path(args.file)))
     for bad in report.bad_rows[:_SHOW_BAD_ROWS]:
         print(f"row {bad.row}: {bad.reason}")
     if len(report.bad_rows) > _SHOW_BAD_ROWS:

@@ -233,8 +233,9 @@ def generate_marketplace(
     """Return a synthetic marketplace: items, users and about ``n_events`` events over ``days`` days to ``end``.
 
     ``n_events`` defaults to 40 per user. ``on_stage`` is called with the name of each stage as
-    it starts (for a progress bar). The event count comes out slightly below the target
-    because views of items that left the market are dropped. Deterministic for equal arguments.
+    it starts (for a progress bar). The event count lands within a few percent of the target:
+    sessions are drawn with 2% to spare, and views of items that left the market, or that would
+    run past ``end``, are dropped. Deterministic for equal arguments.
     Raises InvalidRequest for non-positive sizes.
     """
     began = time.perf_counter()
