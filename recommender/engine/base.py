@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from recommender.engine import dialect
 from recommender.errors import EngineUnavailable, InvalidRequest, NotFound
@@ -95,7 +96,8 @@ class SearchEngine(Protocol):
     def health(self) -> dict[str, Any]: ...
     def put_index_template(self, name: str, *, index_patterns: list[str], body: dict[str, Any]) -> None: ...
     def create_index(self, name: str, *, body: dict[str, Any] | None = None) -> None: ...
-    def create_items_index(self, name: str) -> None: ...
+    def delete_index_template(self, name: str) -> bool: ...
+    def create_items_index(self, name: str, *, alias: str) -> None: ...
     def delete_index(self, name: str) -> bool: ...
     def index_exists(self, name: str) -> bool: ...
     def list_indices(self, pattern: str) -> list[str]: ...
@@ -103,9 +105,11 @@ class SearchEngine(Protocol):
     def update(self, index: str, doc_id: str, partial: dict[str, Any], *, routing: str | None = None) -> None: ...
     def delete(self, index: str, doc_id: str, *, routing: str | None = None) -> bool: ...
     def get(self, index: str, doc_id: str, *, routing: str | None = None) -> dict[str, Any] | None: ...
+    def mget(self, index: str, ids: list[tuple[str, str | None]]) -> list[dict[str, Any] | None]: ...
     def search(self, index: str, body: dict[str, Any], *, timeout_ms: int | None = None) -> SearchResult: ...
     def count(self, index: str, query: dict[str, Any] | None = None) -> int: ...
     def refresh(self, index: str) -> None: ...
+    def put_index_settings(self, index: str, index_settings: dict[str, Any]) -> None: ...
     def alias_targets(self, alias: str) -> list[str]: ...
     def swap_alias(self, alias: str, new_index: str) -> list[str]: ...
     def close(self) -> None: ...
@@ -199,6 +203,14 @@ class RestEngine:
         template = {"index_patterns": index_patterns, "priority": 100, "template": body}
         self._request("PUT", f"/_index_template/{name}", body=template, what=f"putting index template {name!r}")
 
+    def delete_index_template(self, name: str) -> bool:
+        """Delete an index template; return False when it did not exist."""
+        try:
+            self._request("DELETE", f"/_index_template/{name}", what=f"deleting index template {name!r}")
+            return True
+        except NotFound:
+            return False
+
     def create_index(self, name: str, *, body: dict[str, Any] | None = None) -> None:
         """Create an index (settings and mappings from ``body`` and any matching template)."""
         self._request("PUT", f"/{name}", body=body or {}, what=f"creating index {name!r}")
@@ -209,17 +221,18 @@ class RestEngine:
             self.kind, self.settings, join=self.capabilities().join, mappings_dir=self.mappings_dir
         )
 
-    def put_items_template(self) -> None:
-        """Install the items template for ``<alias>-*`` so every physical items index gets it."""
-        self.put_index_template(
-            f"{self.settings.index_alias}-template",
-            index_patterns=[f"{self.settings.index_alias}-*"],
-            body=self.items_index_body(),
-        )
+    def put_items_template(self, alias: str) -> None:
+        """Install the items template for ``<alias>-*`` so every physical index of the alias gets it."""
+        self.put_index_template(f"{alias}-template", index_patterns=[f"{alias}-*"], body=self.items_index_body())
 
-    def create_items_index(self, name: str) -> None:
-        """Create a physical items index from the items template (installed if missing)."""
-        self.put_items_template()
+    def create_items_index(self, name: str, *, alias: str) -> None:
+        """Create the physical items index ``name`` (``<alias>-...``) from the alias's items template.
+
+        Raises InvalidRequest when the name would not match the template.
+        """
+        if not name.startswith(f"{alias}-"):
+            raise InvalidRequest(f"items index {name!r} must be named '{alias}-...' to get the items template")
+        self.put_items_template(alias)
         self.create_index(name)
 
     def delete_index(self, name: str) -> bool:
@@ -246,6 +259,10 @@ class RestEngine:
 
     def refresh(self, index: str) -> None:
         self._request("POST", f"/{index}/_refresh", what=f"refreshing {index!r}")
+
+    def put_index_settings(self, index: str, index_settings: dict[str, Any]) -> None:
+        """Change dynamic settings of an index (refresh interval during a bulk load, say)."""
+        self._request("PUT", f"/{index}/_settings", body={"index": index_settings}, what=f"updating settings of {index!r}")
 
     # -- documents -------------------------------------------------------------------------------
     def bulk_upsert(
@@ -313,7 +330,7 @@ class RestEngine:
         """Merge ``partial`` into an existing document. Raises NotFound if it does not exist."""
         params = {"routing": routing} if routing is not None else None
         self._request(
-            "POST", f"/{index}/_update/{doc_id}", body={"doc": partial}, params=params,
+            "POST", f"/{index}/_update/{_quoted(doc_id)}", body={"doc": partial}, params=params,
             what=f"updating document {doc_id!r} in {index!r}",
         )
 
@@ -321,7 +338,7 @@ class RestEngine:
         """Delete a document; return False if it was not there."""
         params = {"routing": routing} if routing is not None else None
         try:
-            self._request("DELETE", f"/{index}/_doc/{doc_id}", params=params, what=f"deleting {doc_id!r}")
+            self._request("DELETE", f"/{index}/_doc/{_quoted(doc_id)}", params=params, what=f"deleting {doc_id!r}")
             return True
         except NotFound:
             return False
@@ -330,10 +347,18 @@ class RestEngine:
         """Return a document's source, or None if it does not exist."""
         params = {"routing": routing} if routing is not None else None
         try:
-            answer = self._request("GET", f"/{index}/_doc/{doc_id}", params=params, what=f"getting {doc_id!r}")
+            answer = self._request("GET", f"/{index}/_doc/{_quoted(doc_id)}", params=params, what=f"getting {doc_id!r}")
         except NotFound:
             return None
         return answer.get("_source") if answer.get("found", True) else None
+
+    def mget(self, index: str, ids: list[tuple[str, str | None]]) -> list[dict[str, Any] | None]:
+        """Return the sources of (doc id, routing) pairs in order; None where a document is missing."""
+        if not ids:
+            return []
+        docs = [{"_id": doc_id, **({"routing": routing} if routing is not None else {})} for doc_id, routing in ids]
+        answer = self._request("POST", f"/{index}/_mget", body={"docs": docs}, what=f"reading {len(ids)} docs")
+        return [d.get("_source") if d.get("found") else None for d in answer["docs"]]
 
     # -- search ----------------------------------------------------------------------------------
     def search(self, index: str, body: dict[str, Any], *, timeout_ms: int | None = None) -> SearchResult:
@@ -379,6 +404,11 @@ class RestEngine:
         actions.append({"add": {"index": new_index, "alias": alias}})
         self._request("POST", "/_aliases", body={"actions": actions}, what=f"swapping alias {alias!r}")
         return [name for name in old if name != new_index]
+
+
+def _quoted(doc_id: str) -> str:
+    # Ids are free text (child ids hold "|" and ":"); the REST path needs them escaped.
+    return quote(doc_id, safe="")
 
 
 def _chunks(docs: Iterable[Doc], size: int) -> Iterator[list[Doc]]:

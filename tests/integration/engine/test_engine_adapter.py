@@ -42,14 +42,15 @@ def _items_index(engine: SearchEngine, index_name) -> str:
     return name
 
 
-def test_items_index_is_created_from_the_template_with_the_engine_vector_field(engine, index_name, engine_settings):
-    alias = engine_settings.engine.index_alias
-    name = f"{alias}-{index_name(engine, 'tpl')}"
+def test_items_index_is_created_from_the_template_with_the_engine_vector_field(engine, index_name):
+    alias = index_name(engine, "tpl")
+    name = f"{alias}-1"
     try:
-        engine.create_items_index(name)
+        engine.create_items_index(name, alias=alias)
         mapping = engine._request("GET", f"/{name}/_mapping", what="test")[name]["mappings"]["properties"]
     finally:
         engine.delete_index(name)
+        engine.delete_index_template(f"{alias}-template")
     expected_type = "dense_vector" if engine.kind == "elasticsearch" else "knn_vector"
     assert mapping["embedding"]["type"] == expected_type
     assert mapping["status"]["type"] == "keyword"

@@ -1,0 +1,260 @@
+"""Near-real-time indexing: consume the event stream, update popularity children and item status.
+
+One batch:
+1. take entries: this consumer's own unacknowledged ones first (after a restart), then any
+   other consumer's entries idle longer than ``claim_idle_ms`` (it crashed), then new ones;
+2. parse each entry (``recommender.events.parse_event``); malformed ones, and events for
+   items the index does not hold, go to the dead-letter stream with the reason;
+3. status events become one partial update of the parent each;
+4. interaction events are grouped by (item, cohort): the viewer's cohorts come from the
+   segment store (anonymous viewers: ``all`` and their platform), each child's stored
+   decayed weight is decayed to now and the batch's weights are added, windows counts are
+   advanced, and the score is the weight over the cohort's maximum (see cohort_maxima);
+5. the changed children are written in one bulk request, and an entry is acknowledged only
+   once every write it caused was accepted. Entries whose writes failed stay pending and
+   are replayed, so delivery is at-least-once (a replayed view counts twice; a lost one
+   never happens).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from recommender.engine import Doc, SearchEngine
+from recommender.errors import HotfeedError, InvalidRequest, NotFound
+from recommender.events import InteractionEvent, StatusEvent, parse_event
+from recommender.settings import Settings
+from recommender.stores.cohort_maxima import CohortMaxima
+from recommender.stores.events import EventStream, StreamEntry
+from recommender.stores.segments import SegmentStore
+from indexer.documents import POPULARITY_RELATION, child_doc_id
+
+__all__ = ["BatchReport", "IncrementalIndexer", "default_consumer_name"]
+
+_log = logging.getLogger(__name__)
+_WINDOWS_S = {"count_1h": 3600, "count_24h": 86_400, "count_7d": 7 * 86_400}
+GROUP = "indexer"
+
+
+def default_consumer_name() -> str:
+    """Return a consumer name unique to this host and process."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class BatchReport:
+    read: int = 0
+    acked: int = 0
+    dead: int = 0
+    failed: int = 0
+    status_updates: int = 0
+    children_written: int = 0
+    seconds: float = 0.0
+    dead_reasons: list[str] = field(default_factory=list)
+
+    def add(self, other: "BatchReport") -> None:
+        for name in ("read", "acked", "dead", "failed", "status_updates", "children_written", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.dead_reasons += other.dead_reasons[: max(0, 20 - len(self.dead_reasons))]
+
+    def summary(self) -> str:
+        rate = self.read / self.seconds if self.seconds else 0.0
+        return (
+            f"{self.read:,} events read, {self.acked:,} acknowledged, {self.dead:,} dead-lettered, "
+            f"{self.failed:,} left pending for retry; {self.status_updates:,} status updates, "
+            f"{self.children_written:,} popularity docs written in {self.seconds:.1f}s ({rate:,.0f} events/s)"
+        )
+
+
+class IncrementalIndexer:
+    def __init__(
+        self,
+        engine: SearchEngine,
+        stream: EventStream,
+        segments: SegmentStore,
+        maxima: CohortMaxima,
+        settings: Settings,
+        *,
+        consumer: str | None = None,
+        batch_size: int = 500,
+        claim_idle_ms: int = 30_000,
+    ):
+        self.engine = engine
+        self.stream = stream
+        self.segments = segments
+        self.maxima = maxima
+        self.settings = settings
+        self.index = settings.engine.index_alias
+        self.consumer = consumer or default_consumer_name()
+        self.batch_size = batch_size
+        self.claim_idle_ms = claim_idle_ms
+        self.weights = settings.indexer.event_weights
+        self.half_life_s = settings.indexer.popularity_half_life_h * 3600
+        self.stream.ensure_group(GROUP)
+        self._recovered = False
+
+    # -- taking entries ---------------------------------------------------------------------------
+    def _take(self, block_ms: int) -> list[StreamEntry]:
+        if not self._recovered:
+            own = self.stream.read_own_pending(GROUP, self.consumer, count=self.batch_size)
+            if own:
+                return own
+            self._recovered = True
+        stale = self.stream.claim_stale(GROUP, self.consumer, min_idle_ms=self.claim_idle_ms, count=self.batch_size)
+        if stale:
+            _log.info("claimed %d stale entries from crashed consumers", len(stale))
+            return stale
+        return self.stream.read_new(GROUP, self.consumer, count=self.batch_size, block_ms=block_ms)
+
+    def run_once(self, *, block_ms: int = 1000) -> BatchReport:
+        """Process one batch (waiting up to ``block_ms`` for new entries) and return its report."""
+        started = time.monotonic()
+        entries = self._take(block_ms)
+        report = self.process(entries) if entries else BatchReport()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def run_until_idle(self, *, block_ms: int = 200, max_batches: int | None = None) -> BatchReport:
+        """Process batches until the stream has nothing new; return the summed report."""
+        total = BatchReport()
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            report = self.run_once(block_ms=block_ms)
+            total.add(report)
+            batches += 1
+            if report.read == 0:
+                break
+        return total
+
+    def run_forever(self, stop: threading.Event, *, block_ms: int = 1000) -> BatchReport:
+        """Process batches until ``stop`` is set; engine or Redis trouble is logged and retried."""
+        total = BatchReport()
+        while not stop.is_set():
+            try:
+                total.add(self.run_once(block_ms=block_ms))
+            except HotfeedError as exc:
+                _log.error("incremental batch failed, retrying in 2s: %s", exc)
+                stop.wait(2)
+        return total
+
+    # -- one batch ----------------------------------------------------------------------------------
+    def process(self, entries: list[StreamEntry]) -> BatchReport:
+        """Apply a batch of entries to the index; acknowledge what was applied."""
+        report = BatchReport(read=len(entries))
+        now_s = time.time()
+        dead: list[tuple[StreamEntry, str]] = []
+        interactions: list[tuple[StreamEntry, InteractionEvent]] = []
+        statuses: list[tuple[StreamEntry, StatusEvent]] = []
+        for entry in entries:
+            try:
+                event = parse_event(json.loads(entry.payload), now_s=now_s)
+            except (ValueError, InvalidRequest) as exc:
+                dead.append((entry, f"malformed: {exc}"))
+                continue
+            (statuses if isinstance(event, StatusEvent) else interactions).append((entry, event))
+
+        acked: list[str] = []
+        for entry, event in statuses:
+            try:
+                self.engine.update(self.index, event.item_id, {"status": event.status})
+                acked.append(entry.id)
+                report.status_updates += 1
+            except NotFound:
+                dead.append((entry, f"unknown item {event.item_id!r}"))
+
+        if interactions:
+            ok_ids, unknown, written = self._apply_interactions(interactions, now_s=now_s)
+            acked += ok_ids
+            dead += [(entry, f"unknown item {event.item_id!r}") for entry, event in unknown]
+            report.children_written = written
+            report.failed = len(interactions) - len(ok_ids) - len(unknown)
+
+        self.stream.dead_letter(GROUP, dead)
+        self.stream.ack(GROUP, acked)
+        report.acked = len(acked) + len(dead)
+        report.dead = len(dead)
+        report.dead_reasons = [reason for _, reason in dead[:20]]
+        return report
+
+    def _viewer_cohorts(self, events: list[InteractionEvent]) -> list[tuple[str, ...]]:
+        users = sorted({e.user_id for e in events if e.user_id})
+        known = dict(zip(users, self.segments.segments_for_many(users))) if users else {}
+        out = []
+        for event in events:
+            cohorts = set(known[event.user_id].cohorts) if event.user_id else set()
+            cohorts.add("all")
+            if event.platform:
+                cohorts.add(f"platform:{event.platform}")
+            out.append(tuple(sorted(cohorts)))
+        return out
+
+    def _apply_interactions(
+        self, batch: list[tuple[StreamEntry, InteractionEvent]], *, now_s: float
+    ) -> tuple[list[str], list[tuple[StreamEntry, InteractionEvent]], int]:
+        items = sorted({event.item_id for _, event in batch})
+        parents = self.engine.mget(self.index, [(item, None) for item in items])
+        existing = {item for item, source in zip(items, parents) if source is not None}
+        unknown = [(entry, event) for entry, event in batch if event.item_id not in existing]
+        known = [(entry, event) for entry, event in batch if event.item_id in existing]
+        if not known:
+            return [], unknown, 0
+
+        cohorts_of = self._viewer_cohorts([event for _, event in known])
+        added: dict[tuple[str, str], float] = defaultdict(float)
+        window_counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(_WINDOWS_S, 0))
+        entries_of: dict[str, list[str]] = defaultdict(list)
+        for (entry, event), cohorts in zip(known, cohorts_of):
+            age_s = max(now_s - event.ts, 0.0)
+            weight = self.weights.get(event.event_type, 0.0) * 0.5 ** (age_s / self.half_life_s)
+            entries_of[event.item_id].append(entry.id)
+            for cohort in cohorts:
+                key = (event.item_id, cohort)
+                added[key] += weight
+                for name, span in _WINDOWS_S.items():
+                    window_counts[key][name] += int(age_s < span)
+
+        keys = sorted(added)
+        stored = self.engine.mget(self.index, [(child_doc_id(item, cohort), item) for item, cohort in keys])
+        maxima = self.maxima.read([cohort for _, cohort in keys], now_s=now_s)
+        raised: dict[str, float] = {}
+        docs: list[Doc] = []
+        for (item, cohort), old in zip(keys, stored):
+            weight = added[(item, cohort)]
+            counts = dict(window_counts[(item, cohort)])
+            if old:
+                age_s = max(now_s - float(old.get("updated_at", now_s * 1000)) / 1000, 0.0)
+                weight += float(old.get("decayed_weight", 0.0)) * 0.5 ** (age_s / self.half_life_s)
+                for name, span in _WINDOWS_S.items():
+                    # A stored count older than its window has expired; otherwise it still counts.
+                    counts[name] += int(old.get(name, 0)) if age_s < span else 0
+            top = max(maxima.get(cohort, 0.0), raised.get(cohort, 0.0))
+            if weight > top:
+                raised[cohort] = top = weight
+            docs.append(
+                Doc(
+                    child_doc_id(item, cohort),
+                    {
+                        "relation": {"name": POPULARITY_RELATION, "parent": item},
+                        "cohort": cohort,
+                        "score": round(weight / top, 6) if top > 0 else 0.0,
+                        "decayed_weight": round(weight, 6),
+                        **counts,
+                        "updated_at": int(now_s * 1000),
+                    },
+                    routing=item,
+                )
+            )
+        result = self.engine.bulk_upsert(self.index, docs, max_retries=self.settings.indexer.bulk_max_retries)
+        failed_items = {doc_id.split("|", 1)[0] for doc_id, _ in result.failed}
+        if failed_items:
+            _log.warning("popularity writes failed for %d items; their events stay pending", len(failed_items))
+        self.maxima.raise_to({c: w for c, w in raised.items()}, now_s=now_s)
+        ok_ids = [entry_id for item, ids in entries_of.items() if item not in failed_items for entry_id in ids]
+        return ok_ids, unknown, result.ok

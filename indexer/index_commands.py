@@ -1,0 +1,170 @@
+"""`hotfeed index full|incremental|rollback|status|schedule` and `hotfeed events push|dead`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from recommender.engine import open_engine
+from recommender.errors import InvalidRequest, NotFound
+from recommender.settings import Settings
+from recommender.stores.cohort_maxima import CohortMaxima
+from recommender.stores.events import EventStream
+from recommender.stores.popular import PopularStore
+from recommender.stores.segments import RedisSegmentStore
+from indexer.incremental import GROUP, IncrementalIndexer
+from indexer.rebuild import index_status, load_marketplace, rebuild_index, rollback_index
+
+__all__ = ["register"]
+
+_log = logging.getLogger("hotfeed.indexer")
+
+
+def _data_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    return Path(args.data) if args.data else settings.paths.data_dir / "synth"
+
+
+def _maxima(settings: Settings) -> CohortMaxima:
+    return CohortMaxima(settings.redis, half_life_h=settings.indexer.popularity_half_life_h)
+
+
+def run_full_rebuild(settings: Settings, data_dir: Path, *, show_progress: bool = True):
+    """Return the report of one full rebuild from a data folder (used by the CLI, schedule and demo)."""
+    engine = open_engine(settings)
+    try:
+        data = load_marketplace(data_dir)
+        return rebuild_index(
+            engine, data, settings, popular=PopularStore(settings.redis), maxima=_maxima(settings),
+            show_progress=show_progress,
+        )
+    finally:
+        engine.close()
+
+
+def _incremental_indexer(settings: Settings, engine) -> IncrementalIndexer:
+    return IncrementalIndexer(
+        engine, EventStream(settings.redis), RedisSegmentStore(settings.redis), _maxima(settings), settings
+    )
+
+
+def _full(args: argparse.Namespace, settings: Settings) -> int:
+    report = run_full_rebuild(settings, _data_dir(args, settings), show_progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def _incremental(args: argparse.Namespace, settings: Settings) -> int:
+    engine = open_engine(settings)
+    indexer = _incremental_indexer(settings, engine)
+    if args.follow:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        print(f"consuming {indexer.stream.key} as {indexer.consumer}; Ctrl-C stops after the current batch", flush=True)
+        report = indexer.run_forever(stop)
+    else:
+        report = indexer.run_until_idle()
+    engine.close()
+    print(report.summary())
+    return 0
+
+
+def _rollback(args: argparse.Namespace, settings: Settings) -> int:
+    engine = open_engine(settings)
+    old, new = rollback_index(engine, settings.engine.index_alias)
+    print(f"alias {settings.engine.index_alias}: {old} -> {new}")
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    engine = open_engine(settings)
+    status = index_status(engine, settings.engine.index_alias)
+    status["stream"] = EventStream(settings.redis).backlog(GROUP)
+    print(json.dumps(status, indent=2))
+    return 0
+
+
+def _schedule(args: argparse.Namespace, settings: Settings) -> int:
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    data_dir = _data_dir(args, settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    scheduler = BackgroundScheduler(timezone="UTC")
+
+    def full_job() -> None:
+        try:
+            _log.info("nightly full rebuild: %s", run_full_rebuild(settings, data_dir, show_progress=False).summary())
+        except Exception:  # noqa: BLE001 - a failed night must not stop the scheduler
+            _log.exception("nightly full rebuild failed; the alias still points at the previous index")
+
+    scheduler.add_job(full_job, CronTrigger.from_crontab(args.full_cron, timezone="UTC"), id="full-rebuild",
+                      max_instances=1, coalesce=True)
+    scheduler.start()
+    print(f"scheduled: full rebuild '{args.full_cron}' (UTC) from {data_dir}; incremental consumer running", flush=True)
+    engine = open_engine(settings)
+    report = _incremental_indexer(settings, engine).run_forever(stop)
+    scheduler.shutdown(wait=True)
+    engine.close()
+    print(f"stopped: {report.summary()}")
+    return 0
+
+
+def _push(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file)
+    if not path.exists():
+        raise NotFound(f"events file {str(path)!r} does not exist")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    for n, line in enumerate(lines, 1):
+        try:
+            json.loads(line)
+        except ValueError as exc:
+            raise InvalidRequest(f"{path}:{n}: not a JSON object ({exc}); one event per line") from None
+    stream = EventStream(settings.redis)
+    started = time.monotonic()
+    ids = stream.append(lines)
+    print(f"{len(ids):,} events appended to {stream.key} in {time.monotonic() - started:.2f}s")
+    return 0
+
+
+def _dead(args: argparse.Namespace, settings: Settings) -> int:
+    for row in EventStream(settings.redis).dead_letters(count=args.count):
+        print(json.dumps(row))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    index = subparsers.add_parser(
+        "index", help="build and maintain the items index",
+        description="Full rebuilds (new index, alias swap, rollback) and the near-real-time event consumer.",
+    )
+    actions = index.add_subparsers(dest="action", metavar="ACTION", required=True)
+    full = actions.add_parser("full", help="rebuild the whole index from a data folder and swap the alias")
+    full.add_argument("--data", help="folder with items/users/events.parquet (default: data/synth)")
+    full.add_argument("--quiet", action="store_true", help="no progress bar")
+    full.set_defaults(handler=_full)
+    inc = actions.add_parser("incremental", help="consume the event stream into the index")
+    inc.add_argument("--follow", action="store_true", help="keep consuming until Ctrl-C (default: until idle)")
+    inc.set_defaults(handler=_incremental)
+    actions.add_parser("rollback", help="point the alias back at the previous index").set_defaults(handler=_rollback)
+    actions.add_parser("status", help="live index, kept indexes, stream backlog").set_defaults(handler=_status)
+    sched = actions.add_parser("schedule", help="run the incremental consumer and a nightly full rebuild")
+    sched.add_argument("--data", help="folder for the nightly rebuild (default: data/synth)")
+    sched.add_argument("--full-cron", default="0 3 * * *", help="crontab for full rebuilds, UTC (default: 0 3 * * *)")
+    sched.set_defaults(handler=_schedule)
+
+    events = subparsers.add_parser("events", help="append events to the stream, read dead letters")
+    ev_actions = events.add_subparsers(dest="action", metavar="ACTION", required=True)
+    push = ev_actions.add_parser("push", help="append a JSON-lines file of events (see recommender/events.py)")
+    push.add_argument("file")
+    push.set_defaults(handler=_push)
+    dead = ev_actions.add_parser("dead", help="print the latest dead-lettered events with their reason")
+    dead.add_argument("--count", type=int, default=20)
+    dead.set_defaults(handler=_dead)
