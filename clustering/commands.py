@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--k", type=int, default=None, help="fix the number of clusters (default: settings rule)")
         p.add_argument("--keep-previous", action="store_true", help="keep the replaced version for rollback")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.add_argument("--no-export", action="store_true",
+                       help="skip writing <paths.artifacts_dir>/clustering/user_segments.parquet")
 
     run = sub.add_parser("run", help="segment every active user once, publish a new version")
     common(run)
@@ -65,8 +67,9 @@ def _one_run(args: argparse.Namespace, settings: Settings, *, now: pd.Timestamp 
     embeddings = load_item_embeddings(args.embeddings) if args.embeddings else None
     store = open_segment_store(settings.redis)
     try:
+        export = None if args.no_export else settings.paths.artifacts_dir / "clustering" / "user_segments.parquet"
         return run_clustering(frames, store, clustering, now=now, item_embeddings=embeddings,
-                              keep_previous=args.keep_previous, progress=not args.no_progress)
+                              keep_previous=args.keep_previous, export_path=export, progress=not args.no_progress)
     finally:
         store.close()
 

@@ -8,6 +8,9 @@ Stages, in order (each named for what it does):
 4. ``pick_cold_start_clusters`` region / platform / all -> the cluster most of them are in
 5. write every hash under a fresh version, then ``publish_version`` flips the pointer,
    then older versions are deleted (readers follow the pointer atomically, so this is safe).
+6. optionally export the published segments as Parquet (``EXPORT_COLUMNS``, one row per
+   user, ``cluster`` <NA> when unclustered), for batch consumers such as the indexer's
+   cluster cohorts; the CLI writes ``<paths.artifacts_dir>/clustering/user_segments.parquet``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from recommender.settings import ClusteringSettings
 from recommender.stores.segments import SegmentStore
 
 __all__ = [
+    "EXPORT_COLUMNS",
     "Frames",
     "ClusteringReport",
     "load_frames",
@@ -42,6 +46,11 @@ __all__ = [
 ]
 
 _log = logging.getLogger("hotfeed.clustering")
+
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "user_id", "cluster", "gender", "age_band", "region", "platform", "price_band", "typical_price",
+    "engagement", "cohorts", "last_active",
+)
 
 
 @dataclass
@@ -193,13 +202,15 @@ def run_clustering(
     now: pd.Timestamp | None = None,
     item_embeddings: ItemEmbeddings | None = None,
     keep_previous: bool = False,
+    export_path: Path | None = None,
     progress: bool = True,
 ) -> ClusteringReport:
     """Return the report of one full run: features, clusters, write, publish, clean up.
 
     ``now`` defaults to the latest event time, so replayed logs are segmented as of their
     end; TTLs count from it. ``keep_previous`` keeps the replaced version (for rollback)
-    instead of deleting it. Raises StoreUnavailable when Redis is down; the half-written
+    instead of deleting it. ``export_path`` also writes the segments there as Parquet
+    (after publishing, so the file never runs ahead of Redis). Raises StoreUnavailable when Redis is down; the half-written
     version is then never published and the next run deletes it.
     """
     if now is None:
@@ -265,4 +276,9 @@ def run_clustering(
     report.previous_version = store.publish_version(version)
     keep = [version] + ([report.previous_version] if keep_previous and report.previous_version else [])
     report.keys_deleted = store.delete_versions_except(keep)
+    if export_path is not None:
+        export_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = export_path.with_suffix(".tmp.parquet")
+        segments.loc[:, list(EXPORT_COLUMNS)].to_parquet(tmp, index=False)
+        tmp.replace(export_path)  # readers see the old file or the new one, never half a file
     return report

@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 import redis
 
 from recommender.cohorts import AGE_BANDS, ALL_COHORT, GENDERS, normalize_cohort_value, user_cohorts
-from recommender.errors import InvalidRequest
+from recommender.errors import InvalidRequest, StoreUnavailable
 from recommender.settings import RedisSettings
 from recommender.stores._redis import open_redis, redis_errors_translated
 
@@ -215,48 +215,11 @@ class SegmentStore(Protocol):
         ...
 
     def write_user_segments(
-        self,
-        version: str,
-        segments: pd.DataFrame,
-        *,
-        ttl_s: np.ndarray,
-        progress: Callable[[int], object] | None = None,
-        batch_users: int = 2_000,
+        self, version: str, segments: pd.DataFrame, *, ttl_s: np.ndarray,
+        progress: Callable[[int], object] | None = None, batch_users: int = 2_000,
     ) -> int:
-        """Write one hash per row of ``segments`` (``user_id`` + USER_SEGMENT_FIELDS columns).
-
-        ``ttl_s`` (one int per row, >= 1) sets each hash's expiry; missing values are left
-        out of the hash. Commands go out pipelined, ``batch_users`` users (2 commands each)
-        per round trip, without MULTI: the version is unpublished, so nobody reads it
-        half-written. ``progress(n)`` is called after each batch. Returns hashes written.
-        Raises StoreUnavailable when Redis is down; an error reply (e.g. OOM) is re-raised.
-        """
-        if len(ttl_s) != len(segments):
-            raise InvalidRequest(f"ttl_s has {len(ttl_s)} values for {len(segments)} users; pass one per user")
-        fields = [f for f in USER_SEGMENT_FIELDS if f in segments.columns and f != "version"]
-        frame = segments.assign(version=version, ttl=np.maximum(np.asarray(ttl_s, dtype=np.int64), 1))
-        written = 0
-        with self._translated("writing user segments"):
-            conn = self._r.connection_pool.get_connection()
-            try:
-                for start in range(0, len(frame), batch_users):
-                    chunk = frame.iloc[start : start + batch_users]
-                    conn.send_packed_command([_pack_hset_expire(
-                        f"{self._p}seg:{version}:u:", chunk, [*fields, "version"])])
-                    for _ in range(2 * len(chunk)):
-                        reply = conn.read_response()
-                        if isinstance(reply, redis.ResponseError):
-                            raise reply
-                    written += len(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-            except BaseException:
-                # Unread replies would poison the next command on this connection.
-                conn.disconnect()
-                raise
-            finally:
-                self._r.connection_pool.release(conn)
-        return written
+        """Write one hash per row of ``segments``; return how many were written."""
+        ...
 
     def write_clusters(
         self, version: str, *, centroids: np.ndarray, summaries: Mapping[int, Mapping],
@@ -512,37 +475,53 @@ class RedisSegmentStore:
         """Write one hash per row of ``segments`` (``user_id`` + USER_SEGMENT_FIELDS columns).
 
         ``ttl_s`` (one int per row, >= 1) sets each hash's expiry; missing values are left
-        out of the hash. Writes go in non-transactional pipelines of ``batch_users`` users:
-        the version is unpublished, so nobody reads it half-written. ``progress(n)`` is
-        called after each batch. Returns the number of hashes written.
+        out of the hash. Commands go out pipelined, ``batch_users`` users (2 commands each)
+        per round trip, without MULTI: the version is unpublished, so nobody reads it
+        half-written. ``progress(n)`` is called after each batch. Returns hashes written.
+        Raises StoreUnavailable when Redis is down or refuses a write (e.g. out of memory).
         """
         if len(ttl_s) != len(segments):
             raise InvalidRequest(f"ttl_s has {len(ttl_s)} values for {len(segments)} users; pass one per user")
         fields = [f for f in USER_SEGMENT_FIELDS if f in segments.columns and f != "version"]
-        prefix = f"{self._p}seg:{version}:u:"
-        uids = segments["user_id"].astype("string").to_numpy(dtype=object, na_value=None)
-        cols = [
-            segments[f].astype("string").to_numpy(dtype=object, na_value=None) for f in fields
-        ]
-        ttls = np.maximum(np.asarray(ttl_s, dtype=np.int64), 1).tolist()
+        frame = segments.assign(version=version, ttl=np.maximum(np.asarray(ttl_s, dtype=np.int64), 1))
         written = 0
         with self._translated("writing user segments"):
-            for start in range(0, len(uids), batch_users):
-                pipe = self._r.pipeline(transaction=False)
-                for i in range(start, min(start + batch_users, len(uids))):
-                    mapping = {"version": version}
-                    for name, col in zip(fields, cols):
-                        value = col[i]
-                        if value is not None:
-                            mapping[name] = value
-                    key = prefix + uids[i]
-                    pipe.hset(key, mapping=mapping)
-                    pipe.expire(key, ttls[i])
-                pipe.execute()
-                n = min(batch_users, len(uids) - start)
-                written += n
+            conn = self._r.connection_pool.get_connection()
+
+            def collect(n_users: int) -> None:
+                nonlocal written
+                try:
+                    for _ in range(2 * n_users):
+                        conn.read_response()
+                except redis.ResponseError as exc:
+                    raise StoreUnavailable(
+                        f"Redis at {self._settings.url!r} refused a segment write of version {version!r}: "
+                        f"{exc}. Check its memory limit (maxmemory) and that nothing else writes "
+                        f"under the key prefix {self._p!r}."
+                    ) from exc
+                written += n_users
                 if progress is not None:
-                    progress(n)
+                    progress(n_users)
+
+            try:
+                in_flight = 0
+                for start in range(0, len(frame), batch_users):
+                    chunk = frame.iloc[start : start + batch_users]
+                    payload = _pack_hset_expire(f"{self._p}seg:{version}:u:", chunk, [*fields, "version"])
+                    # Send this batch before reading the last one's replies, so packing the
+                    # next batch overlaps with Redis executing this one.
+                    conn.send_packed_command([payload])
+                    if in_flight:
+                        collect(in_flight)
+                    in_flight = len(chunk)
+                if in_flight:
+                    collect(in_flight)
+            except BaseException:
+                # Unread replies would poison the next command on this connection.
+                conn.disconnect()
+                raise
+            finally:
+                self._r.connection_pool.release(conn)
         return written
 
     def write_clusters(

@@ -77,13 +77,18 @@ def _write_data(folder: Path, planted) -> Path:
     return folder
 
 
-def test_cli_cluster_run_prints_a_summary(tmp_path, redis_settings, monkeypatch, capsys, store, planted):
+def test_cli_cluster_run_prints_a_summary_and_exports(tmp_path, redis_settings, monkeypatch, capsys, store,
+                                                      planted):
     monkeypatch.setenv("HOTFEED_REDIS_KEY_PREFIX", redis_settings.key_prefix)
     monkeypatch.setenv("HOTFEED_CLUSTERING_TORCH_THREADS", "1")
+    monkeypatch.setenv("HOTFEED_PATHS_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     assert main(["cluster", "run", "--data", str(_write_data(tmp_path, planted)), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "60 users" in out and "k=3" in out
     assert store.segments_for("u5").known
+    exported = pd.read_parquet(tmp_path / "artifacts" / "clustering" / "user_segments.parquet")
+    assert len(exported) == 60
+    assert exported.set_index("user_id")["cluster"]["u5"] == store.segments_for("u5").cluster
 
 
 def test_cli_cluster_run_names_missing_data(tmp_path, redis_settings, monkeypatch, capsys):
@@ -94,7 +99,7 @@ def test_cli_cluster_run_names_missing_data(tmp_path, redis_settings, monkeypatc
 
 def test_cli_cluster_schedule_runs_then_stops_cleanly_on_sigterm(tmp_path, redis_settings, store, planted):
     env = {**os.environ, "HOTFEED_REDIS_KEY_PREFIX": redis_settings.key_prefix,
-           "HOTFEED_CLUSTERING_TORCH_THREADS": "1"}
+           "HOTFEED_CLUSTERING_TORCH_THREADS": "1", "HOTFEED_PATHS_ARTIFACTS_DIR": str(tmp_path / "artifacts")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "recommender.cli", "cluster", "schedule", "--data", str(_write_data(tmp_path, planted)),
          "--every-minutes", "60", "--no-progress"],

@@ -171,3 +171,15 @@ def test_non_ascii_user_ids_and_categories_round_trip(store):
     assert seg.top_categories == ("의류/신발", "café") and seg.region == "서울"
     plain = store.segments_for("plain")
     assert plain.known and plain.top_categories == () and plain.region is None
+
+
+def test_a_refused_write_raises_store_unavailable_and_the_store_keeps_working(store, raw_redis):
+    version = store.start_version()
+    raw_redis.set(store.user_key(version, "u5"), "not a hash")  # HSET on it gets WRONGTYPE
+    frame = pd.DataFrame({"user_id": [f"u{i}" for i in range(10)], "cohorts": "all"})
+    with pytest.raises(StoreUnavailable, match="refused a segment write"):
+        store.write_user_segments(version, frame, ttl_s=np.full(10, 60), batch_users=3)
+    fresh = store.start_version()
+    assert store.write_user_segments(fresh, frame, ttl_s=np.full(10, 60), batch_users=3) == 10
+    store.publish_version(fresh)
+    assert store.segments_for("u9").known
