@@ -168,7 +168,20 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=1, le=65535)
+    # Empty: no token needed. Otherwise callers send metadata "authorization: Bearer <token>".
     service_token: str = ""
+    workers: int = Field(default=16, ge=1, le=256)
+    # The engine search's deadline; past it the popular fallback serves the page.
+    engine_timeout_ms: int = Field(default=80, ge=1, le=60_000)
+    # Signs page cursors; set a long random value in production (cursors from other keys are rejected).
+    cursor_secret: str = "hotfeed-local-cursor-secret"
+    feed_ttl_s: int = Field(default=1800, ge=10, le=7 * 86_400)
+    session_ttl_s: int = Field(default=6 * 3600, ge=60, le=30 * 86_400)
+    session_max_items: int = Field(default=50, ge=1, le=1000)
+    max_events_per_call: int = Field(default=1000, ge=1, le=100_000)
+    profile_poll_ms: int = Field(default=250, ge=10, le=60_000)
+    # 0 switches the Prometheus endpoint off.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
 
 
 class GatewaySettings(BaseSettings):
@@ -176,6 +189,10 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # The gRPC recommender the gateway forwards to ("host:port").
+    grpc_target: str = Field(default="127.0.0.1:50051", min_length=3)
+    # Deadline of each gRPC call; past it the gateway answers 504.
+    deadline_ms: int = Field(default=1_000, ge=1, le=60_000)
 
 
 class Settings(BaseSettings):

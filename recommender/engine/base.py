@@ -77,6 +77,7 @@ class Hit:
     source: dict[str, Any]
     sort: tuple[Any, ...] = ()
     routing: str | None = None
+    matched: dict[str, float] = field(default_factory=dict)  # named query -> score (with named_scores)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,9 @@ class SearchEngine(Protocol):
     def delete(self, index: str, doc_id: str, *, routing: str | None = None) -> bool: ...
     def get(self, index: str, doc_id: str, *, routing: str | None = None) -> dict[str, Any] | None: ...
     def mget(self, index: str, ids: list[tuple[str, str | None]]) -> list[dict[str, Any] | None]: ...
-    def search(self, index: str, body: dict[str, Any], *, timeout_ms: int | None = None) -> SearchResult: ...
+    def search(
+        self, index: str, body: dict[str, Any], *, timeout_ms: int | None = None, named_scores: bool = False
+    ) -> SearchResult: ...
     def count(self, index: str, query: dict[str, Any] | None = None) -> int: ...
     def refresh(self, index: str) -> None: ...
     def put_index_settings(self, index: str, index_settings: dict[str, Any]) -> None: ...
@@ -361,11 +364,19 @@ class RestEngine:
         return [d.get("_source") if d.get("found") else None for d in answer["docs"]]
 
     # -- search ----------------------------------------------------------------------------------
-    def search(self, index: str, body: dict[str, Any], *, timeout_ms: int | None = None) -> SearchResult:
-        """Return the hits of a neutral-DSL search body, rendered for this engine."""
+    def search(
+        self, index: str, body: dict[str, Any], *, timeout_ms: int | None = None, named_scores: bool = False
+    ) -> SearchResult:
+        """Return the hits of a neutral-DSL search body, rendered for this engine.
+
+        ``named_scores`` asks for each named clause's score in ``Hit.matched`` (both engines
+        take it only as a URL parameter).
+        """
         rendered = dialect.render_search(self.kind, body)
+        params = {"include_named_queries_score": "true"} if named_scores else None
         answer = self._request(
-            "POST", f"/{index}/_search", body=rendered, what=f"searching {index!r}", timeout_ms=timeout_ms
+            "POST", f"/{index}/_search", body=rendered, params=params, what=f"searching {index!r}",
+            timeout_ms=timeout_ms,
         )
         hits = [
             Hit(
@@ -374,6 +385,7 @@ class RestEngine:
                 source=h.get("_source", {}),
                 sort=tuple(h.get("sort", ())),
                 routing=h.get("_routing"),
+                matched=_matched(h.get("matched_queries")),
             )
             for h in answer["hits"]["hits"]
         ]
@@ -404,6 +416,13 @@ class RestEngine:
         actions.append({"add": {"index": new_index, "alias": alias}})
         self._request("POST", "/_aliases", body={"actions": actions}, what=f"swapping alias {alias!r}")
         return [name for name in old if name != new_index]
+
+
+def _matched(raw: Any) -> dict[str, float]:
+    # Without include_named_queries_score the engines return a list of names, with it a map.
+    if isinstance(raw, dict):
+        return {str(k): float(v) for k, v in raw.items()}
+    return {str(name): 0.0 for name in raw or ()}
 
 
 def _quoted(doc_id: str) -> str:

@@ -1,0 +1,202 @@
+"""The gRPC edge: proto messages <-> domain types, and our errors -> gRPC status codes.
+
+No module below this one imports ``*_pb2``. Every RPC goes through ``_call``, which maps
+the HotfeedError tree to status codes in one table and counts errors by code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timezone
+from typing import Any
+
+import grpc
+
+from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
+from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
+from recommender.errors import (
+    ConfigError,
+    EngineUnavailable,
+    HotfeedError,
+    InvalidRequest,
+    NotFound,
+    StoreUnavailable,
+    Unauthenticated,
+)
+from recommender.events import InteractionEvent, parse_event
+from recommender.service import metrics
+from recommender.service.feeds import FeedPage, FeedRequest, FeedService
+from recommender.stores.events import EventStream
+from recommender.stores.sessions import SessionStore
+
+__all__ = ["RecommenderServicer", "STATUS_OF", "TokenInterceptor"]
+
+_log = logging.getLogger("hotfeed.rpc")
+
+# Our error classes -> gRPC status codes (most specific first; InvalidRequest covers ProfileRejected).
+STATUS_OF: tuple[tuple[type[HotfeedError], grpc.StatusCode], ...] = (
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (EngineUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+    (HotfeedError, grpc.StatusCode.INTERNAL),
+)
+
+_EVENT_TYPE_NAMES = {
+    pb.EVENT_TYPE_VIEW: "view",
+    pb.EVENT_TYPE_CLICK: "click",
+    pb.EVENT_TYPE_LIKE: "like",
+    pb.EVENT_TYPE_CART: "cart",
+    pb.EVENT_TYPE_CHAT: "chat",
+    pb.EVENT_TYPE_PURCHASE: "purchase",
+}
+_SERVED_FROM = {"engine": pb.SERVED_FROM_ENGINE, "fallback": pb.SERVED_FROM_FALLBACK}
+
+
+def _status_of(exc: HotfeedError) -> grpc.StatusCode:
+    for cls, code in STATUS_OF:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+class TokenInterceptor(grpc.ServerInterceptor):
+    """Rejects calls without ``authorization: Bearer <token>`` when a service token is set.
+
+    Health checks and reflection stay open so load balancers and grpcurl work without it.
+    """
+
+    _OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+    def __init__(self, token: str):
+        self.token = token
+
+        def deny(request: Any, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          "missing or wrong service token: send metadata 'authorization: Bearer <token>'")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation, handler_call_details):
+        if not self.token or handler_call_details.method.startswith(self._OPEN):
+            return continuation(handler_call_details)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        if metadata.get("authorization") == f"Bearer {self.token}":
+            return continuation(handler_call_details)
+        return self._deny
+
+
+def _feed_request(kind: str, request: Any) -> FeedRequest:
+    return FeedRequest(
+        kind=kind,
+        user_id=request.user_id if request.HasField("user_id") and request.user_id else None,
+        session_id=request.session_id,
+        recent_item_ids=tuple(request.recent_item_ids),
+        region=request.region,
+        page_size=request.page_size,
+        cursor=request.cursor,
+        excluded_categories=tuple(request.excluded_categories),
+        preferred_categories=tuple(request.preferred_categories),
+        profile=request.profile,
+        explain=request.explain,
+        item_id=getattr(request, "item_id", ""),
+    )
+
+
+def _feed_response(page: FeedPage) -> pb.FeedResponse:
+    return pb.FeedResponse(
+        items=[pb.FeedItem(item_id=i.item_id, score=i.score, component_scores=i.components) for i in page.items],
+        next_cursor=page.next_cursor,
+        profile_version=page.profile_version,
+        model_version=page.model_version,
+        served_from=_SERVED_FROM[page.served_from],
+        degradations=[pb.Degradation(stage=s, reason=r) for s, r in page.degradations],
+    )
+
+
+class RecommenderServicer(pb_grpc.RecommenderServicer):
+    def __init__(self, feeds: FeedService, events: EventStream, sessions: SessionStore, *, max_events: int):
+        self.feeds = feeds
+        self.events = events
+        self.sessions = sessions
+        self.max_events = max_events
+
+    def _call(self, rpc: str, context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = metadata.get("x-request-id") or uuid.uuid4().hex[:16]
+        context.set_trailing_metadata((("x-request-id", request_id),))
+        started = time.perf_counter()
+        try:
+            response = fn()
+        except HotfeedError as exc:
+            code = _status_of(exc)
+            metrics.RPC_ERRORS.labels(rpc=rpc, code=code.name).inc()
+            _log.info("rpc=%s request_id=%s status=%s error=%r", rpc, request_id, code.name, str(exc))
+            context.abort(code, str(exc))
+        except Exception:
+            metrics.RPC_ERRORS.labels(rpc=rpc, code="INTERNAL").inc()
+            _log.exception("rpc=%s request_id=%s status=INTERNAL", rpc, request_id)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id}); see server logs")
+        elapsed = time.perf_counter() - started
+        metrics.RPC_SECONDS.labels(rpc=rpc).observe(elapsed)
+        extra = ""
+        if isinstance(response, pb.FeedResponse):
+            extra = (f" items={len(response.items)} served_from={pb.ServedFrom.Name(response.served_from)}"
+                     f" degradations={[d.stage for d in response.degradations]}")
+        _log.info("rpc=%s request_id=%s status=OK ms=%.1f%s", rpc, request_id, elapsed * 1000, extra)
+        return response
+
+    def HomeFeed(self, request, context):
+        return self._call("HomeFeed", context, lambda: _feed_response(self.feeds.feed(_feed_request("home", request))))
+
+    def ProductFeed(self, request, context):
+        return self._call(
+            "ProductFeed", context, lambda: _feed_response(self.feeds.feed(_feed_request("product", request)))
+        )
+
+    def SimilarItems(self, request, context):
+        return self._call(
+            "SimilarItems", context, lambda: _feed_response(self.feeds.feed(_feed_request("similar", request)))
+        )
+
+    def RecordEvents(self, request, context):
+        return self._call("RecordEvents", context, lambda: self._record(request))
+
+    def _record(self, request: pb.RecordEventsRequest) -> pb.RecordEventsResponse:
+        if len(request.events) > self.max_events:
+            raise InvalidRequest(f"{len(request.events)} events in one call; send at most {self.max_events} per call")
+        now_s = time.time()
+        accepted: list[dict[str, Any]] = []
+        histories: dict[str, list[str]] = {}
+        rejections = []
+        for n, event in enumerate(request.events):
+            wire = {
+                "type": _EVENT_TYPE_NAMES.get(event.type, f"unknown({event.type})"),
+                "item_id": event.item_id,
+                "user_id": event.user_id or None,
+                "session_id": event.session_id or None,
+                "platform": event.platform or None,
+                "ts": event.ts.ToDatetime(tzinfo=timezone.utc).isoformat() if event.HasField("ts") else None,
+            }
+            try:
+                parsed = parse_event(wire, now_s=now_s)
+            except InvalidRequest as exc:
+                rejections.append(pb.EventRejection(index=n, reason=str(exc)))
+                continue
+            accepted.append({k: v for k, v in wire.items() if v is not None})
+            if isinstance(parsed, InteractionEvent):
+                for key in {parsed.session_id, parsed.user_id} - {None}:
+                    histories.setdefault(key, []).append(parsed.item_id)
+        if accepted:
+            self.events.append(accepted)
+            for key, items in histories.items():
+                self.sessions.append(key, items)
+        metrics.EVENTS.labels(outcome="accepted").inc(len(accepted))
+        metrics.EVENTS.labels(outcome="rejected").inc(len(rejections))
+        return pb.RecordEventsResponse(accepted=len(accepted), rejected=len(rejections), rejections=rejections)
+
