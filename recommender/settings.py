@@ -167,7 +167,8 @@ class ServerSettings(BaseSettings):
     model_config = _section("HOTFEED_SERVER_")
 
     host: str = "127.0.0.1"
-    port: int = Field(default=50051, ge=1, le=65535)
+    # 0 picks a free port (tests).
+    port: int = Field(default=50051, ge=0, le=65535)
     # Empty: no token needed. Otherwise callers send metadata "authorization: Bearer <token>".
     service_token: str = ""
     workers: int = Field(default=16, ge=1, le=256)

@@ -8,8 +8,10 @@ fixtures remove them afterwards.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from collections.abc import Iterator
 
+import pandas as pd
 import pytest
 
 from recommender.engine import SearchEngine, open_engine
@@ -111,3 +113,67 @@ def redis_settings(base_settings: Settings) -> Iterator[RedisSettings]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@dataclass
+class ServiceStack:
+    """A real recommender on a small synthetic index: gRPC target, settings, engine, market data."""
+
+    target: str
+    settings: Settings
+    engine: SearchEngine
+    market: object
+    running: object
+
+
+def _small_market():
+    from indexer.rebuild import MarketplaceData
+    from indexer.synth import generate_marketplace
+
+    synth = generate_marketplace(n_items=400, n_users=200, days=3, seed=5, n_events=8000,
+                                 end=pd.Timestamp.now(tz="UTC").floor("s"))
+    return MarketplaceData(synth.items, synth.users, synth.events)
+
+
+@pytest.fixture(scope="session")
+def service_stack(opensearch_settings: Settings, tmp_path_factory) -> Iterator[ServiceStack]:
+    """Index a small synthetic marketplace under a unique alias and Redis prefix, and start the
+    real gRPC server in this process on a free port; everything is removed afterwards."""
+    from recommender.service.server import start_server
+    from recommender.settings import ModelSettings, ServerSettings
+    from recommender.stores.cohort_maxima import CohortMaxima
+    from recommender.stores.popular import PopularStore
+    from indexer.rebuild import rebuild_index
+
+    token = uuid.uuid4().hex[:8]
+    redis = opensearch_settings.redis.model_copy(update={"key_prefix": f"hftest:{token}:"})
+    settings = opensearch_settings.model_copy(
+        update={
+            "engine": opensearch_settings.engine.model_copy(update={"index_alias": f"hftest-{token}-svc"}),
+            "redis": redis,
+            "model": ModelSettings(checkpoint=tmp_path_factory.mktemp("model") / "none.pt"),
+            # Generous deadline: the test machine is small and shared; deadline behaviour has its own test.
+            "server": ServerSettings(port=0, engine_timeout_ms=5000, metrics_port=0, profile_poll_ms=100),
+        }
+    )
+    engine = _healthy_engine(settings)
+    market = _small_market()
+    rebuild_index(engine, market, settings, popular=PopularStore(redis),
+                  maxima=CohortMaxima(redis, half_life_h=settings.indexer.popularity_half_life_h), show_progress=False)
+    running = start_server(settings, port=0)
+    yield ServiceStack(f"127.0.0.1:{running.port}", settings, engine, market, running)
+    running.stop(grace_s=1)
+    for name in engine.list_indices(f"{settings.engine.index_alias}-*"):
+        engine.delete_index(name)
+    engine.delete_index_template(f"{settings.engine.index_alias}-template")
+    client = open_redis(redis)
+    keys = list(client.scan_iter(match=f"{redis.key_prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def grpc_server(service_stack: ServiceStack) -> str:
+    """The "host:port" of the real recommender started by ``service_stack``."""
+    return service_stack.target
