@@ -1,0 +1,104 @@
+"""Public endpoints for apps: home feed, product feed, similar items and events, all over gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+
+from api._proto import FeedParams, events_request, feed_json, feed_request, record_events_json
+from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
+from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
+from recommender.events import MAX_ID_LENGTH
+from recommender.settings import Settings
+
+__all__ = ["feed_params", "call_metadata", "feeds_router"]
+
+_UINT32_MAX = 2**32 - 1
+_IdParam = Annotated[str, Query(max_length=MAX_ID_LENGTH)]
+_Categories = Annotated[list[str], Query(description="repeat the parameter for several category path prefixes")]
+
+
+def feed_params(
+    user_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH, description="absent for logged-out viewers")] = None,
+    session_id: _IdParam = "",
+    region: Annotated[str, Query(max_length=64)] = "",
+    page_size: Annotated[int | None, Query(ge=1, le=_UINT32_MAX, description="absent: the recommender's default")] = None,
+    cursor: Annotated[str, Query(max_length=4096, description="next_cursor of the previous page")] = "",
+    explain: bool = False,
+    recent_item_ids: Annotated[list[str], Query(description="most recent first; absent: the session store's")] = [],
+    excluded_categories: _Categories = [],
+    preferred_categories: _Categories = [],
+) -> FeedParams:
+    """Return the common feed parameters of a query string (FastAPI dependency)."""
+    return FeedParams(
+        user_id=user_id or None,
+        session_id=session_id,
+        recent_item_ids=tuple(recent_item_ids),
+        region=region,
+        page_size=page_size or 0,
+        cursor=cursor,
+        excluded_categories=tuple(excluded_categories),
+        preferred_categories=tuple(preferred_categories),
+        explain=explain,
+    )
+
+
+def call_metadata(request: Request, settings: Settings) -> list[tuple[str, str]]:
+    """Return the gRPC metadata of a call made for ``request``: service token and request id."""
+    metadata = [("x-request-id", request.state.request_id)]
+    if settings.server.service_token:
+        metadata.append(("authorization", f"Bearer {settings.server.service_token}"))
+    return metadata
+
+
+def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter:
+    """Return the router of the public feed and event endpoints, calling ``stub``."""
+    router = APIRouter(tags=["feeds"])
+    timeout_s = settings.gateway.deadline_ms / 1000
+
+    def call(method: Callable[..., Any], message: Any, request: Request) -> Any:
+        return method(message, timeout=timeout_s, metadata=call_metadata(request, settings))
+
+    @router.get("/v1/feed/home")
+    def home_feed(request: Request, params: Annotated[FeedParams, Depends(feed_params)]) -> dict[str, Any]:
+        """Return one page of the home feed; pass ``next_cursor`` back as ``cursor`` for the next."""
+        response = call(stub.HomeFeed, feed_request(pb.HomeFeedRequest, params), request)
+        return feed_json(response, explain=params.explain)
+
+    @router.get("/v1/feed/product")
+    def product_feed(
+        request: Request,
+        params: Annotated[FeedParams, Depends(feed_params)],
+        item_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH, description="the item shown")],
+    ) -> dict[str, Any]:
+        """Return one page of the item detail page feed (needs a user_id: 401 without one)."""
+        response = call(stub.ProductFeed, feed_request(pb.ProductFeedRequest, params, item_id=item_id), request)
+        return feed_json(response, explain=params.explain)
+
+    @router.get("/v1/items/{item_id}/similar")
+    def similar_items(
+        request: Request,
+        params: Annotated[FeedParams, Depends(feed_params)],
+        item_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)],
+    ) -> dict[str, Any]:
+        """Return one page of the item's nearest neighbours (the item itself never among them)."""
+        response = call(stub.SimilarItems, feed_request(pb.SimilarItemsRequest, params, item_id=item_id), request)
+        return feed_json(response, explain=params.explain)
+
+    @router.post("/v1/events")
+    def record_events(
+        request: Request,
+        events: Annotated[list[Any], Body(description="wire events as in recommender/events.py")],
+    ) -> dict[str, Any]:
+        """Return how many events were accepted, and why each rejected one was (index into the list)."""
+        message, positions, local_rejections = events_request(events)
+        if message.events:
+            response = call(stub.RecordEvents, message, request)
+        else:
+            # Nothing valid to forward: answer without a round trip.
+            response = pb.RecordEventsResponse()
+        return record_events_json(response, positions=positions, local_rejections=local_rejections)
+
+    return router

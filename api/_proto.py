@@ -1,0 +1,131 @@
+"""JSON <-> proto at the gateway's edge: feed parameters to requests, responses and events to JSON."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
+from recommender.errors import InvalidRequest
+from recommender.events import InteractionEvent, StatusEvent, parse_event
+
+__all__ = ["FeedParams", "feed_request", "feed_json", "events_request", "record_events_json"]
+
+_SERVED_FROM_PREFIX = "SERVED_FROM_"
+
+
+@dataclass(frozen=True)
+class FeedParams:
+    """The request part common to every feed call (proto fields 1-10)."""
+
+    user_id: str | None = None
+    session_id: str = ""
+    recent_item_ids: tuple[str, ...] = ()
+    region: str = ""
+    # 0 asks the recommender for its default.
+    page_size: int = 0
+    cursor: str = ""
+    excluded_categories: tuple[str, ...] = ()
+    preferred_categories: tuple[str, ...] = ()
+    profile: str = ""
+    explain: bool = False
+
+
+def feed_request(message_type: type, params: FeedParams, **extra: str) -> Any:
+    """Return a ``message_type`` (HomeFeedRequest, ProductFeedRequest, ...) filled from ``params``."""
+    request = message_type(
+        session_id=params.session_id,
+        recent_item_ids=list(params.recent_item_ids),
+        region=params.region,
+        page_size=params.page_size,
+        cursor=params.cursor,
+        excluded_categories=list(params.excluded_categories),
+        preferred_categories=list(params.preferred_categories),
+        profile=params.profile,
+        explain=params.explain,
+        **extra,
+    )
+    # An empty user id means logged out: leave the optional field unset rather than "".
+    if params.user_id:
+        request.user_id = params.user_id
+    return request
+
+
+def _served_from(value: int) -> str:
+    name = pb.ServedFrom.Name(value) if value in pb.ServedFrom.values() else "SERVED_FROM_UNSPECIFIED"
+    return name.removeprefix(_SERVED_FROM_PREFIX).lower()
+
+
+def feed_json(response: pb.FeedResponse, *, explain: bool) -> dict[str, Any]:
+    """Return the JSON body of a feed page; ``component_scores`` only when ``explain`` was asked."""
+    items = []
+    for item in response.items:
+        entry: dict[str, Any] = {"item_id": item.item_id, "score": item.score}
+        if explain:
+            entry["component_scores"] = dict(item.component_scores)
+        items.append(entry)
+    return {
+        "items": items,
+        "next_cursor": response.next_cursor,
+        "profile_version": response.profile_version,
+        "model_version": response.model_version,
+        "served_from": _served_from(response.served_from),
+        "degradations": [{"stage": d.stage, "reason": d.reason} for d in response.degradations],
+    }
+
+
+def _event_message(event: InteractionEvent) -> pb.Event:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(round(event.ts * 1e9)))
+    return pb.Event(
+        ts=ts,
+        user_id=event.user_id or "",
+        session_id=event.session_id or "",
+        item_id=event.item_id,
+        type=pb.EventType.Value(f"EVENT_TYPE_{event.event_type.upper()}"),
+        platform=event.platform or "",
+    )
+
+
+def events_request(raw_events: list[Any], *, now_s: float | None = None) -> tuple[pb.RecordEventsRequest, list[int], list[dict[str, Any]]]:
+    """Return the RecordEvents request of the events that parse, their positions in ``raw_events``,
+    and a rejection ``{"index", "reason"}`` for each one that does not.
+
+    Status events are rejected here: item status changes come from the marketplace backend
+    through the event stream (`hotfeed events push`), never from apps.
+    """
+    now = time.time() if now_s is None else now_s
+    messages: list[pb.Event] = []
+    positions: list[int] = []
+    rejections: list[dict[str, Any]] = []
+    for index, raw in enumerate(raw_events):
+        try:
+            event = parse_event(raw, now_s=now)
+        except InvalidRequest as exc:
+            rejections.append({"index": index, "reason": str(exc)})
+            continue
+        if isinstance(event, StatusEvent):
+            rejections.append({
+                "index": index,
+                "reason": "status events are not accepted by the gateway; the marketplace backend sends item "
+                "status changes to the event stream (`hotfeed events push`)",
+            })
+            continue
+        messages.append(_event_message(event))
+        positions.append(index)
+    return pb.RecordEventsRequest(events=messages), positions, rejections
+
+
+def record_events_json(
+    response: pb.RecordEventsResponse, *, positions: list[int], local_rejections: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Return ``{accepted, rejected, rejections}`` with every index pointing into the caller's list."""
+    rejections = list(local_rejections)
+    for rejection in response.rejections:
+        index = positions[rejection.index] if rejection.index < len(positions) else rejection.index
+        rejections.append({"index": index, "reason": rejection.reason})
+    rejections.sort(key=lambda r: r["index"])
+    return {"accepted": response.accepted, "rejected": len(rejections), "rejections": rejections}

@@ -1,0 +1,41 @@
+"""``hotfeed gateway``: run the HTTP gateway (mobile feeds, events, score profile admin).
+
+Registered through the ``hotfeed.commands`` entry-point group (pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from recommender.settings import Settings
+
+__all__ = ["register"]
+
+_log = logging.getLogger("hotfeed.gateway")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``gateway`` to the ``hotfeed`` command."""
+    gateway = subparsers.add_parser(
+        "gateway", help="HTTP gateway: feeds and events for apps over the gRPC recommender, profile admin at /admin"
+    )
+    gateway.add_argument("--host", default=None, help="listen address (default: settings.gateway.host)")
+    gateway.add_argument("--port", type=int, default=None, help="listen port (default: settings.gateway.port)")
+    gateway.add_argument("--grpc-target", default=None,
+                         help="recommender host:port (default: settings.gateway.grpc_target)")
+    gateway.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here so other `hotfeed` subcommands do not pay for FastAPI and uvicorn.
+    import uvicorn
+
+    from api.app import create_app
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "grpc_target": args.grpc_target}.items() if v is not None}
+    gateway = settings.gateway.model_validate({**settings.gateway.model_dump(), **overrides})
+    settings = settings.model_copy(update={"gateway": gateway})
+    _log.info("gateway on http://%s:%d -> recommender %s (admin page: /admin)", gateway.host, gateway.port, gateway.grpc_target)
+    uvicorn.run(create_app(settings), host=gateway.host, port=gateway.port, log_level="info", access_log=False)
+    return 0

@@ -1,0 +1,55 @@
+"""Gateway fixtures: the FastAPI app in a TestClient against real Redis, and against the real
+gRPC recommender of the ``service_stack`` fixture (tests/integration/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from recommender.settings import RedisSettings, Settings
+
+# Nothing listens on port 1: admin-only tests must not depend on a recommender.
+NO_RECOMMENDER = "127.0.0.1:1"
+
+
+def gateway_settings(base: Settings, *, redis: RedisSettings, grpc_target: str, token: str = "") -> Settings:
+    """Return ``base`` with the gateway pointed at ``grpc_target`` and profiles under ``redis``."""
+    return base.model_copy(
+        update={
+            "redis": redis,
+            "gateway": base.gateway.model_copy(update={"grpc_target": grpc_target, "deadline_ms": 10_000}),
+            "server": base.server.model_copy(update={"service_token": token}),
+        }
+    )
+
+
+@pytest.fixture
+def make_gateway_settings(base_settings: Settings):
+    """Return ``gateway_settings`` bound to the session's base settings (no recommender by default)."""
+
+    def make(*, redis: RedisSettings, grpc_target: str = NO_RECOMMENDER, token: str = "") -> Settings:
+        return gateway_settings(base_settings, redis=redis, grpc_target=grpc_target, token=token)
+
+    return make
+
+
+@pytest.fixture
+def admin_client(base_settings: Settings, redis_settings: RedisSettings) -> Iterator[TestClient]:
+    """A gateway whose profiles live under the test's own Redis prefix (no recommender behind it)."""
+    app = create_app(gateway_settings(base_settings, redis=redis_settings, grpc_target=NO_RECOMMENDER))
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def feed_client(service_stack, grpc_server: str) -> Iterator[TestClient]:
+    """A gateway in front of the real recommender, sharing its Redis (profiles, sessions)."""
+    settings = gateway_settings(service_stack.settings, redis=service_stack.settings.redis, grpc_target=grpc_server)
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/readyz")
+        if ready.status_code != 200:
+            pytest.fail(f"the recommender at {grpc_server} is not serving: {ready.json()}")
+        yield client
