@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 from recommender.engine import open_engine
-from recommender.errors import InvalidRequest, NotFound
+import pandas as pd
+
+from recommender.errors import InvalidRequest, NotFound, StoreUnavailable
 from recommender.settings import Settings
 from recommender.stores.cohort_maxima import CohortMaxima
 from recommender.stores.events import EventStream
@@ -33,14 +35,34 @@ def _maxima(settings: Settings) -> CohortMaxima:
     return CohortMaxima(settings.redis, half_life_h=settings.indexer.popularity_half_life_h)
 
 
+def behaviour_clusters(settings: Settings, user_ids: list[str], *, chunk: int = 1000) -> pd.Series | None:
+    """Return user id -> behaviour cluster from the segment store (None when there are none yet)."""
+    store = RedisSegmentStore(settings.redis)
+    try:
+        if store.current_version() is None:
+            _log.info("no user segments in Redis yet: no cluster cohorts (run `hotfeed cluster run` first)")
+            return None
+        found: dict[str, int] = {}
+        for start in range(0, len(user_ids), chunk):
+            for seg in store.segments_for_many(user_ids[start:start + chunk]):
+                if seg.cluster is not None and seg.cluster_source != "cold_start":
+                    found[seg.user_id] = seg.cluster
+    except StoreUnavailable as exc:
+        _log.warning("segments unreadable, indexing without cluster cohorts: %s", exc)
+        return None
+    _log.info("cluster cohorts for %d of %d users", len(found), len(user_ids))
+    return pd.Series(found, dtype="object") if found else None
+
+
 def run_full_rebuild(settings: Settings, data_dir: Path, *, show_progress: bool = True):
     """Return the report of one full rebuild from a data folder (used by the CLI, schedule and demo)."""
     engine = open_engine(settings)
     try:
         data = load_marketplace(data_dir)
+        clusters = behaviour_clusters(settings, data.users["user_id"].astype(str).tolist())
         return rebuild_index(
             engine, data, settings, popular=PopularStore(settings.redis), maxima=_maxima(settings),
-            show_progress=show_progress,
+            clusters=clusters, show_progress=show_progress,
         )
     finally:
         engine.close()

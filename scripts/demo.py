@@ -1,39 +1,175 @@
-"""The README's demo: runs the whole pipeline on this machine and prints what it did.
+"""The README's demo: the whole pipeline on this machine, printed as it goes.
 
-Stages so far: services up and healthy (versions, plugins, engine capabilities).
+    services up -> synthetic marketplace -> session model trained -> user segments in Redis
+    -> index built (model vectors, cohort popularity incl. behaviour clusters) -> gRPC
+    recommender started -> home feeds with explanations, a product feed, similar items -> a burst of requests timed
+
+Sizes are small by default so it finishes in a few minutes on 2 cores; `--items`,
+`--users`, `--days` and `--epochs` scale it. Every step runs the same code as its `hotfeed`
+command; the demo's data and model live in data/demo and artifacts/demo.
 """
 
 from __future__ import annotations
 
+import argparse
+import statistics
+import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import grpc
+
+from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
+from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.engine import open_engine
 from recommender.errors import HotfeedError
 from recommender.services.local import local_services
 from recommender.settings import load_settings
 
+HOTFEED = [sys.executable, "-m", "recommender.cli"]
 
-def _stage(title: str) -> None:
+
+def _stage(title: str) -> float:
     print(f"\n== {title}", flush=True)
+    return time.monotonic()
+
+
+def _done(started: float) -> None:
+    print(f"   ({time.monotonic() - started:.1f}s)", flush=True)
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> None:
+    print("   $ hotfeed " + " ".join(args), flush=True)
+    proc = subprocess.run([*HOTFEED, *args], env=env)
+    if proc.returncode != 0:
+        raise HotfeedError(f"`hotfeed {' '.join(args)}` failed with exit code {proc.returncode}")
+
+
+def _print_feed(title: str, page: pb.FeedResponse, *, explain: bool, limit: int = 5) -> None:
+    served = pb.ServedFrom.Name(page.served_from).removeprefix("SERVED_FROM_").lower()
+    print(f"   {title}: {len(page.items)} items from {served}, profile {page.profile_version}, "
+          f"model {page.model_version or 'none'}{', degraded: ' + str([d.stage for d in page.degradations]) if page.degradations else ''}")
+    for item in page.items[:limit]:
+        line = f"     {item.item_id:<10} score {item.score:.3f}"
+        if explain and item.component_scores:
+            parts = sorted(item.component_scores.items(), key=lambda kv: -kv[1])
+            line += "  " + " ".join(f"{k}={v:.2f}" for k, v in parts if v)
+        print(line)
+
+
+def _burst(target: str, user_ids: list[str], region: str, *, requests: int, clients: int) -> tuple[list[float], float]:
+    channel = grpc.insecure_channel(target)
+    stub = pb_grpc.RecommenderStub(channel)
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def one(n: int) -> None:
+        started = time.perf_counter()
+        stub.HomeFeed(pb.HomeFeedRequest(user_id=user_ids[n % len(user_ids)], region=region, page_size=20,
+                                         session_id=f"burst-{n}"))
+        with lock:
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - started
+    channel.close()
+    return latencies, wall
 
 
 def main() -> int:
-    settings = load_settings()
-    _stage("services")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--users", type=int, default=8_000)
+    parser.add_argument("--days", type=float, default=7)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=200, help="HomeFeed calls in the timed burst")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the burst")
+    args = parser.parse_args()
+
+    base = load_settings()
+    data_dir = base.paths.data_dir / "demo"
+    checkpoint = base.paths.artifacts_dir / "demo" / "tailnet.pt"
+    import os
+
+    env = {**os.environ, "HOTFEED_MODEL_CHECKPOINT": str(checkpoint)}
+    settings = base.model_copy(update={"model": base.model.model_copy(update={"checkpoint": checkpoint})})
+
+    t = _stage("1/7 services")
     for service in local_services(settings.services):
-        print("  " + service.up().line())
-    _stage("engine")
+        print("   " + service.up().line(), flush=True)
     engine = open_engine(settings)
-    started = time.perf_counter()
     caps = engine.capabilities()
-    health = engine.health()
-    print(
-        f"  {caps.kind} {caps.version} at {settings.engine.url}: cluster {health['status']}, "
-        f"join={'yes' if caps.join else 'no'}, knn={'yes' if caps.knn else 'no'} "
-        f"({(time.perf_counter() - started) * 1000:.0f} ms)"
-    )
+    print(f"   engine for the demo: {caps.kind} {caps.version} at {settings.engine.url} "
+          f"(join={'yes' if caps.join else 'no'}, knn={'yes' if caps.knn else 'no'})")
+    _done(t)
+
+    t = _stage("2/7 synthetic marketplace (ends now, so freshness is live)")
+    _run("data", "synth", "--items", str(args.items), "--users", str(args.users), "--days", str(args.days),
+         "--seed", "7", "--end", "now", "--out", str(data_dir))
+    _done(t)
+
+    t = _stage("3/7 session model (TailNet-style) trained on the synthetic sessions")
+    _run("train", "--events", str(data_dir / "events.parquet"), "--model", "tailnet", "--epochs", str(args.epochs),
+         "--out", str(checkpoint), env=env)
+    _done(t)
+
+    t = _stage("4/7 user segments and behaviour clusters into Redis")
+    _run("cluster", "run", "--data", str(data_dir), "--no-progress", env=env)
+    _done(t)
+
+    t = _stage("5/7 items index: model vectors + cohort popularity children, alias swap")
+    _run("index", "full", "--data", str(data_dir), env=env)
+    _done(t)
+
+    t = _stage("6/7 gRPC recommender")
+    from recommender.service.server import start_server
+
+    running = start_server(settings, port=0)
+    target = f"127.0.0.1:{running.port}"
+    print(f"   listening on {target}; engine deadline {settings.server.engine_timeout_ms} ms")
+    _done(t)
+
+    import pandas as pd
+
+    users = pd.read_parquet(data_dir / "users.parquet")
+    known = users.dropna(subset=["gender", "birth_year", "region"]).head(3)
+    region = str(known["region"].iloc[0])
+    stub = pb_grpc.RecommenderStub(grpc.insecure_channel(target))
+    t = _stage("7/7 feeds")
+    for row in known.itertuples():
+        started = time.perf_counter()
+        page = stub.HomeFeed(pb.HomeFeedRequest(user_id=row.user_id, region=row.region, page_size=10, explain=True))
+        ms = (time.perf_counter() - started) * 1000
+        _print_feed(f"home feed of {row.user_id} ({row.gender}, born {row.birth_year}, {row.region}) in {ms:.0f} ms",
+                    page, explain=True)
+    first = known.iloc[0]
+    item = page.items[0].item_id
+    page = stub.ProductFeed(pb.ProductFeedRequest(user_id=first.user_id, region=first.region, item_id=item,
+                                                  page_size=10, explain=True))
+    _print_feed(f"product feed for {first.user_id} on item {item}", page, explain=True)
+    page = stub.SimilarItems(pb.SimilarItemsRequest(item_id=item, page_size=5))
+    _print_feed(f"similar to {item}", page, explain=False)
+    second = stub.HomeFeed(pb.HomeFeedRequest(user_id=first.user_id, region=first.region, page_size=10,
+                                              cursor=stub.HomeFeed(pb.HomeFeedRequest(
+                                                  user_id=first.user_id, region=first.region, page_size=10)).next_cursor))
+    _print_feed("infinite scroll, page 2", second, explain=False, limit=3)
+
+    latencies, wall = _burst(target, users["user_id"].head(500).tolist(), region,
+                             requests=args.requests, clients=args.clients)
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"\n   burst: {args.requests} HomeFeed calls from {args.clients} clients: p50 {p50:.1f} ms, "
+          f"p99 {p99:.1f} ms, {args.requests / wall:.0f} requests/s")
+    _done(t)
+    running.stop(grace_s=1)
     engine.close()
+    print("\ndemo done. Services keep running (`hotfeed services down` stops them).")
     return 0
 
 

@@ -130,6 +130,30 @@ def _check_request(req: FeedRequest) -> None:
         raise InvalidRequest(f"{req.kind} feed needs item_id, the item the page is about")
 
 
+def _context(
+    req: FeedRequest,
+    segs: UserSegments,
+    vector: np.ndarray | None,
+    *,
+    seen: tuple[str, ...],
+    after: SearchAfter | None = None,
+) -> FeedContext:
+    return FeedContext(
+        cohorts=segs.cohorts,
+        region=req.region,
+        query_vector=tuple(vector) if vector is not None else None,
+        excluded_categories=req.excluded_categories,
+        disliked_categories=segs.disliked_categories,
+        seen_item_ids=seen,
+        preferred_categories=req.preferred_categories,
+        page_size=req.page_size,
+        search_after=after,
+        explain=req.explain,
+        # Each session sees its own exploration shuffle, stable while it scrolls.
+        exploration_salt=req.session_id or req.user_id or "",
+    )
+
+
 def _request_key(req: FeedRequest) -> str:
     return "|".join([req.kind, req.user_id or "", req.session_id, req.region, req.item_id, req.profile or "default"])
 
@@ -199,18 +223,7 @@ class FeedService:
         with self._stage(req.kind, "vector"):
             vector = self._query_vector(session, segs, deg) if req.kind != "similar" else None
         seen = tuple(dict.fromkeys([*session, *([req.item_id] if req.item_id else [])]))
-        context = FeedContext(
-            cohorts=segs.cohorts,
-            region=req.region,
-            query_vector=tuple(vector) if vector is not None else None,
-            excluded_categories=req.excluded_categories,
-            disliked_categories=segs.disliked_categories,
-            seen_item_ids=seen,
-            preferred_categories=req.preferred_categories,
-            page_size=req.page_size,
-            explain=req.explain,
-            exploration_salt=req.session_id or req.user_id or "",
-        )
+        context = _context(req, segs, vector, seen=seen)
         state = FeedState(
             feed_id=self.pages.new_id(),
             profile_name=live.name,
@@ -408,19 +421,8 @@ class FeedService:
                 session = [*session, req.item_id]
             vector = self._query_vector(session, segs, deg) if req.kind != "similar" else None
             score, item_id = state.engine_after
-            context = FeedContext(
-                cohorts=segs.cohorts,
-                region=req.region,
-                query_vector=tuple(vector) if vector is not None else None,
-                excluded_categories=req.excluded_categories,
-                disliked_categories=segs.disliked_categories,
-                seen_item_ids=tuple(dict.fromkeys(state.served + [c["item_id"] for c in state.pending])),
-                preferred_categories=req.preferred_categories,
-                page_size=req.page_size,
-                search_after=SearchAfter(float(score), str(item_id)),
-                explain=req.explain,
-                exploration_salt=req.session_id or req.user_id or "",
-            )
+            seen = tuple(dict.fromkeys(state.served + [c["item_id"] for c in state.pending]))
+            context = _context(req, segs, vector, seen=seen, after=SearchAfter(float(score), str(item_id)))
             source = self._source_item(req) if req.kind == "similar" else None
             candidates, state.engine_after = self._search(req, live, context, source, now=now)
         except EngineUnavailable as exc:

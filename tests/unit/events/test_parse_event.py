@@ -1,0 +1,44 @@
+"""Wire events: what is accepted and the message for what is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from recommender.errors import InvalidRequest
+from recommender.events import InteractionEvent, StatusEvent, parse_event
+
+NOW = 1_700_000_000.0
+
+
+def test_an_interaction_without_time_gets_the_time_of_receipt():
+    event = parse_event({"type": "view", "item_id": "i1", "session_id": "s1", "platform": " iOS "}, now_s=NOW)
+    assert event == InteractionEvent(item_id="i1", event_type="view", ts=NOW, session_id="s1", platform="ios")
+
+
+def test_iso_and_unix_times_are_accepted():
+    iso = parse_event({"type": "like", "item_id": 7, "user_id": "u", "ts": "2023-11-14T22:13:20Z"}, now_s=NOW)
+    unix = parse_event({"type": "like", "item_id": "7", "user_id": "u", "ts": NOW - 5}, now_s=NOW)
+    assert (iso.ts, unix.ts, iso.item_id) == (NOW, NOW - 5, "7")
+
+
+def test_a_status_event_is_parsed():
+    assert parse_event({"type": "status", "item_id": "i1", "status": "sold"}, now_s=NOW) == StatusEvent("i1", "sold")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("text", "must be a JSON object"),
+        ({"type": "view", "session_id": "s"}, "'item_id' is missing"),
+        ({"type": "teleport", "item_id": "i", "session_id": "s"}, "'type' must be one of"),
+        ({"type": "view", "item_id": "i"}, "needs a 'user_id' or a 'session_id'"),
+        ({"type": "view", "item_id": ["i"], "session_id": "s"}, "must be a string id"),
+        ({"type": "view", "item_id": "i", "session_id": "s", "ts": "yesterday"}, "not ISO-8601"),
+        ({"type": "view", "item_id": "i", "session_id": "s", "ts": NOW + 3600}, "in the future"),
+        ({"type": "status", "item_id": "i", "status": "gone"}, "'status' must be one of"),
+        ({"type": "view", "item_id": "x" * 200, "session_id": "s"}, "1..128 characters"),
+    ],
+)
+def test_bad_events_are_rejected_with_the_field_and_value(raw, message):
+    with pytest.raises(InvalidRequest, match=message):
+        parse_event(raw, now_s=NOW)
