@@ -21,10 +21,11 @@ _Categories = Annotated[list[str], Query(description="repeat the parameter for s
 
 
 def feed_params(
+    request: Request,
     user_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH, description="absent for logged-out viewers")] = None,
     session_id: _IdParam = "",
     region: Annotated[str, Query(max_length=64)] = "",
-    page_size: Annotated[int | None, Query(ge=1, le=_UINT32_MAX, description="absent: the recommender's default")] = None,
+    page_size: Annotated[int | None, Query(ge=1, le=_UINT32_MAX, description="absent: settings.gateway.default_page_size")] = None,
     cursor: Annotated[str, Query(max_length=4096, description="next_cursor of the previous page")] = "",
     explain: bool = False,
     recent_item_ids: Annotated[list[str], Query(description="most recent first; absent: the session store's")] = [],
@@ -37,7 +38,7 @@ def feed_params(
         session_id=session_id,
         recent_item_ids=tuple(recent_item_ids),
         region=region,
-        page_size=page_size or 0,
+        page_size=page_size or request.app.state.settings.gateway.default_page_size,
         cursor=cursor,
         excluded_categories=tuple(excluded_categories),
         preferred_categories=tuple(preferred_categories),

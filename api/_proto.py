@@ -25,8 +25,7 @@ class FeedParams:
     session_id: str = ""
     recent_item_ids: tuple[str, ...] = ()
     region: str = ""
-    # 0 asks the recommender for its default.
-    page_size: int = 0
+    page_size: int = 20
     cursor: str = ""
     excluded_categories: tuple[str, ...] = ()
     preferred_categories: tuple[str, ...] = ()

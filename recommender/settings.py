@@ -194,6 +194,8 @@ class GatewaySettings(BaseSettings):
     grpc_target: str = Field(default="127.0.0.1:50051", min_length=3)
     # Deadline of each gRPC call; past it the gateway answers 504.
     deadline_ms: int = Field(default=1_000, ge=1, le=60_000)
+    # Page size of a feed request that names none (the recommender refuses page_size 0).
+    default_page_size: int = Field(default=20, ge=1, le=1_000)
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,138 @@
+"""Feeds, events and previews through the gateway, against the real gRPC recommender
+(``service_stack``: a small synthetic index in OpenSearch, Redis, the server in-process)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from fastapi.testclient import TestClient
+
+
+def _active(stack) -> list[str]:
+    items = stack.market.items
+    return items.loc[items["status"] == "active", "item_id"].tolist()
+
+
+def _user(stack) -> str:
+    return str(stack.market.users["user_id"].iloc[0])
+
+
+def test_home_feed_page_has_the_documented_shape(feed_client: TestClient, service_stack) -> None:
+    response = feed_client.get("/v1/feed/home", params={"user_id": _user(service_stack), "page_size": 5})
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert set(page) == {"items", "next_cursor", "profile_version", "model_version", "served_from", "degradations"}
+    assert len(page["items"]) == 5
+    assert all(set(item) == {"item_id", "score"} for item in page["items"])
+    assert set(i["item_id"] for i in page["items"]) <= set(_active(service_stack))
+    assert page["served_from"] == "engine" and page["next_cursor"] and page["profile_version"]
+    assert page["degradations"] == []
+
+
+def test_explain_adds_component_scores(feed_client: TestClient) -> None:
+    page = feed_client.get("/v1/feed/home", params={"session_id": "gw-explain", "page_size": 3, "explain": "true"}).json()
+    assert all("cohort_popularity" in item["component_scores"] for item in page["items"])
+
+
+def test_infinite_scroll_passes_the_cursor_through_without_duplicates(feed_client: TestClient) -> None:
+    seen: list[str] = []
+    cursor = ""
+    served_from = []
+    for _ in range(4):
+        params = {"session_id": "gw-scroll", "page_size": 10} | ({"cursor": cursor} if cursor else {})
+        page = feed_client.get("/v1/feed/home", params=params).json()
+        seen += [i["item_id"] for i in page["items"]]
+        served_from.append(page["served_from"])
+        cursor = page["next_cursor"]
+        assert cursor
+    assert len(seen) == 40 and len(set(seen)) == 40
+    assert served_from[0] == "engine"
+
+
+def test_bad_inputs_get_clear_statuses(feed_client: TestClient) -> None:
+    too_big = feed_client.get("/v1/feed/home", params={"page_size": 10_000})
+    assert too_big.status_code == 400 and "page_size 10000" in too_big.json()["detail"]
+    zero = feed_client.get("/v1/feed/home", params={"page_size": 0})
+    assert zero.status_code == 422 and "'page_size'" in zero.json()["detail"]
+    not_a_number = feed_client.get("/v1/feed/home", params={"page_size": "ten"})
+    assert not_a_number.status_code == 422 and "'ten'" in not_a_number.json()["detail"]
+    forged = feed_client.get("/v1/feed/home", params={"cursor": "garbage", "page_size": 5})
+    assert forged.status_code == 400 and "without a cursor" in forged.json()["detail"]
+
+
+def test_product_feed_needs_a_user(feed_client: TestClient, service_stack) -> None:
+    item = _active(service_stack)[0]
+    anonymous = feed_client.get("/v1/feed/product", params={"item_id": item, "page_size": 5})
+    assert anonymous.status_code == 401 and "user_id" in anonymous.json()["detail"]
+    page = feed_client.get("/v1/feed/product", params={"item_id": item, "user_id": _user(service_stack), "page_size": 5})
+    assert page.status_code == 200
+    assert len(page.json()["items"]) == 5 and item not in {i["item_id"] for i in page.json()["items"]}
+    missing = feed_client.get("/v1/feed/product", params={"user_id": _user(service_stack)})
+    assert missing.status_code == 422 and "'item_id' is required" in missing.json()["detail"]
+
+
+def test_similar_items_never_include_the_item_and_unknown_is_404(feed_client: TestClient, service_stack) -> None:
+    item = _active(service_stack)[1]
+    page = feed_client.get(f"/v1/items/{item}/similar", params={"page_size": 5})
+    assert page.status_code == 200
+    assert len(page.json()["items"]) == 5 and item not in {i["item_id"] for i in page.json()["items"]}
+    unknown = feed_client.get("/v1/items/no-such-item/similar")
+    assert unknown.status_code == 404 and "'no-such-item'" in unknown.json()["detail"]
+
+
+def test_events_are_forwarded_and_rejections_point_into_the_callers_list(feed_client: TestClient, service_stack) -> None:
+    item = _active(service_stack)[3]
+    events = [
+        {"type": "status", "item_id": item, "status": "sold"},
+        {"type": "view", "item_id": item, "session_id": "gw-events", "platform": "iOS"},
+        {"type": "view", "session_id": "gw-events"},
+        {"type": "like", "item_id": item, "session_id": "gw-events", "ts": "2020-01-01T00:00:00Z"},
+        {"type": "teleport", "item_id": item, "session_id": "gw-events"},
+    ]
+    response = feed_client.post("/v1/events", json=events)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["accepted"], answer["rejected"]) == (2, 3)
+    reasons = {r["index"]: r["reason"] for r in answer["rejections"]}
+    assert set(reasons) == {0, 2, 4}
+    assert "status events" in reasons[0] and "item_id" in reasons[2] and "'teleport'" in reasons[4]
+    # The accepted view went into the session: that session's next feed leaves the seen item out.
+    page = feed_client.get("/v1/feed/home", params={"session_id": "gw-events", "page_size": 50}).json()
+    assert item not in {i["item_id"] for i in page["items"]}
+    not_a_list = feed_client.post("/v1/events", json={"type": "view"})
+    assert not_a_list.status_code == 422 and "valid list" in not_a_list.json()["detail"]
+
+
+def test_preview_renders_a_profile_beside_the_default(feed_client: TestClient, service_stack) -> None:
+    name = f"gw-preview-{uuid.uuid4().hex[:6]}"
+    default_text = feed_client.get("/admin/profiles/default").json()["active"]["text"]
+    text = default_text.replace("name: default", f"name: {name}").replace("weight: 2.0", "weight: 0.0", 1)
+    saved = feed_client.put(f"/admin/profiles/{name}", content=text.encode())
+    assert saved.status_code == 200, saved.text
+    try:
+        started = time.monotonic()
+        while True:
+            # The recommender picks the new profile up on its next poll.
+            response = feed_client.get(f"/admin/profiles/{name}/preview", params={"session_id": "gw-preview", "page_size": 8})
+            if response.status_code != 404 or time.monotonic() - started > 2.0:
+                break
+            time.sleep(0.05)
+        assert response.status_code == 200, response.text
+        preview = response.json()
+        assert preview["profile"]["profile_version"] == saved.json()["version"]
+        assert preview["default"]["profile_version"] != preview["profile"]["profile_version"]
+        assert len(preview["profile"]["items"]) == len(preview["default"]["items"]) == 8
+        assert all("component_scores" in i for i in preview["profile"]["items"] + preview["default"]["items"])
+        assert 0 <= preview["overlap"] <= 8
+    finally:
+        feed_client.delete(f"/admin/profiles/{name}")
+    gone = feed_client.get(f"/admin/profiles/{name}/preview")
+    assert gone.status_code == 404
+
+
+def test_health_and_request_id(feed_client: TestClient) -> None:
+    assert feed_client.get("/readyz").json() == {"status": "ok", "recommender": "SERVING"}
+    response = feed_client.get("/healthz", headers={"X-Request-ID": "req-42"})
+    assert response.json()["recommender"] == "SERVING"
+    assert response.headers["X-Request-ID"] == "req-42"
