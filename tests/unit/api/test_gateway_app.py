@@ -1,0 +1,167 @@
+"""Gateway behaviour answered before any network call: the error table, parameter checks,
+the admin token, exported names and the `hotfeed gateway` command. No Redis, no recommender."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+
+import grpc
+import pytest
+from fastapi.testclient import TestClient
+
+import api
+import api._errors
+import api._feeds
+import api._proto
+import api.app
+import api.commands
+from api._errors import http_status_of
+from recommender.errors import (
+    ConfigError,
+    EngineUnavailable,
+    InvalidRequest,
+    NotFound,
+    ProfileRejected,
+    StoreUnavailable,
+    Unauthenticated,
+)
+from recommender.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, 400),
+        (grpc.StatusCode.UNAUTHENTICATED, 401),
+        (grpc.StatusCode.NOT_FOUND, 404),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+        (grpc.StatusCode.UNAVAILABLE, 503),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+        (grpc.StatusCode.INTERNAL, 502),
+    ],
+)
+def test_grpc_codes_map_to_http(code: grpc.StatusCode, status: int) -> None:
+    assert http_status_of(code) == status
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (ProfileRejected("bad"), 422),
+        (InvalidRequest("bad"), 400),
+        (Unauthenticated("who"), 401),
+        (NotFound("gone"), 404),
+        (StoreUnavailable("down"), 503),
+        (EngineUnavailable("down"), 503),
+        (ConfigError("broken"), 500),
+    ],
+)
+def test_our_errors_map_to_http(error: Exception, status: int) -> None:
+    assert http_status_of(error) == status
+
+
+def _settings(token: str = "") -> Settings:
+    base = Settings()
+    # Nothing listens on port 1; every test here is answered before a connection is tried.
+    return base.model_copy(
+        update={
+            "redis": base.redis.model_copy(update={"url": "redis://127.0.0.1:1/0"}),
+            "gateway": base.gateway.model_copy(update={"grpc_target": "127.0.0.1:1"}),
+            "server": base.server.model_copy(update={"service_token": token}),
+        }
+    )
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with TestClient(api.app.create_app(_settings(token="t0ken"))) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"page_size": "0"}, "query parameter 'page_size' '0': Input should be greater than or equal to 1"),
+        ({"page_size": "many"}, "query parameter 'page_size' 'many'"),
+        ({"explain": "perhaps"}, "query parameter 'explain' 'perhaps'"),
+        ({"user_id": "u" * 200}, "query parameter 'user_id'"),
+    ],
+)
+def test_bad_feed_parameters_are_422_naming_the_parameter(client: TestClient, query: dict, expected: str) -> None:
+    response = client.get("/v1/feed/home", params=query)
+    assert response.status_code == 422
+    assert expected in response.json()["detail"]
+
+
+def test_product_feed_without_item_id_is_422(client: TestClient) -> None:
+    response = client.get("/v1/feed/product", params={"user_id": "u1"})
+    assert response.status_code == 422
+    assert response.json() == {"detail": "query parameter 'item_id' is required; add it"}
+
+
+def test_events_body_must_be_a_list(client: TestClient) -> None:
+    response = client.post("/v1/events", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert "body" in response.json()["detail"]
+
+
+def test_events_all_rejected_locally_need_no_recommender(client: TestClient) -> None:
+    response = client.post("/v1/events", json=[{"type": "view"}])
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 0 and response.json()["rejections"][0]["index"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/admin/profiles"),
+        ("GET", "/admin/profiles/default"),
+        ("PUT", "/admin/profiles/default"),
+        ("POST", "/admin/profiles/default/activate/0123456789abcdef"),
+        ("DELETE", "/admin/profiles/summer"),
+        ("GET", "/admin/profiles/default/preview"),
+    ],
+)
+def test_admin_api_needs_the_service_token(client: TestClient, method: str, path: str) -> None:
+    response = client.request(method, path, headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 401
+    assert "service token" in response.json()["detail"]
+    assert client.request(method, path).status_code == 401
+
+
+def test_request_id_is_made_when_absent(client: TestClient) -> None:
+    response = client.get("/v1/feed/home", params={"page_size": "0"})
+    assert len(response.headers["X-Request-ID"]) == 32
+
+
+def test_gateway_command_parses_its_overrides() -> None:
+    # The parser alone: build_parser() would load every deployable's commands (torch included).
+    parser = argparse.ArgumentParser(prog="hotfeed")
+    api.commands.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["gateway", "--port", "9999", "--grpc-target", "10.0.0.1:50051"])
+    assert (args.port, args.grpc_target, args.host) == (9999, "10.0.0.1:50051", None)
+    assert args.handler.__module__ == "api.commands"
+
+
+def test_gateway_entry_point_is_declared() -> None:
+    names = {ep.name: ep.value for ep in entry_points(group="hotfeed.commands")}
+    assert names["api"] == "api.commands:register"
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        (api, ["create_app"]),
+        (api.app, ["create_app"]),
+        (api.commands, ["register"]),
+        (api._errors, ["HTTP_STATUS_BY_GRPC_CODE", "HTTP_STATUS_BY_ERROR", "http_status_of", "install_error_handlers"]),
+        (api._feeds, ["feed_params", "call_metadata", "feeds_router"]),
+        (api._proto, ["FeedParams", "feed_request", "feed_json", "events_request", "record_events_json"]),
+    ],
+)
+def test_exported_names_are_exact(module, names: list[str]) -> None:
+    assert sorted(module.__all__) == sorted(names)
+    for name in names:
+        assert getattr(module, name) is not None
