@@ -18,7 +18,8 @@ Rules, stated once:
 - Platform: the profile's platform, else the platform of most of the user's events.
 - User vector: the mean of the item embeddings of the user's ``recent_events`` latest
   events when embeddings are given, else the category-affinity vector over the
-  ``affinity_dims`` categories with the most weight overall; both L2-normalised. Users
+  ``affinity_dims`` categories with the most weight overall plus their top levels
+  (``_affinity_vectors``); both L2-normalised. Users
   without a vector get no behaviour cluster.
 """
 
@@ -184,23 +185,40 @@ def _embedding_vectors(
     return _l2_normalised(sums[have] / counts[have].unsqueeze(1)).cpu().numpy(), have.cpu().numpy()
 
 
+def _affinity_block(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, have: np.ndarray,
+                    width: int) -> np.ndarray:
+    """Return a dense (len(have) x width) matrix of summed weights, each row L2-normalised."""
+    mat = np.zeros((len(have), width), dtype=np.float32)
+    np.add.at(mat, (np.searchsorted(have, rows), cols), weights)
+    return mat / np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
+
+
 def _affinity_vectors(
-    aff: pd.DataFrame, categories: pd.Index, n_users: int, dims: int
+    aff: pd.DataFrame, categories: pd.Index, dims: int
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Return (L2-normalised affinity over the top ``dims`` categories, user rows, category labels)."""
+    """Return (affinity vectors, their user rows, column labels).
+
+    A vector is the L2-normalised affinity over the ``dims`` categories with the most weight,
+    concatenated with the L2-normalised affinity over their top levels (the path before the
+    first ``/``), then normalised again. The top-level half lets two users who like the same
+    area but different leaves (``electronics/phones`` vs ``electronics/laptops``) land near
+    each other, which leaf columns alone cannot see with a handful of events per user.
+    """
     totals = aff.groupby("cat")["weight"].sum().sort_values(ascending=False, kind="stable")
     top = totals.index[:dims].to_numpy()
     col_of = np.full(len(categories), -1, dtype=np.int64)
     col_of[top] = np.arange(len(top))
     cols = col_of[aff["cat"].to_numpy()]
     sel = cols >= 0
-    rows_all = aff["row"].to_numpy()[sel]
-    have = np.unique(rows_all)
-    dense_row = np.searchsorted(have, rows_all)
-    mat = np.zeros((len(have), len(top)), dtype=np.float32)
-    mat[dense_row, cols[sel]] = aff["weight"].to_numpy()[sel]
+    rows, weights = aff["row"].to_numpy()[sel], aff["weight"].to_numpy()[sel].astype(np.float32)
+    have = np.unique(rows)
+    leaf_names = [str(categories[c]) for c in top]
+    top_level, top_labels = pd.factorize(pd.Series([n.split("/", 1)[0] for n in leaf_names], dtype="string"))
+    leaf_part = _affinity_block(rows, cols[sel], weights, have, len(top))
+    top_part = _affinity_block(rows, top_level[cols[sel]], weights, have, len(top_labels))
+    mat = np.hstack([leaf_part, top_part])
     mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
-    return mat, have, [str(categories[c]) for c in top]
+    return mat, have, leaf_names + [f"{t}/*" for t in top_labels]
 
 
 def build_user_features(
@@ -247,13 +265,14 @@ def build_user_features(
     )
     aff = aff[aff["weight"] > 0].reset_index(drop=True)
 
+    # Ages in hours rather than timestamps: tz-aware timestamps would box into objects here.
     per_user = pd.DataFrame({"row": ev["row"].to_numpy(), "weight": ev["weight"].to_numpy(),
-                             "ts": ev["ts"].to_numpy(), "price": ev_price})
+                             "age_h": ev["age_h"].to_numpy(), "price": ev_price})
     grouped = per_user.groupby("row")
     rows = pd.RangeIndex(n)
     n_events = grouped.size().reindex(rows, fill_value=0)
     score = grouped["weight"].sum().reindex(rows, fill_value=0.0)
-    last_event = grouped["ts"].max().reindex(rows)
+    last_event = now - pd.to_timedelta(grouped["age_h"].min().reindex(rows), unit="h")
     typical = grouped["price"].median().reindex(rows)
 
     prof = users.assign(row=index.get_indexer(users["user_id"].astype("string"))).set_index("row").reindex(rows)
@@ -292,7 +311,7 @@ def build_user_features(
         vectors, vector_rows = _embedding_vectors(ev, item_embeddings, n, settings.recent_events, device)
         kind, labels = "item_embedding", []
     else:
-        vectors, vector_rows, labels = _affinity_vectors(aff, categories, n, settings.affinity_dims)
+        vectors, vector_rows, labels = _affinity_vectors(aff, categories, settings.affinity_dims)
         kind = "category_affinity"
 
     # Drop users idle longer than the TTL; keep vectors aligned with the surviving rows.

@@ -224,6 +224,8 @@ def run_clustering(
     features = build_user_features(frames.events, frames.items, frames.users, settings=settings, now=now,
                                    item_embeddings=item_embeddings, device=device)
     report.features_s = time.perf_counter() - t0
+    _log.info("features: %d users, %d with a %s vector (%.1fs)", len(features.segments), len(features.vectors),
+              features.vector_kind, report.features_s)
 
     t0 = time.perf_counter()
     labels, centroids, choice, sil = cluster_users(features, settings, device=device)
@@ -239,6 +241,8 @@ def run_clustering(
     report.k, report.k_rule, report.k_scores, report.silhouette = choice.k, choice.rule, choice.scores, sil
     report.sizes = np.bincount(labels, minlength=choice.k).tolist() if len(labels) else []
     report.vector_kind = features.vector_kind
+    _log.info("clusters: k=%d by %s, silhouette %s (%.1fs)", choice.k, choice.rule,
+              "n/a" if sil is None else f"{sil:.3f}", report.cluster_s)
 
     segments["cohorts"] = user_cohorts_joined(segments)
     segments["updated_at"] = f"{time.time():.3f}"

@@ -82,8 +82,14 @@ def normalize_cohort_value(value: object) -> str | None:
 
 def normalize_cohort_series(values: pd.Series) -> pd.Series:
     """Return ``normalize_cohort_value`` of every row, vectorized (string dtype, <NA> for blanks)."""
-    text = values.astype("string").str.strip().str.lower().str.replace(_UNSAFE, "_", regex=True).str.strip("_")
-    return text.mask(text == "", pd.NA)
+    # Regions and platforms repeat a lot: normalise each distinct value once, then spread.
+    codes, uniques = pd.factorize(values.astype("string"))
+    if len(uniques) == 0:
+        return pd.Series(pd.NA, index=values.index, dtype="string")
+    text = pd.Series(uniques, dtype="string").str.strip().str.lower().str.replace(_UNSAFE, "_", regex=True).str.strip("_")
+    text = text.mask(text == "", pd.NA)
+    out = text.take(np.maximum(codes, 0)).set_axis(values.index)
+    return out.mask(codes < 0, pd.NA).astype("string")
 
 
 def age_band(birth_year: int | None, *, year: int) -> str | None:

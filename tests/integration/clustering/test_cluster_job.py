@@ -33,7 +33,7 @@ def test_a_run_publishes_planted_groups_as_clusters(store, planted):
     assert sorted(s["size"] for s in summaries.values()) == [100, 100, 100]
     g2 = summaries[clusters[2]]
     assert set(g2["top_categories"]) == {"g2/c0", "g2/c1"} and g2["typical_price"] > 1000
-    assert store.centroid(clusters[0]).shape == (6,)
+    assert store.centroid(clusters[0]).shape == (6 + 3,)  # 6 leaves + 3 top levels
     meta = store.version_meta()
     assert meta["vector_kind"] == "category_affinity" and meta["k"] == "3"
 

@@ -68,3 +68,13 @@ def test_every_age_band_is_a_valid_cohort():
 
 def test_values_in_any_script_survive_normalisation():
     assert user_cohorts(region="서울 강남", platform="Android TV") == ["region:서울_강남", "platform:android_tv", "all"]
+
+
+def test_series_normalisation_matches_the_scalar_one_and_keeps_the_index():
+    from recommender.cohorts import normalize_cohort_series, normalize_cohort_value
+
+    values = pd.Series(["Seoul Metro", None, "  ", "서울", "seoul metro"], index=[5, 6, 7, 8, 9])
+    out = normalize_cohort_series(values)
+    assert list(out.index) == [5, 6, 7, 8, 9]
+    assert [None if pd.isna(v) else v for v in out] == [normalize_cohort_value(v) for v in values]
+    assert normalize_cohort_series(pd.Series([None, None])).isna().all()

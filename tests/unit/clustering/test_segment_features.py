@@ -110,7 +110,14 @@ def test_affinity_vectors_are_unit_length_over_top_categories(features):
     f = features([(1, "u1", "i1", "view"), (1, "u1", "i3", "view"), (1, "u2", "i4", "like")])
     assert f.vector_kind == "category_affinity"
     assert np.allclose(np.linalg.norm(f.vectors, axis=1), 1.0)
-    assert set(f.vector_labels) == {"shoes/run", "phones", "books"}
+    assert set(f.vector_labels) == {"shoes/run", "phones", "books", "shoes/*", "phones/*", "books/*"}
+
+
+def test_affinity_vectors_put_users_of_one_top_level_closer_than_strangers(features):
+    items = [("a", "shoes/run", 1.0), ("b", "shoes/trail", 1.0), ("c", "books/novels", 1.0)]
+    f = features([(1, "run", "a", "view"), (1, "trail", "b", "view"), (1, "reader", "c", "view")], items=items)
+    vec = dict(zip(f.segments["user_id"].iloc[f.vector_rows], f.vectors))
+    assert vec["run"] @ vec["trail"] > 0.4 and vec["run"] @ vec["reader"] == 0
 
 
 def test_embedding_vectors_average_the_latest_events(make_frames):
