@@ -54,14 +54,19 @@ class SessionPopularity(Popularity):
 class SessionItemKNN(Popularity):
     """Session item-KNN: items similar to the session's clicks, recent clicks weighing more.
 
-    sim(i, j) = n_ij / sqrt(n_i * n_j), with n_ij the training sessions holding both items and
-    n_i those holding i; each item keeps its ``neighbours`` most similar items. A session
+    sim(i, j) = n_ij / (sqrt(n_i * n_j) + shrink), with n_ij the training sessions holding both
+    items and n_i those holding i; the shrink term (20, as in Hidasi et al.'s item-KNN) stops a
+    single co-occurrence of two rare items from outranking well-supported pairs. Each item
+    keeps its ``neighbours`` most similar items. A session
     s_1..s_m scores item j as sum_t (t / m) * sim(s_t, j), ties broken by popularity.
     """
 
     name = "ItemKNN"
 
-    def __init__(self, item_counts: np.ndarray, train_sessions: Sequence[np.ndarray], *, neighbours: int = 100):
+    def __init__(
+        self, item_counts: np.ndarray, train_sessions: Sequence[np.ndarray], *, neighbours: int = 100,
+        shrink: float = 20.0,
+    ):
         super().__init__(item_counts)
         num_items = len(item_counts)
         sid = np.repeat(np.arange(len(train_sessions)), [len(s) for s in train_sessions])
@@ -70,7 +75,7 @@ class SessionItemKNN(Popularity):
         both = pairs.merge(pairs, on="s", suffixes=("", "_j"))
         both = both.loc[both["i"] != both["i_j"]]
         co = both.groupby(["i", "i_j"], sort=False).size().reset_index(name="n")
-        co["sim"] = co["n"] / np.sqrt(n_i[co["i"].to_numpy()] * n_i[co["i_j"].to_numpy()])
+        co["sim"] = co["n"] / (np.sqrt(n_i[co["i"].to_numpy()] * n_i[co["i_j"].to_numpy()]) + shrink)
         co = co.sort_values(["i", "sim"], ascending=[True, False]).groupby("i", sort=False).head(neighbours)
         self.neighbour_items = np.zeros((num_items, neighbours), dtype=np.int64)
         self.neighbour_sims = np.zeros((num_items, neighbours), dtype=np.float32)

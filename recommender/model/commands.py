@@ -85,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--checkpoint", type=Path, action="append", metavar="PT",
                     help="evaluate this trained checkpoint instead of training (repeatable)")
     ev.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated, e.g. HR@20,Tail@20")
-    ev.add_argument("--out", type=Path, metavar="DIR", help="report folder; default <artifacts>/eval/<events name>")
+    ev.add_argument("--out", type=Path, metavar="DIR", help="report folder (results.json, charts, trained "
+                    "checkpoints); default <artifacts>/eval/<events name>")
     _add_training_flags(ev)
     ev.set_defaults(handler=run_eval)
 
@@ -171,6 +172,9 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         "ItemKNN": SessionItemKNN(split.item_counts, split.train),
     }
     training: dict[str, Any] = {}
+    out = args.out or settings.paths.artifacts_dir / "eval" / args.events.stem.replace(".", "_")
+    if out == settings.paths.artifacts_dir / "eval" / "events":
+        out = out.parent / args.events.parent.name
     if args.checkpoint:
         for path in args.checkpoint:
             loaded = load_checkpoint(path, device=device)
@@ -188,15 +192,14 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
             trainer = Trainer(config, device=device)
             model = trainer.build(name, split)
             report = trainer.fit(model, split)
-            print(report.summary())
+            # Kept next to the report so a table row can be re-scored or served later.
+            path = trainer.save(out / f"{name}.pt", model, split, report)
+            print(f"{report.summary()}; checkpoint {path}")
             training[name] = {"config": config, "history": report.history, "best_epoch": report.best_epoch,
-                              "seconds": round(report.seconds, 1)}
+                              "seconds": round(report.seconds, 1), "checkpoint": str(path)}
             scorers[name] = ModelScorer(model, device=device)
     max_length = max([int(c["config"]["max_length"]) for c in training.values()] + [20])
     results = evaluate_scorers(scorers, split, metrics=metrics, max_length=max_length)
-    out = args.out or settings.paths.artifacts_dir / "eval" / args.events.stem.replace(".", "_")
-    if out == settings.paths.artifacts_dir / "eval" / "events":
-        out = out.parent / args.events.parent.name
     written = write_report(results, out, extra={
         "events": str(args.events), "split": split.summary(), "split_params": split.params,
         "device": device.type, "training": training,

@@ -62,7 +62,9 @@ def rank_top_k(
         lengths = examples.lengths[start:end]
         items = examples.items[start:end, : int(lengths.max())]
         scores = torch.from_numpy(np.ascontiguousarray(scorer.score_sessions(items, lengths)))
-        out[start:end] = torch.topk(scores, k, dim=1).indices.numpy()
+        # A catalog smaller than k leaves the tail of each list as padding (never a hit, never tail).
+        top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        out[start:end, : top.indices.shape[1]] = np.where(np.isfinite(top.values.numpy()), top.indices.numpy(), 0)
     return out, examples.targets
 
 

@@ -98,6 +98,7 @@ class Trainer:
         negatives_gen = torch.Generator(device=self.device).manual_seed(seed)
         report = TrainReport(model.name, valid_metric=self.valid_metric.name)
         best_state, waited, started = None, 0, time.monotonic()
+        shown_value = "-"  # the bar shows the latest validation value next to the running loss
         if sampled:
             _log.info("%s: %s items > %s, using sampled softmax", model.name, model.num_items, cfg["sampled_softmax_above"])
         for epoch in range(1, int(cfg["epochs"]) + 1):
@@ -122,9 +123,10 @@ class Trainer:
                 total += float(loss.detach())
                 batches += 1
                 if batches % 10 == 0:
-                    bar.set_postfix(loss=f"{total / batches:.4f}")
+                    bar.set_postfix({"loss": f"{total / batches:.4f}", self.valid_metric.name: shown_value})
             bar.close()
             value = self.validate(model, split)
+            shown_value = f"{value:.4f}"
             report.history.append({"epoch": epoch, "loss": total / max(batches, 1), self.valid_metric.name: value})
             _log.info("%s epoch %d: loss %.4f, valid %s %.4f", model.name, epoch, total / max(batches, 1),
                       self.valid_metric.name, value)

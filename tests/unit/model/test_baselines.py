@@ -18,7 +18,16 @@ def test_spop_puts_session_items_first_most_clicked_first():
 
 def test_item_knn_recommends_co_occurring_items():
     knn = SessionItemKNN(COUNTS, TRAIN)
-    # item 3 co-occurs with 4 in two sessions and with 1 in one; sim(3,4) = 2/sqrt(2*2) = 1
+    # item 3 co-occurs with 4 in two sessions and with 1 in one; sim(3,4) = 2/(sqrt(2*2) + 20)
     scores = knn.score_sessions(np.array([[3, 0]]), np.array([1]))
     assert np.argmax(scores[0]) == 4
-    assert scores[0, 4] == np.float32(2 / np.sqrt(2 * 2) + 1e-6 * 1 / 11)
+    assert scores[0, 4] == np.float32(2 / (np.sqrt(2 * 2) + 20) + 1e-6 * 1 / 11)
+
+
+def test_a_catalog_smaller_than_k_pads_lists_with_padding():
+    from recommender.model.data import PrefixExamples
+    from recommender.model.evaluate import rank_top_k
+
+    examples = PrefixExamples(items=np.array([[3]]), lengths=np.array([1]), targets=np.array([4]))
+    topk, _ = rank_top_k(Popularity(COUNTS), examples, k=6)
+    assert topk.tolist() == [[1, 2, 3, 4, 0, 0]]
