@@ -4,14 +4,16 @@ the admin token, exported names and the `hotfeed gateway` command. No Redis, no 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from collections.abc import Iterator
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import grpc
 import pytest
 from fastapi.testclient import TestClient
 
-import api
+import api._admin
 import api._errors
 import api._feeds
 import api._proto
@@ -153,9 +155,9 @@ def test_gateway_entry_point_is_declared() -> None:
 @pytest.mark.parametrize(
     ("module", "names"),
     [
-        (api, ["create_app"]),
         (api.app, ["create_app"]),
         (api.commands, ["register"]),
+        (api._admin, ["admin_router", "stored_json"]),
         (api._errors, ["HTTP_STATUS_BY_GRPC_CODE", "HTTP_STATUS_BY_ERROR", "http_status_of", "install_error_handlers"]),
         (api._feeds, ["feed_params", "call_metadata", "feeds_router"]),
         (api._proto, ["FeedParams", "feed_request", "feed_json", "events_request", "record_events_json"]),
@@ -165,3 +167,14 @@ def test_exported_names_are_exact(module, names: list[str]) -> None:
     assert sorted(module.__all__) == sorted(names)
     for name in names:
         assert getattr(module, name) is not None
+
+
+def test_package_exports_create_app_lazily() -> None:
+    # Loaded from its file: under pytest's prepend import mode, tests/integration/api/ on
+    # sys.path turns a plain `import api` into a namespace package without this __init__.
+    path = Path(api.app.__file__).with_name("__init__.py")
+    spec = importlib.util.spec_from_file_location("api_package_under_test", path)
+    package = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package)
+    assert package.__all__ == ["create_app"]
+    assert package.create_app is api.app.create_app
