@@ -28,8 +28,9 @@ Defaults (``segments_for``), in order of precedence:
 3. The request's region and platform fill in what is still unknown; an anonymous or
    unknown user thus gets ``["region:<r>", "platform:<p>", "all"]``, or just ``["all"]``.
 4. A user without a behaviour cluster gets a cold-start cluster (for its centroid as the
-   kNN query vector) looked up by region, then platform, then ``all``; cold-start
-   clusters never enter the cohort list.
+   kNN query vector): the one of its stored region, then stored platform, then the
+   request's region, then platform, then ``all``; cold-start clusters never enter the
+   cohort list.
 """
 
 from __future__ import annotations
@@ -249,24 +250,35 @@ def decode_centroid(text: str) -> np.ndarray:
 
 # One atomic step: follow the pointer, then read the cold-start clusters and each user's
 # segment and preference hashes of that version. ARGV: prefix, region cohort, platform
-# cohort, user ids... Keys are built in the script because they depend on the pointer;
-# that is fine on a single Redis (not Redis Cluster).
+# cohort, user ids... Per user the reply holds: segment hash, preference hash, and the
+# cold-start cluster of the user's own region/platform when the user has no cluster.
+# Keys are built in the script because they depend on the pointer; that is fine on a
+# single Redis (not Redis Cluster).
 _READ_LUA = """
 local p = ARGV[1]
 local ver = redis.call('GET', p .. 'seg:current')
 local out = {ver or ''}
+local cold_key = ver and (p .. 'seg:' .. ver .. ':cold')
 if ver then
-  out[2] = redis.call('HMGET', p .. 'seg:' .. ver .. ':cold', ARGV[2], ARGV[3], 'all')
+  out[2] = redis.call('HMGET', cold_key, ARGV[2], ARGV[3], 'all')
 else
   out[2] = {}
 end
 for i = 4, #ARGV do
-  if ver then
-    out[#out + 1] = redis.call('HGETALL', p .. 'seg:' .. ver .. ':u:' .. ARGV[i])
-  else
-    out[#out + 1] = {}
-  end
+  local seg = {}
+  if ver then seg = redis.call('HGETALL', p .. 'seg:' .. ver .. ':u:' .. ARGV[i]) end
+  out[#out + 1] = seg
   out[#out + 1] = redis.call('HGETALL', p .. 'pref:' .. ARGV[i])
+  local own = ''
+  if #seg > 0 then
+    local f = {}
+    for j = 1, #seg, 2 do f[seg[j]] = seg[j + 1] end
+    if not f['cluster'] and (f['region'] or f['platform']) then
+      local c = redis.call('HMGET', cold_key, 'region:' .. (f['region'] or ''), 'platform:' .. (f['platform'] or ''))
+      own = c[1] or c[2] or ''
+    end
+  end
+  out[#out + 1] = own
 end
 return out
 """
@@ -387,8 +399,9 @@ class RedisSegmentStore:
         if anonymous:
             return [_merge(None, {}, {}, version=version, region=region_tok, platform=platform_tok, cold=cold)]
         return [
-            _merge(uid, _pairs(reply[2 + 2 * i]), _pairs(reply[3 + 2 * i]),
-                   version=version, region=region_tok, platform=platform_tok, cold=cold)
+            _merge(uid, _pairs(reply[2 + 3 * i]), _pairs(reply[3 + 3 * i]), version=version,
+                   region=region_tok, platform=platform_tok,
+                   cold=int(reply[4 + 3 * i]) if reply[4 + 3 * i] else cold)
             for i, uid in enumerate(user_ids)
         ]
 

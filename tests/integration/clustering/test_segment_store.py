@@ -183,3 +183,18 @@ def test_a_refused_write_raises_store_unavailable_and_the_store_keeps_working(st
     assert store.write_user_segments(fresh, frame, ttl_s=np.full(10, 60), batch_users=3) == 10
     store.publish_version(fresh)
     assert store.segments_for("u9").known
+
+
+def test_known_users_without_a_cluster_get_the_cold_cluster_of_their_own_region(store):
+    version = store.start_version()
+    frame = pd.DataFrame({"user_id": ["quiet", "clustered"], "region": ["busan", "busan"],
+                          "cluster": [None, "7"], "cohorts": ["region:busan,all", "cluster:7,region:busan,all"]})
+    store.write_user_segments(version, frame, ttl_s=np.array([60, 60]))
+    store.write_clusters(version, centroids=np.zeros((0, 0), dtype=np.float32), summaries={},
+                         cold_clusters={"all": 1, "region:busan": 2, "region:seoul": 3}, meta={}, ttl_s=60)
+    store.publish_version(version)
+    quiet = store.segments_for("quiet", region="Seoul")
+    assert (quiet.cluster, quiet.cluster_source) == (2, "cold_start")
+    assert store.segments_for("clustered", region="Seoul").cluster == 7
+    quiet_many, clustered_many = store.segments_for_many(["quiet", "clustered"], region="Seoul")
+    assert (quiet_many.cluster, clustered_many.cluster) == (2, 7)
