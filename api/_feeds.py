@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from api._proto import FeedParams, events_request, feed_json, feed_request, record_events_json
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
+from recommender.errors import InvalidRequest
 from recommender.events import MAX_ID_LENGTH
 from recommender.settings import Settings
 
-__all__ = ["feed_params", "call_metadata", "feeds_router"]
+__all__ = ["MAX_EVENTS_BODY_BYTES", "feed_params", "call_metadata", "feeds_router"]
+
+# About 1000 events of a few hundred bytes each, the recommender's default batch limit.
+MAX_EVENTS_BODY_BYTES = 1024 * 1024
 
 _UINT32_MAX = 2**32 - 1
 _IdParam = Annotated[str, Query(max_length=MAX_ID_LENGTH)]
@@ -44,6 +50,21 @@ def feed_params(
         preferred_categories=tuple(preferred_categories),
         explain=explain,
     )
+
+
+async def _read_body(request: Request, *, limit_bytes: int) -> bytes:
+    """Return the request body, refusing (InvalidRequest) one longer than ``limit_bytes``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit_bytes:
+        raise InvalidRequest(f"the body is {int(declared)} bytes; send at most {limit_bytes} bytes per call (split the batch)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise InvalidRequest(f"the body is over {limit_bytes} bytes; send at most {limit_bytes} bytes per call (split the batch)")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def call_metadata(request: Request, settings: Settings) -> list[tuple[str, str]]:
@@ -88,12 +109,7 @@ def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter
         response = call(stub.SimilarItems, feed_request(pb.SimilarItemsRequest, params, item_id=item_id), request)
         return feed_json(response, explain=params.explain)
 
-    @router.post("/v1/events")
-    def record_events(
-        request: Request,
-        events: Annotated[list[Any], Body(description="wire events as in recommender/events.py")],
-    ) -> dict[str, Any]:
-        """Return how many events were accepted, and why each rejected one was (index into the list)."""
+    def forward_events(events: list[Any], request: Request) -> dict[str, Any]:
         message, positions, local_rejections = events_request(events)
         if message.events:
             response = call(stub.RecordEvents, message, request)
@@ -101,5 +117,25 @@ def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter
             # Nothing valid to forward: answer without a round trip.
             response = pb.RecordEventsResponse()
         return record_events_json(response, positions=positions, local_rejections=local_rejections)
+
+    @router.post("/v1/events")
+    async def record_events(request: Request) -> dict[str, Any]:
+        """Return how many events were accepted, and why each rejected one was (index into the list).
+
+        The body is a JSON list of wire events (recommender/events.py), at most
+        MAX_EVENTS_BODY_BYTES; it is read here rather than by FastAPI so an oversized one is
+        refused before it is held in memory.
+        """
+        body = await _read_body(request, limit_bytes=MAX_EVENTS_BODY_BYTES)
+        try:
+            events = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"the body of POST /v1/events is not JSON ({exc}); send a JSON list of events") from None
+        if not isinstance(events, list):
+            raise InvalidRequest(
+                f"the body of POST /v1/events must be a JSON list of events, got a {type(events).__name__}; "
+                f"wrap a single event in [...]"
+            )
+        return await run_in_threadpool(forward_events, events, request)
 
     return router

@@ -101,7 +101,7 @@ def test_events_are_forwarded_and_rejections_point_into_the_callers_list(feed_cl
     page = feed_client.get("/v1/feed/home", params={"session_id": "gw-events", "page_size": 50}).json()
     assert item not in {i["item_id"] for i in page["items"]}
     not_a_list = feed_client.post("/v1/events", json={"type": "view"})
-    assert not_a_list.status_code == 422 and "valid list" in not_a_list.json()["detail"]
+    assert not_a_list.status_code == 400 and "JSON list of events" in not_a_list.json()["detail"]
 
 
 def test_preview_renders_a_profile_beside_the_default(feed_client: TestClient, service_stack) -> None:

@@ -103,10 +103,28 @@ def test_product_feed_without_item_id_is_422(client: TestClient) -> None:
     assert response.json() == {"detail": "query parameter 'item_id' is required; add it"}
 
 
-def test_events_body_must_be_a_list(client: TestClient) -> None:
-    response = client.post("/v1/events", content=b"{not json", headers={"Content-Type": "application/json"})
-    assert response.status_code == 422
-    assert "body" in response.json()["detail"]
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"{not json", "is not JSON"),
+        (b'{"type": "view"}', "must be a JSON list of events, got a dict"),
+        (b"\xff\xfe", "is not JSON"),
+    ],
+)
+def test_events_body_must_be_a_json_list(client: TestClient, body: bytes, expected: str) -> None:
+    response = client.post("/v1/events", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert expected in response.json()["detail"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_oversized_events_body_is_refused_before_parsing(client: TestClient, chunked: bool) -> None:
+    body = b"[" + b" " * api._feeds.MAX_EVENTS_BODY_BYTES + b"]"
+    # Chunked: no Content-Length to check up front, so the limit applies while reading.
+    content = iter([body[:1000], body[1000:]]) if chunked else body
+    response = client.post("/v1/events", content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert f"at most {api._feeds.MAX_EVENTS_BODY_BYTES} bytes" in response.json()["detail"]
 
 
 def test_events_all_rejected_locally_need_no_recommender(client: TestClient) -> None:
@@ -159,7 +177,7 @@ def test_gateway_entry_point_is_declared() -> None:
         (api.commands, ["register"]),
         (api._admin, ["admin_router", "stored_json"]),
         (api._errors, ["HTTP_STATUS_BY_GRPC_CODE", "HTTP_STATUS_BY_ERROR", "http_status_of", "install_error_handlers"]),
-        (api._feeds, ["feed_params", "call_metadata", "feeds_router"]),
+        (api._feeds, ["MAX_EVENTS_BODY_BYTES", "feed_params", "call_metadata", "feeds_router"]),
         (api._proto, ["FeedParams", "feed_request", "feed_json", "events_request", "record_events_json"]),
     ],
 )
