@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -153,7 +154,7 @@ class ProfileStore:
     def _history_key(self, name: str) -> str:
         return f"{self._prefix}{name}:history"
 
-    def _errors(self, what: str):
+    def _errors(self, what: str) -> AbstractContextManager[None]:
         return redis_errors_translated(what, self.settings.url)
 
     def _parsed(self, name: str, text: str) -> ScoreProfile:
