@@ -51,7 +51,9 @@ def _run(*args: str, env: dict[str, str] | None = None) -> None:
 def _print_feed(title: str, page: pb.FeedResponse, *, explain: bool, limit: int = 5) -> None:
     served = pb.ServedFrom.Name(page.served_from).removeprefix("SERVED_FROM_").lower()
     print(f"   {title}: {len(page.items)} items from {served}, profile {page.profile_version}, "
-          f"model {page.model_version or 'none'}{', degraded: ' + str([d.stage for d in page.degradations]) if page.degradations else ''}")
+          f"model {page.model_version or 'none'}")
+    for d in page.degradations:
+        print(f"     degraded at {d.stage}: {d.reason}")
     for item in page.items[:limit]:
         line = f"     {item.item_id:<10} score {item.score:.3f}"
         if explain and item.component_scores:
@@ -132,6 +134,15 @@ def main() -> int:
     running = start_server(settings, port=0)
     target = f"127.0.0.1:{running.port}"
     print(f"   listening on {target}; engine deadline {settings.server.engine_timeout_ms} ms")
+    # The first searches after an index swap load caches (global ordinals, HNSW graph);
+    # a production deploy warms the same way before taking traffic.
+    warm = pb_grpc.RecommenderStub(grpc.insecure_channel(target))
+    warm_ms = []
+    for n in range(5):
+        started = time.perf_counter()
+        warm.HomeFeed(pb.HomeFeedRequest(session_id=f"warm-{n}", page_size=5))
+        warm_ms.append((time.perf_counter() - started) * 1000)
+    print("   warm-up calls: " + ", ".join(f"{ms:.0f} ms" for ms in warm_ms))
     _done(t)
 
     import pandas as pd
