@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _one_run(args: argparse.Namespace, settings: Settings, *, now: pd.Timestamp | None) -> ClusteringReport:
     clustering = settings.clustering
     if args.k is not None:
+        if not 1 <= args.k <= 1024:
+            raise InvalidRequest(f"--k {args.k!r} must be between 1 and 1024; leave it out to use the k rule")
         clustering = clustering.model_copy(update={"k": args.k})
     if clustering.torch_threads:
         torch.set_num_threads(clustering.torch_threads)

@@ -118,3 +118,4 @@ def test_cli_cluster_schedule_runs_then_stops_cleanly_on_sigterm(tmp_path, redis
     assert proc.returncode == 0, out
     assert "stopped after 1 run(s), 0 failed" in out
     assert json.loads(store.version_meta()["sizes"]) == [20, 20, 20]
+
