@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from clustering.features import ItemEmbeddings
 from clustering.job import run_clustering
 from recommender.cli import main
 from recommender.data_model import write_frame
@@ -119,3 +121,17 @@ def test_cli_cluster_schedule_runs_then_stops_cleanly_on_sigterm(tmp_path, redis
     assert "stopped after 1 run(s), 0 failed" in out
     assert json.loads(store.version_meta()["sizes"]) == [20, 20, 20]
 
+
+
+def test_with_item_embeddings_the_centroids_are_query_vectors(store, planted):
+    frames = planted()
+    items = frames.items["item_id"].astype(str)
+    group = items.str.slice(1, 2).astype(int).to_numpy()  # "i<g>-<j>": the planted group
+    vectors = np.eye(8, dtype=np.float32)[group] + 0.01
+    report = run_clustering(frames, store, ClusteringSettings(),
+                            item_embeddings=ItemEmbeddings(pd.Index(items), vectors), progress=False)
+    assert report.vector_kind == "item_embedding" and report.k == 3
+    meta = store.version_meta()
+    assert meta["vector_kind"] == "item_embedding" and meta["dims"] == "8"
+    centroid = store.centroid(store.segments_for("u2").cluster)
+    assert centroid.shape == (8,) and int(np.argmax(centroid)) == 2
