@@ -228,8 +228,23 @@ class _JavaNode(LocalService):
     def _assemble(self, home: Path) -> None:
         raise NotImplementedError
 
+    extra_config: tuple[str, ...] = ()
+    cluster_name = ""
+
     def _config_lines(self) -> list[str]:
-        raise NotImplementedError
+        return [
+            f"cluster.name: {self.cluster_name}",
+            f"node.name: hotfeed-{self.name}",
+            "discovery.type: single-node",
+            "network.host: 127.0.0.1",
+            f"http.port: {self.port}",
+            f"transport.port: {self.transport_port}",
+            f"path.data: {self.root / 'data'}",
+            f"path.logs: {self.root / 'logs'}",
+            # A nearly full dev disk must not turn the indexes read-only.
+            "cluster.routing.allocation.disk.threshold_enabled: false",
+            *self.extra_config,
+        ]
 
     def _java_env(self, java_home: Path) -> dict[str, str]:
         raise NotImplementedError
@@ -297,24 +312,25 @@ class _JavaNode(LocalService):
     def _health(self) -> dict | None:
         return _http_json(f"http://127.0.0.1:{self.port}/_cluster/health")
 
-    def _node_info(self) -> tuple[str, list[str], str]:
-        """Return (version, modules and plugins, product) of the node on the port."""
+    def _node_info(self) -> tuple[str, list[str]]:
+        """Return (version, modules and plugins) of the node on the port."""
+        # The integration-test distributions have no `GET /`, so the version comes from _nodes.
         info = _http_json(f"http://127.0.0.1:{self.port}/_nodes/_local?filter_path=nodes.*.version,"
-                          "nodes.*.modules.name,nodes.*.plugins.name,nodes.*.settings.cluster.name") or {}
+                          "nodes.*.modules.name,nodes.*.plugins.name") or {}
         nodes = list((info.get("nodes") or {}).values())
         if not nodes:
-            return "", [], ""
+            return "", []
         node = nodes[0]
         modules = [m["name"] for m in node.get("modules", [])]
         plugins = [p["name"] for p in node.get("plugins", [])]
-        return node.get("version", ""), modules + plugins, ""
+        return node.get("version", ""), modules + plugins
 
     def status(self) -> ServiceStatus:
         health = self._health()
         address = f"http://127.0.0.1:{self.port}"
         if health is None:
             return ServiceStatus(self.name, False, address)
-        version, components, _ = self._node_info()
+        version, components = self._node_info()
         return ServiceStatus(
             self.name, True, address, version, components, detail=f"cluster {health.get('status', '?')}"
         )
@@ -416,6 +432,7 @@ class _JavaNode(LocalService):
 class OpenSearchNode(_JavaNode):
     name = "opensearch"
     product = "opensearch"
+    cluster_name = "hotfeed-local"
     port_setting = "HOTFEED_SERVICES_OPENSEARCH_PORT (and HOTFEED_ENGINE_URL)"
     version = versions.OPENSEARCH_VERSION
 
@@ -468,18 +485,6 @@ class OpenSearchNode(_JavaNode):
                 f"installing {versions.OPENSEARCH_KNN!r} failed: {(proc.stdout + proc.stderr).strip()[-400:]}"
             )
 
-    def _config_lines(self) -> list[str]:
-        return [
-            "cluster.name: hotfeed-local",
-            "node.name: hotfeed-opensearch",
-            "discovery.type: single-node",
-            "network.host: 127.0.0.1",
-            f"http.port: {self.port}",
-            f"transport.port: {self.transport_port}",
-            f"path.data: {self.root / 'data'}",
-            f"path.logs: {self.root / 'logs'}",
-            "cluster.routing.allocation.disk.threshold_enabled: false",
-        ]
 
     def _java_env(self, java_home: Path) -> dict[str, str]:
         return {"OPENSEARCH_JAVA_HOME": str(java_home), "JAVA_HOME": str(java_home)}
@@ -491,6 +496,7 @@ class OpenSearchNode(_JavaNode):
 class ElasticsearchNode(_JavaNode):
     name = "elasticsearch"
     product = "elasticsearch"
+    cluster_name = "hotfeed-local-es"
     port_setting = "HOTFEED_SERVICES_ELASTICSEARCH_PORT (and HOTFEED_ENGINE_URL)"
     version = versions.ELASTICSEARCH_VERSION
 
@@ -500,19 +506,8 @@ class ElasticsearchNode(_JavaNode):
     def _assemble(self, home: Path) -> None:
         self._unzip_distribution(versions.ELASTICSEARCH_DISTRIBUTION, home)
 
-    def _config_lines(self) -> list[str]:
-        return [
-            "cluster.name: hotfeed-local-es",
-            "node.name: hotfeed-elasticsearch",
-            "discovery.type: single-node",
-            "network.host: 127.0.0.1",
-            f"http.port: {self.port}",
-            f"transport.port: {self.transport_port}",
-            f"path.data: {self.root / 'data'}",
-            f"path.logs: {self.root / 'logs'}",
-            "xpack.security.enabled: false",
-            "cluster.routing.allocation.disk.threshold_enabled: false",
-        ]
+    # Local use only: no TLS or users (the node listens on loopback).
+    extra_config = ("xpack.security.enabled: false",)
 
     def _java_env(self, java_home: Path) -> dict[str, str]:
         return {"ES_JAVA_HOME": str(java_home), "JAVA_HOME": str(java_home)}
