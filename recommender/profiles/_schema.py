@@ -93,6 +93,9 @@ class CohortPopularity(_ComponentBase):
     cohort_weights: CohortWeights = CohortWeights()
     # sum: popular in several of the viewer's cohorts adds up; max: only the best cohort counts.
     score_mode: Literal["sum", "max"] = "sum"
+    # Children scoring below this are skipped before the join: popularity is power-law, so a
+    # small floor drops most children (and most of the join's cost) for little score.
+    min_child_score: float = Field(default=0.0, ge=0, lt=1)
 
 
 class Knn(_ComponentBase):

@@ -170,9 +170,12 @@ def cohort_popularity(component: CohortPopularity, inputs: ComponentInputs) -> d
         }
         for weight, members in groups
     ]
+    match: dict[str, Any] = {"terms": {F.COHORT: cohorts}}
+    if component.min_child_score > 0:
+        match = {"bool": {"filter": [match, {"range": {F.SCORE: {"gte": component.min_child_score}}}]}}
     child_query = {
         "function_score": {
-            "query": {"terms": {F.COHORT: cohorts}},
+            "query": match,
             "functions": functions,
             # A child has exactly one cohort, so at most one function matches it.
             "score_mode": "sum",

@@ -390,3 +390,11 @@ def test_query_fields_exist_in_the_items_mapping(item_fields: ItemFields) -> Non
     used = [F.ITEM_ID, F.CATEGORY_LEVELS, F.PRICE, F.REGION, F.STATUS, F.EMBEDDING, F.COHORT, F.SCORE]
     assert [f for f in used if f not in item_fields.types] == []
     assert item_fields.types["relation"] == "join"
+
+
+def test_weak_children_are_skipped_before_the_join(make_profile: MakeProfile) -> None:
+    profile = make_profile({"type": "cohort_popularity", "cohort_weights": {"all": 1.0}, "min_child_score": 0.05})
+    clause = _bool(build_feed_query(profile, FeedContext(cohorts=["all"]), now=NOW))["should"][0]
+    assert clause["has_child"]["query"]["function_score"]["query"] == {
+        "bool": {"filter": [{"terms": {"cohort": ["all"]}}, {"range": {"score": {"gte": 0.05}}}]}
+    }
