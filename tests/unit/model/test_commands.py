@@ -59,3 +59,17 @@ def test_unknown_metric_fails_before_training(tmp_path, artifacts, chain_raw, ca
     chain_raw.to_csv(events, index=False)
     assert main(["eval", "--events", str(events), "--metrics", "Recall@5"]) == 1
     assert "'Recall@5'" in _one_line_error(capsys)
+
+
+def test_eval_maps_a_checkpoint_trained_on_another_vocabulary(tmp_path, artifacts, chain_raw, capsys):
+    partial, full = tmp_path / "partial.csv", tmp_path / "full.csv"
+    chain_raw.loc[chain_raw["item_id"] != "i0"].to_csv(partial, index=False)
+    chain_raw.to_csv(full, index=False)
+    flags = ["--epochs", "1", "--set", "embedding_dim=16", "--device", "cpu"]
+    assert main(["train", "--model", "tailnet", "--events", str(partial), "--out", str(tmp_path / "t.pt"), *flags]) == 0
+    out = tmp_path / "report"
+    assert main(["eval", "--events", str(full), "--checkpoint", str(tmp_path / "t.pt"), "--out", str(out),
+                 "--metrics", "HR@20,Coverage@20", *flags]) == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    # the item the checkpoint never saw is never recommended by it, so it cannot cover all 30 items
+    assert results["tailnet"]["Coverage@20"] <= 29 / 30 and results["tailnet"]["HR@20"] > 0
