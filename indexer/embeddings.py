@@ -4,7 +4,8 @@ else from co-occurrence factorization (the documented fallback).
 Fallback ("cooc"): items clicked close together in a session are related. Count pairs of
 items at most ``window`` steps apart within a session, weight the symmetric count matrix by
 positive pointwise mutual information, and factorize it with a randomized truncated SVD
-(torch.svd_lowrank); an item's vector is its row of U·sqrt(S). Items with no co-occurrence
+(Halko, Martinsson & Tropp 2011, with power iterations; the matrix is symmetric, so each step
+is one sparse CSR product and no transposes); an item's vector is its row of U·sqrt(S). Items with no co-occurrence
 (cold items) get the mean vector of their category's warm items, or of the whole catalog's
 when the category has none, plus a small seeded jitter so they are not all identical.
 Every vector is L2-normalized and has exactly ``dims`` components.
@@ -21,6 +22,7 @@ import pandas as pd
 import torch
 
 from recommender.errors import ConfigError
+from indexer._time import epoch_ns
 
 __all__ = ["ItemVectors", "cooccurrence_vectors", "checkpoint_vectors", "item_vectors"]
 
@@ -68,41 +70,83 @@ def cooccurrence_vectors(
     item_index = pd.Index(items["item_id"].astype("string"))
     n = len(item_index)
     session = events["session_id"].astype("string").fillna("u:" + events["user_id"].astype("string"))
-    ordered = pd.DataFrame({"s": session, "ts": events["ts"], "i": item_index.get_indexer(events["item_id"].astype("string"))})
-    ordered = ordered.loc[ordered["i"] >= 0].sort_values(["s", "ts"], kind="stable")
-    codes = ordered["i"].to_numpy()
-    sess = pd.factorize(ordered["s"])[0]
-    rows, cols = [], []
+    # Integer codes first: sorting two million session strings costs seconds, sorting ints does not.
+    # Sessions come out in code order rather than text order, which changes no pair.
+    item_codes, item_uniques = pd.factorize(events["item_id"].astype("string"))
+    codes = np.append(item_index.get_indexer(pd.Index(item_uniques, dtype="string")), -1)[item_codes]
+    sess = pd.factorize(session)[0]
+    ts = epoch_ns(events["ts"])
+    known = codes >= 0
+    order = np.lexsort((ts[known], sess[known]))
+    codes, sess = codes[known][order], sess[known][order]
+    firsts, seconds = [], []
     for step in range(1, window + 1):
         same = sess[step:] == sess[:-step]
         a, b = codes[:-step][same], codes[step:][same]
         differ = a != b
-        rows += [a[differ], b[differ]]
-        cols += [b[differ], a[differ]]
-    r = np.concatenate(rows) if rows else np.array([], dtype=np.int64)
-    c = np.concatenate(cols) if cols else np.array([], dtype=np.int64)
+        # Count each unordered pair once and mirror it afterwards: half the keys to sort.
+        firsts.append(np.minimum(a[differ], b[differ]))
+        seconds.append(np.maximum(a[differ], b[differ]))
+    lo = np.concatenate(firsts).astype(np.int64) if firsts else np.array([], dtype=np.int64)
+    hi = np.concatenate(seconds).astype(np.int64) if seconds else np.array([], dtype=np.int64)
     vectors = np.zeros((n, dims), dtype=np.float64)
     warm = np.zeros(n, dtype=bool)
-    if len(r):
-        keys, counts = np.unique(r.astype(np.int64) * n + c, return_counts=True)
-        r, c = keys // n, keys % n
+    if len(lo):
+        keys, counts = np.unique(lo * n + hi, return_counts=True)
+        r = np.concatenate([keys // n, keys % n])
+        c = np.concatenate([keys % n, keys // n])
+        counts = np.concatenate([counts, counts])
         row_sum = np.bincount(r, weights=counts, minlength=n)
         total = counts.sum()
         pmi = np.log(counts * total / (row_sum[r] * row_sum[c]))
         keep = pmi > 0
         if keep.any():
-            torch.manual_seed(seed)
-            matrix = torch.sparse_coo_tensor(
-                np.vstack([r[keep], c[keep]]), torch.tensor(pmi[keep], dtype=torch.float32), (n, n)
-            ).coalesce()
             q = min(dims, n - 1) if n > 1 else 1
-            u, s, _ = torch.svd_lowrank(matrix, q=q, niter=4)
+            u, s = _symmetric_truncated_svd(r[keep], c[keep], pmi[keep], n=n, q=q, niter=2, seed=seed)
             learned = (u * s.sqrt()).numpy()
             vectors[:, : learned.shape[1]] = learned
             warm = np.bincount(r[keep], minlength=n) > 0
     vectors = _fill_cold(vectors, warm, items["category"], rng)
     digest = hashlib.sha1(f"{n}:{len(events)}:{dims}:{window}:{seed}".encode()).hexdigest()[:8]
     return ItemVectors(_normalize(vectors), f"cooc-{digest}", warm=int(warm.sum()))
+
+
+def _symmetric_truncated_svd(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, *, n: int, q: int, niter: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (U, S): the top ``q`` left singular vectors and values of a symmetric sparse n x n matrix.
+
+    ``rows``/``cols`` must hold each (row, col) pair at most once. Randomized range finder with
+    ``niter`` power steps (Halko et al. 2011, algorithms 4.4 and 5.3). The matrix is symmetric,
+    so A^T = A: every step is one CSR product, where ``torch.svd_lowrank`` on a COO tensor
+    transposes and re-coalesces it each time (about 20x slower here at 100k items); and the
+    final small SVD comes from the q x q Gram matrix instead of a q x n factorization.
+    """
+    order = np.argsort(rows * n + cols, kind="stable")
+    crow = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=crow[1:])
+    matrix = torch.sparse_csr_tensor(
+        torch.from_numpy(crow), torch.from_numpy(cols[order].astype(np.int64)),
+        torch.from_numpy(values[order].astype(np.float32)), (n, n), check_invariants=False,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    threads = torch.get_num_threads()
+    # One thread: these tall-skinny products and QRs are memory-bound, and on a small busy
+    # machine (the engine indexing next door) OpenMP threads spinning for cores made them 5x slower.
+    torch.set_num_threads(1)
+    try:
+        basis = torch.linalg.qr(matrix @ torch.randn(n, q, generator=generator)).Q
+        for _ in range(niter):
+            basis = torch.linalg.qr(matrix @ basis).Q
+        # B = Q^T A = (A Q)^T for symmetric A, and B B^T = Y^T Y with Y = A Q is only q x q:
+        # its eigenvectors are B's left singular vectors and its eigenvalues their squares.
+        projected = (matrix @ basis).double()
+        eigenvalues, eigenvectors = torch.linalg.eigh(projected.T @ projected)
+    finally:
+        torch.set_num_threads(threads)
+    top = torch.argsort(eigenvalues, descending=True)
+    s = eigenvalues[top].clamp(min=0).sqrt().float()
+    return basis @ eigenvectors[:, top].float(), s
 
 
 def checkpoint_vectors(items: pd.DataFrame, checkpoint: Path, *, dims: int, device: str = "cpu") -> ItemVectors:

@@ -4,8 +4,11 @@ Steps: cohorts and popularity from the event log, item vectors, then a new index
 ``<alias>-<utc timestamp>`` written parents first and children after (routed to their
 parent), refresh, count check, alias swap, popular fallback to Redis, and pruning of
 indexes older than the retention (the previous one is kept for ``rollback``).
-Refresh is switched off while the bulk load runs (one refresh at the end is much cheaper
-than one per second of loading) and restored before the swap.
+Refresh is switched off and the translog is synced asynchronously while the bulk load runs
+(one refresh at the end is much cheaper than one per second of loading, and the new index is
+not live yet, so a crash only loses a half-built index that the next run replaces); both are
+restored before the count check and the swap. Bulk requests run ``bulk_concurrency`` at a
+time so Python builds the next chunk while the engine indexes the previous one.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from indexer.cohorts import assign_user_cohorts
 from indexer.documents import engagement_counts, item_documents, popularity_documents
 from indexer.embeddings import item_vectors
 from indexer.popularity import compute_cohort_popularity, compute_popular_fallback
+from recommender.engine import BulkResult
 from recommender.stores.cohort_maxima import CohortMaxima
 
 __all__ = ["MarketplaceData", "RebuildReport", "load_marketplace", "rebuild_index", "rollback_index", "index_status"]
@@ -53,6 +57,8 @@ class RebuildReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     model_version: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # "parents" and "children": each bulk write's own counts, retries and seconds.
+    bulk: dict[str, BulkResult] = field(default_factory=dict)
 
     @property
     def docs_per_s(self) -> float:
@@ -100,6 +106,11 @@ def data_time(data: MarketplaceData) -> datetime:
     return pd.Timestamp(data.events["ts"].max()).to_pydatetime()
 
 
+# While a new index loads it serves no reader: no refreshes, and translog fsyncs every few
+# seconds instead of per request.
+_LOADING_SETTINGS = {"refresh_interval": "-1", "translog.durability": "async"}
+
+
 def _new_index_name(alias: str, now: datetime) -> str:
     return f"{alias}-{now.strftime('%Y%m%d-%H%M%S-%f')}"
 
@@ -126,8 +137,9 @@ def rebuild_index(
     stages: dict[str, float] = {}
     started = time.monotonic()
 
-    def stage(name: str, t0: float) -> float:
+    def stage(name: str, t0: float, done: str = "") -> float:
         stages[name] = time.monotonic() - t0
+        _log.info("rebuild: %s%s in %.1fs", name, f" ({done})" if done else "", stages[name])
         return time.monotonic()
 
     t = time.monotonic()
@@ -143,52 +155,52 @@ def rebuild_index(
     )
     # Children only for items that exist as parents (events can name items not in the catalog).
     popularity = popularity.loc[popularity["item_id"].isin(set(data.items["item_id"].astype("string")))]
-    t = stage("popularity", t)
+    t = stage("popularity", t, f"{len(popularity):,} item x cohort rows, {popularity['cohort'].nunique()} cohorts")
     vectors = item_vectors(
         data.items, data.events, dims=settings.engine.embedding_dims, checkpoint=settings.model.checkpoint
     )
-    t = stage("vectors", t)
+    t = stage("vectors", t, f"{vectors.model_version}, {vectors.warm:,} of {len(data.items):,} items learned")
 
     index = _new_index_name(alias, now)
     engine.create_items_index(index, alias=alias)
     join = engine.capabilities().join
-    engine.put_index_settings(index, {"refresh_interval": "-1"})
-    total = len(data.items) + (len(popularity) if join else 0)
-    bar = tqdm(total=total, desc=f"indexing {index}", unit="doc", disable=not show_progress, mininterval=1)
+    engine.put_index_settings(index, _LOADING_SETTINGS)
+    bulk: dict[str, BulkResult] = {}
     failures: list[tuple[str, str]] = []
     try:
-        parents = engine.bulk_upsert(
-            index,
+        parts = [(
+            "parents",
+            len(data.items),
             item_documents(data.items, vectors=vectors.vectors, model_version=vectors.model_version,
                            engagement=engagement_counts(data.events), join=join),
-            chunk_docs=cfg.bulk_chunk_docs,
-            max_retries=cfg.bulk_max_retries,
-            progress=bar,
-        )
-        failures += parents.failed
-        children_ok = 0
+        )]
         if join:
-            children = engine.bulk_upsert(
-                index, popularity_documents(popularity), chunk_docs=cfg.bulk_chunk_docs,
-                max_retries=cfg.bulk_max_retries, progress=bar,
-            )
-            failures += children.failed
-            children_ok = children.ok
+            parts.append(("children", len(popularity), popularity_documents(popularity)))
         else:
             _log.warning("%s has no parent-join module: popularity children are not indexed", engine.kind)
-        bar.close()
+        for part, total, docs in parts:
+            with tqdm(total=total, desc=f"bulk {part}", unit="doc", disable=not show_progress, mininterval=1,
+                      unit_scale=True) as bar:
+                bulk[part] = engine.bulk_upsert(
+                    index, docs, chunk_docs=cfg.bulk_chunk_docs, max_retries=cfg.bulk_max_retries,
+                    concurrency=cfg.bulk_concurrency, progress=bar,
+                )
+            failures += bulk[part].failed
+            _log.info("rebuild: bulk %s: %s", part, bulk[part].summary())
+        children_ok = bulk["children"].ok if "children" in bulk else 0
         t = stage("bulk", t)
-        engine.put_index_settings(index, {"refresh_interval": settings.engine.refresh_interval})
+        engine.put_index_settings(
+            index, {"refresh_interval": settings.engine.refresh_interval, "translog.durability": "request"}
+        )
         engine.refresh(index)
         if failures:
             raise HotfeedError(f"{len(failures)} documents failed to index (first: {failures[0]!r}); alias not moved")
         counted = engine.count(index)
-        expected = parents.ok + children_ok
+        expected = bulk["parents"].ok + children_ok
         if counted != expected:
             raise HotfeedError(f"index {index} holds {counted} docs, expected {expected}; alias not moved")
         t = stage("verify", t)
     except BaseException:
-        bar.close()
         engine.delete_index(index)
         raise
 
@@ -203,7 +215,7 @@ def rebuild_index(
     stage("swap", t)
     return RebuildReport(
         index=index,
-        parents=parents.ok,
+        parents=bulk["parents"].ok,
         children=children_ok,
         seconds=time.monotonic() - started,
         previous=previous,
@@ -211,6 +223,7 @@ def rebuild_index(
         failures=failures,
         model_version=vectors.model_version,
         stage_seconds=stages,
+        bulk=bulk,
     )
 
 

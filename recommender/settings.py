@@ -101,8 +101,11 @@ class PathsSettings(BaseSettings):
 class IndexerSettings(BaseSettings):
     model_config = _section("HOTFEED_INDEXER_")
 
-    bulk_chunk_docs: int = Field(default=2_000, ge=1, le=100_000)
+    bulk_chunk_docs: int = Field(default=5_000, ge=1, le=100_000)
     bulk_max_retries: int = Field(default=5, ge=0, le=50)
+    # Bulk requests in flight at once during a full rebuild: 2 lets Python build the next chunk
+    # while the engine indexes the last one (bench/bench_index_full.py measures the choice).
+    bulk_concurrency: int = Field(default=2, ge=1, le=16)
     retention_indexes: int = Field(default=2, ge=1, le=20)
     # Data import and cleaning (indexer/importers.py, indexer/weblogs.py).
     session_gap_min: float = Field(default=30, gt=0, le=24 * 60)

@@ -8,7 +8,7 @@ from typing import Any
 import elasticsearch
 from elasticsearch import Elasticsearch
 
-from recommender.engine.base import RestEngine, error_reason, translate_http_error
+from recommender.engine.base import BULK_FILTER_PATH, BULK_TIMEOUT_MS, RestEngine, error_reason, translate_http_error
 from recommender.settings import EngineSettings
 
 __all__ = ["ElasticsearchEngine"]
@@ -43,8 +43,9 @@ class ElasticsearchEngine(RestEngine):
     def _request(self, method, path, *, body=None, params=None, what, timeout_ms=None):
         return self._call(method, path, body=body, params=params, what=what, timeout_ms=timeout_ms, content_type=_JSON)
 
-    def _bulk_request(self, lines, *, what):
-        return self._call("POST", "/_bulk", body=lines, params=None, what=what, timeout_ms=None, content_type=_NDJSON)
+    def _bulk_request(self, payload, *, what):
+        return self._call("POST", "/_bulk", body=payload, params={"filter_path": BULK_FILTER_PATH}, what=what,
+                          timeout_ms=max(self.settings.timeout_ms, BULK_TIMEOUT_MS), content_type=_NDJSON)
 
     def close(self) -> None:
         self._client.close()

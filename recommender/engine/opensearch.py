@@ -8,7 +8,7 @@ from typing import Any
 import opensearchpy
 from opensearchpy import OpenSearch
 
-from recommender.engine.base import RestEngine, error_reason, translate_http_error
+from recommender.engine.base import BULK_FILTER_PATH, BULK_TIMEOUT_MS, RestEngine, error_reason, translate_http_error
 from recommender.settings import EngineSettings
 
 __all__ = ["OpenSearchEngine"]
@@ -20,7 +20,9 @@ class OpenSearchEngine(RestEngine):
     def __init__(self, settings: EngineSettings, *, mappings_dir: Path):
         super().__init__(settings, mappings_dir=mappings_dir)
         self._client = OpenSearch(
-            [settings.url], timeout=settings.timeout_ms / 1000, max_retries=0, retry_on_timeout=False
+            [settings.url], timeout=settings.timeout_ms / 1000, max_retries=0, retry_on_timeout=False,
+            # Concurrent bulk writes each hold a connection; urllib3's default keeps only one.
+            pool_maxsize=8,
         )
 
     def _call(self, method: str, path: str, *, body: Any, params: Any, what: str, timeout_ms: int | None,
@@ -40,9 +42,9 @@ class OpenSearchEngine(RestEngine):
     def _request(self, method, path, *, body=None, params=None, what, timeout_ms=None):
         return self._call(method, path, body=body, params=params, what=what, timeout_ms=timeout_ms)
 
-    def _bulk_request(self, lines, *, what):
-        payload = "\n".join(self._client.transport.serializer.dumps(line) for line in lines) + "\n"
-        return self._call("POST", "/_bulk", body=payload, params=None, what=what, timeout_ms=None,
+    def _bulk_request(self, payload, *, what):
+        return self._call("POST", "/_bulk", body=payload, params={"filter_path": BULK_FILTER_PATH}, what=what,
+                          timeout_ms=max(self.settings.timeout_ms, BULK_TIMEOUT_MS),
                           headers={"content-type": "application/x-ndjson"})
 
     def close(self) -> None:
