@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -66,8 +67,8 @@ class ItemVocabulary:
 
     def index_of(self, item_ids: Iterable[str]) -> np.ndarray:
         """Return int64 indices of ``item_ids``; 0 (padding) for ids not in the vocabulary."""
-        get = self._index.get
-        return np.fromiter((get(str(i), PAD_INDEX) for i in item_ids), dtype=np.int64)
+        # map() keeps the loop in C: this sits on the serving path (200+ ids per request).
+        return np.fromiter(map(self._index.get, map(str, item_ids), repeat(PAD_INDEX)), dtype=np.int64)
 
     def to_list(self) -> list[str]:
         """Return the item ids without the padding entry (what a checkpoint stores)."""
