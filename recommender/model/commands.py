@@ -45,7 +45,7 @@ _FORMAT_HELP = (
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=Path, required=True, metavar="FILE", help=_FORMAT_HELP)
     p.add_argument("--test-days", type=float, default=1.0, help="sessions ending in the last N days are the test "
-                   "set, the N days before that validation (default 1; spans under 4N use the last fifth)")
+                   "set, the N days before that validation (default 1; spans under 4N: the last 20%% of sessions)")
     p.add_argument("--min-item-support", type=int, default=5, help="drop items seen fewer times (default 5)")
     p.add_argument("--gap-minutes", type=float, default=30.0, help="session cut when session_id is absent")
     p.add_argument("--train-days", type=float, help="train on sessions of the last N days before validation only "

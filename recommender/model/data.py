@@ -7,7 +7,8 @@ The split follows the standard session-based protocol (GRU4Rec, NARM, TailNet):
 2. sessions of length 1 are removed, then items seen fewer than 5 times, then (again)
    sessions left shorter than 2;
 3. sessions that end in the last ``test_days`` form the test set; the same cut applied to
-   what remains gives the validation set used for early stopping;
+   what remains gives the validation set used for early stopping (data spanning less than
+   four periods is cut at the 80th percentile of session end times instead);
 4. valid/test clicks on items never seen in training are removed (then sessions < 2 again);
 5. every prefix ``s[:k]`` of a session predicts its next item ``s[k]``.
 
@@ -144,16 +145,21 @@ def _drop_short(clicks: pd.DataFrame, min_length: int) -> pd.DataFrame:
     return clicks.loc[sizes >= min_length]
 
 
-def _period_cut(ends: pd.Series, days: float, what: str) -> pd.Timestamp:
-    """Return the time after which sessions end in the last ``days`` (or last 20% of a short span)."""
-    t_min, t_max = ends.min(), ends.max()
-    span = t_max - t_min
+def _period_cut(session_ends: pd.Series, days: float, what: str) -> pd.Timestamp:
+    """Return the time after which sessions end in the last ``days``.
+
+    ``session_ends`` holds one end time per session. When the data spans less than four such
+    periods (the REES46 head covers under 3 hours, most of it in its last 40 minutes), the cut
+    falls at the 80th percentile of session end times instead: still a split in time order,
+    with a fifth of the sessions after it.
+    """
+    t_min, t_max = session_ends.min(), session_ends.max()
     period = pd.Timedelta(days=days)
-    if span < 4 * period:
-        # Samples shorter than a few periods (REES46 head covers under 3 hours) still need a
-        # time-ordered split; the last fifth of the span keeps the protocol's intent.
-        period = span / 5
-        _log.info("%s: data span %s is short for %.3g days; using the last %s", what, span, days, period)
+    if t_max - t_min < 4 * period:
+        cut = session_ends.quantile(0.8)
+        _log.info("%s: data span %s is short for %.3g days; sessions ending after %s (last 20%%) form it",
+                  what, t_max - t_min, days, cut)
+        return cut
     return t_max - period
 
 
@@ -190,10 +196,13 @@ def split_sessions(
             f"{min_item_support}+ times; supply more events or lower --min-item-support"
         )
     ends = clicks.groupby("session", sort=False)["ts"].transform("max")
-    test_cut = _period_cut(ends, test_days, "test split")
+    test_cut = _period_cut(ends.groupby(clicks["session"]).first(), test_days, "test split")
     rest, test = clicks.loc[ends <= test_cut], clicks.loc[ends > test_cut]
     rest_ends = ends.loc[rest.index]
-    valid_cut = _period_cut(rest_ends, test_days, "validation split") if len(rest) else test_cut
+    valid_cut = (
+        _period_cut(rest_ends.groupby(rest["session"]).first(), test_days, "validation split") if len(rest)
+        else test_cut
+    )
     train, valid = rest.loc[rest_ends <= valid_cut], rest.loc[rest_ends > valid_cut]
     if train_days is not None:
         train = train.loc[rest_ends.loc[train.index] > valid_cut - pd.Timedelta(days=train_days)]
