@@ -65,6 +65,21 @@ def _engine_info(engine) -> dict:
     }
 
 
+def _index_stats(engine, index: str) -> dict:
+    """Return where the engine spent its time on the new index: indexing, merges, refresh, flush."""
+    stats = engine._request("GET", f"/{index}/_stats/indexing,merge,refresh,flush,segments",
+                            what="reading index stats")["_all"]["primaries"]
+    return {
+        "index_time_s": round(stats["indexing"]["index_time_in_millis"] / 1000, 1),
+        "merge_time_s": round(stats["merges"]["total_time_in_millis"] / 1000, 1),
+        "merges": stats["merges"]["total"],
+        "merges_running": stats["merges"]["current"],
+        "refresh_time_s": round(stats["refresh"]["total_time_in_millis"] / 1000, 1),
+        "flushes": stats["flush"]["total"],
+        "segments": stats["segments"]["count"],
+    }
+
+
 def _knn_recall(engine, index: str, vectors: np.ndarray, item_ids: list[str], *, queries: int, k: int,
                 num_candidates: int, seed: int = 0) -> float:
     """Return mean recall@k of the engine's kNN against exact cosine search over ``vectors``."""
@@ -104,6 +119,10 @@ def _print_table(result: dict) -> None:
     print(f"docs/s over the whole rebuild: {r['docs_per_s']:,.0f}; CPU: python {m['python_cpu_s']:.0f} s, "
           f"engine {m['engine_cpu_s']:.0f} s; load average {m['loadavg_before']} before, {m['loadavg_after']} after "
           f"({m['cpus']} cores); engine heap {m['engine']['heap_max_mb']} MB, Java {m['engine']['java']}")
+    st = result["engine_index_stats"]
+    print(f"engine on the new index: indexing {st['index_time_s']:.0f} s, merges {st['merge_time_s']:.0f} s "
+          f"({st['merges']} done, {st['merges_running']} running), refresh {st['refresh_time_s']:.0f} s, "
+          f"{st['flushes']} flushes, {st['segments']} segments")
     if result.get("knn"):
         q = result["knn"]
         print(f"kNN recall@{q['k']} (num_candidates {q['num_candidates']}, {q['queries']} queries) vs exact: "
@@ -217,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 "summary": report.summary(),
             },
         }
+        result["engine_index_stats"] = _index_stats(engine, report.index)
         if not args.no_recall:
             # Same inputs and seed as the rebuild, so these are the indexed vectors (not timed).
             vectors = item_vectors(data.items, data.events, dims=settings.engine.embedding_dims,

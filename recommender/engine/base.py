@@ -58,10 +58,14 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class Doc:
-    """One document to write: parents have no routing; children route to their parent's id."""
+    """One document to write: parents have no routing; children route to their parent's id.
+
+    ``source`` is a dict, or bytes holding it already JSON-encoded (bulk loads that build
+    their sources column-wise pass those through unchanged).
+    """
 
     id: str
-    source: dict[str, Any]
+    source: dict[str, Any] | bytes
     routing: str | None = None
 
 
@@ -483,7 +487,8 @@ def _bulk_lines(index: str, doc: Doc) -> bytes:
     if doc.routing is not None:
         meta["routing"] = doc.routing
     # orjson is ~15x faster than json.dumps here, which matters at a million documents.
-    return b"%b\n%b\n" % (orjson.dumps({"index": meta}), orjson.dumps(doc.source, option=_ORJSON_OPTIONS))
+    source = doc.source if isinstance(doc.source, bytes) else orjson.dumps(doc.source, option=_ORJSON_OPTIONS)
+    return b"%b\n%b\n" % (orjson.dumps({"index": meta}), source)
 
 
 def _chunks(docs: Iterable[Doc], size: int) -> Iterator[list[Doc]]:
