@@ -28,6 +28,9 @@ __all__ = ["seed_everything", "TrainReport", "Trainer"]
 
 _log = logging.getLogger(__name__)
 
+# Rectification strengths tried by calibrate_tail_bias (logit offsets added to the tail preference).
+_TAIL_BIAS_GRID: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices) so a run is repeatable on one device."""
@@ -48,6 +51,7 @@ class TrainReport:
     best_value: float = float("nan")
     valid_metric: str = ""
     seconds: float = 0.0
+    tail_bias_scores: dict[float, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         """Return a one-line account of the run."""
@@ -142,8 +146,29 @@ class Trainer:
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
+        if cfg.get("calibrate_tail_bias") and hasattr(model, "tail_bias") and split.valid:
+            self._calibrate_tail_bias(model, split, report)
         report.seconds = time.monotonic() - started
         return report
+
+    def _calibrate_tail_bias(self, model: SessionModel, split: SessionSplit, report: TrainReport) -> None:
+        """Set the model's tail_bias to the grid value with the best validation metric.
+
+        Cross-entropy training calibrates the tail preference to how often tail items are the
+        next click, which under-serves them in a top-K list; the rectification strength is
+        therefore picked on the validation split (ties go to the smaller bias).
+        """
+        scores = {}
+        for bias in _TAIL_BIAS_GRID:
+            model.tail_bias = bias
+            scores[bias] = self.validate(model, split)
+        best = max(scores, key=lambda b: (scores[b], -b))
+        model.tail_bias = best
+        self.config["tail_bias"] = best
+        report.best_value = scores[best]
+        report.tail_bias_scores = scores
+        _log.info("%s: tail_bias %s picked on validation (%s: %s)", model.name, best, self.valid_metric.name,
+                  ", ".join(f"{b}={v:.4f}" for b, v in scores.items()))
 
     def save(self, path: Path, model: SessionModel, split: SessionSplit, report: TrainReport) -> Path:
         """Write the checkpoint (weights, effective config, vocabulary, version); return its path."""

@@ -79,3 +79,14 @@ def test_sampled_softmax_loss_is_finite_and_backpropagates():
     loss = model.loss(items, lengths, targets, negatives=torch.tensor([3, 7, 9]))
     loss.backward()
     assert torch.isfinite(loss) and model.items.weight.grad is not None
+
+
+def test_tailnet_tail_bias_is_calibrated_on_validation_and_saved_in_config(chain_split):
+    config = load_model_config("tailnet", flags={"epochs": 1, "embedding_dim": 8})
+    trainer = Trainer(config, device=CPU, progress=False)
+    model = trainer.build("tailnet", chain_split)
+    report = trainer.fit(model, chain_split)
+    assert set(report.tail_bias_scores) == {0.0, 0.5, 1.0, 1.5, 2.0, 3.0}
+    best = max(report.tail_bias_scores.values())
+    assert trainer.config["tail_bias"] == model.tail_bias
+    assert report.tail_bias_scores[model.tail_bias] == best == report.best_value
