@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recommender.engine import Doc
+from indexer._time import epoch_ns
 
 __all__ = [
     "ITEM_RELATION",
@@ -55,7 +56,9 @@ def engagement_counts(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def _epoch_ms(values: pd.Series) -> np.ndarray:
-    return (pd.to_datetime(values, utc=True).astype("int64") // 10**6).to_numpy() if len(values) else np.array([])
+    # Through nanoseconds whatever the stored unit: pandas 3 reads Parquet times as microseconds,
+    # and dividing those by 10**6 wrote seconds where the engine expects milliseconds.
+    return epoch_ns(values) // 10**6 if len(values) else np.array([], dtype=np.int64)
 
 
 def item_documents(

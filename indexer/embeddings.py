@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,10 +126,13 @@ def _symmetric_truncated_svd(
     order = np.argsort(rows * n + cols, kind="stable")
     crow = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=crow[1:])
-    matrix = torch.sparse_csr_tensor(
-        torch.from_numpy(crow), torch.from_numpy(cols[order].astype(np.int64)),
-        torch.from_numpy(values[order].astype(np.float32)), (n, n), check_invariants=False,
-    )
+    with warnings.catch_warnings():
+        # torch flags sparse CSR as "beta" on every construction; the product used here is stable.
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        matrix = torch.sparse_csr_tensor(
+            torch.from_numpy(crow), torch.from_numpy(cols[order].astype(np.int64)),
+            torch.from_numpy(values[order].astype(np.float32)), (n, n), check_invariants=False,
+        )
     generator = torch.Generator().manual_seed(seed)
     threads = torch.get_num_threads()
     # One thread: these tall-skinny products and QRs are memory-bound, and on a small busy
