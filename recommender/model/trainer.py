@@ -152,17 +152,23 @@ class Trainer:
         return report
 
     def _calibrate_tail_bias(self, model: SessionModel, split: SessionSplit, report: TrainReport) -> None:
-        """Set the model's tail_bias to the grid value with the best validation metric.
+        """Set the model's tail_bias to the largest grid value whose validation metric is within
+        ``tail_bias_tolerance`` (relative) of the best one.
 
         Cross-entropy training calibrates the tail preference to how often tail items are the
         next click, which under-serves them in a top-K list; the rectification strength is
-        therefore picked on the validation split (ties go to the smaller bias).
+        therefore picked on the validation split. Tolerance 0 keeps the best value (ties go to
+        the smaller bias); a small tolerance trades that much accuracy for more tail items.
         """
         scores = {}
         for bias in _TAIL_BIAS_GRID:
             model.tail_bias = bias
             scores[bias] = self.validate(model, split)
-        best = max(scores, key=lambda b: (scores[b], -b))
+        top = max(scores.values())
+        floor = top * (1.0 - float(self.config.get("tail_bias_tolerance", 0.0)))
+        best = max((b for b, v in scores.items() if v >= floor), default=0.0) if floor < top else min(
+            b for b, v in scores.items() if v == top
+        )
         model.tail_bias = best
         self.config["tail_bias"] = best
         report.best_value = scores[best]

@@ -90,3 +90,12 @@ def test_tailnet_tail_bias_is_calibrated_on_validation_and_saved_in_config(chain
     best = max(report.tail_bias_scores.values())
     assert trainer.config["tail_bias"] == model.tail_bias
     assert report.tail_bias_scores[model.tail_bias] == best == report.best_value
+
+
+def test_tail_bias_tolerance_takes_the_largest_bias_close_to_the_best(chain_split):
+    config = load_model_config("tailnet", flags={"epochs": 1, "embedding_dim": 8, "tail_bias_tolerance": 1.0})
+    trainer = Trainer(config, device=CPU, progress=False)
+    model = trainer.build("tailnet", chain_split)
+    trainer.fit(model, chain_split)
+    # a 100% tolerance admits every grid value, so the strongest rectification is kept
+    assert model.tail_bias == 3.0 == trainer.config["tail_bias"]
