@@ -164,10 +164,10 @@ def rebuild_index(
     index = _new_index_name(alias, now)
     engine.create_items_index(index, alias=alias)
     join = engine.capabilities().join
-    engine.put_index_settings(index, _LOADING_SETTINGS)
     bulk: dict[str, BulkResult] = {}
     failures: list[tuple[str, str]] = []
     try:
+        engine.put_index_settings(index, _LOADING_SETTINGS)
         parts = [(
             "parents",
             len(data.items),
