@@ -161,7 +161,8 @@ def rebuild_index(
     )
     t = stage("vectors", t, f"{vectors.model_version}, {vectors.warm:,} of {len(data.items):,} items learned")
 
-    index = _new_index_name(alias, now)
+    # Named by build time (not data time): names sort in build order, which rollback relies on.
+    index = _new_index_name(alias, datetime.now(timezone.utc))
     engine.create_items_index(index, alias=alias)
     join = engine.capabilities().join
     bulk: dict[str, BulkResult] = {}
