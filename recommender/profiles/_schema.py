@@ -199,6 +199,11 @@ class Filters(_Model):
     region_scope: Literal["exact", "any"] = "exact"
     price_min: NonNegativeFloat | None = None
     price_max: NonNegativeFloat | None = None
+    # None: every eligible item competes (the engine scores them all). A number of hours:
+    # only items with a signal compete (popular in a viewer cohort, a kNN neighbour, a boosted
+    # category) or bumped within that window, so fresh items stay eligible. Far cheaper on a
+    # large catalog, same top of the feed.
+    candidate_window_h: PositiveFloat | None = None
 
     @model_validator(mode="after")
     def _price_range_ordered(self) -> "Filters":

@@ -11,6 +11,7 @@ __all__ = [
     "PRICE",
     "REGION",
     "STATUS",
+    "BUMPED_AT",
     "EMBEDDING",
     "COHORT",
     "SCORE",
@@ -24,6 +25,7 @@ CATEGORY_LEVELS = "category_levels"
 PRICE = "price"
 REGION = "region"
 STATUS = "status"
+BUMPED_AT = "bumped_at"
 EMBEDDING = "embedding"
 # Popularity children.
 COHORT = "cohort"

@@ -34,7 +34,7 @@ function_score is cheaper than a disjunction of per-component clauses.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from recommender.errors import InvalidRequest
@@ -164,6 +164,12 @@ def build_feed_query(profile: ScoreProfile, context: FeedContext, *, now: dateti
     boolean: dict[str, Any] = {"filter": filter_clauses}
     if must_not:
         boolean["must_not"] = must_not
+    window_h = profile.filters.candidate_window_h
+    if should and window_h is not None:
+        # Fresh items qualify without a signal; boost 0 keeps the score what the components say.
+        since = render_time(now - timedelta(hours=window_h))
+        should.append({"constant_score": {"filter": {"range": {F.BUMPED_AT: {"gte": since}}}, "boost": 0.0}})
+        boolean["minimum_should_match"] = 1
     if should:
         boolean["should"] = should
     query: dict[str, Any] = {"bool": boolean}

@@ -273,9 +273,14 @@ class FeedService:
                 deg.append(("vector", f"session model failed: {exc}"))
         if segs.cluster is not None:
             try:
-                return self.segments.centroid(segs.cluster)
+                centroid = self.segments.centroid(segs.cluster)
             except StoreUnavailable as exc:
                 deg.append(("vector", f"cluster centroid unavailable: {exc}"))
+                return None
+            # Centroids are query vectors only when the clustering ran on item embeddings; on
+            # category-affinity vectors they live in another space (and size), so kNN is skipped.
+            if centroid is not None and len(centroid) == self.settings.engine.embedding_dims:
+                return centroid
         return None
 
     def _source_item(self, req: FeedRequest) -> dict[str, Any]:

@@ -383,11 +383,11 @@ def test_default_profile_query_is_plain_json(item_fields: ItemFields) -> None:
     context = FeedContext(cohorts=["ga:m:25-34", "g:m", "all"], query_vector=[0.1, 0.2], region="seoul")
     body = build_feed_query(profile, context, now=NOW)
     assert json.loads(json.dumps(body)) == body
-    assert [next(iter(c)) for c in _bool(body)["should"]] == ["has_child", "knn"]
+    assert [next(iter(c)) for c in _bool(body)["should"]] == ["has_child", "knn", "constant_score"]
 
 
 def test_query_fields_exist_in_the_items_mapping(item_fields: ItemFields) -> None:
-    used = [F.ITEM_ID, F.CATEGORY_LEVELS, F.PRICE, F.REGION, F.STATUS, F.EMBEDDING, F.COHORT, F.SCORE]
+    used = [F.ITEM_ID, F.CATEGORY_LEVELS, F.PRICE, F.REGION, F.STATUS, F.BUMPED_AT, F.EMBEDDING, F.COHORT, F.SCORE]
     assert [f for f in used if f not in item_fields.types] == []
     assert item_fields.types["relation"] == "join"
 
@@ -397,4 +397,14 @@ def test_weak_children_are_skipped_before_the_join(make_profile: MakeProfile) ->
     clause = _bool(build_feed_query(profile, FeedContext(cohorts=["all"]), now=NOW))["should"][0]
     assert clause["has_child"]["query"]["function_score"]["query"] == {
         "bool": {"filter": [{"terms": {"cohort": ["all"]}}, {"range": {"score": {"gte": 0.05}}}]}
+    }
+
+
+def test_a_candidate_window_admits_only_signal_or_fresh_items(make_profile: MakeProfile) -> None:
+    profile = make_profile({"type": "cohort_popularity", "cohort_weights": {"all": 1.0}})
+    profile = profile.model_copy(update={"filters": profile.filters.model_copy(update={"candidate_window_h": 48.0})})
+    boolean = _bool(build_feed_query(profile, FeedContext(cohorts=["all"]), now=NOW))
+    assert boolean["minimum_should_match"] == 1
+    assert boolean["should"][-1] == {
+        "constant_score": {"filter": {"range": {"bumped_at": {"gte": "2026-11-20T15:00:00.000Z"}}}, "boost": 0.0}
     }
