@@ -48,6 +48,18 @@ def _run(*args: str, env: dict[str, str] | None = None) -> None:
         raise HotfeedError(f"`hotfeed {' '.join(args)}` failed with exit code {proc.returncode}")
 
 
+def _export_item_vectors(checkpoint: Path, out: Path) -> Path:
+    """Write the model's item vectors as .npz (item_ids, vectors), the clustering job's input."""
+    import numpy as np
+
+    from recommender.model.serving import SessionScorer
+
+    ids, vectors = SessionScorer.load(checkpoint, device="cpu").item_embeddings()
+    np.savez(out, item_ids=np.asarray(ids), vectors=vectors)
+    print(f"   item vectors of {len(ids):,} items -> {out}")
+    return out
+
+
 def _print_feed(title: str, page: pb.FeedResponse, *, explain: bool, limit: int = 5) -> None:
     served = pb.ServedFrom.Name(page.served_from).removeprefix("SERVED_FROM_").lower()
     print(f"   {title}: {len(page.items)} items from {served}, profile {page.profile_version}, "
@@ -121,7 +133,10 @@ def main() -> int:
     _done(t)
 
     t = _stage("4/7 user segments and behaviour clusters into Redis")
-    _run("cluster", "run", "--data", str(data_dir), "--no-progress", env=env)
+    # Clustering on the model's item vectors puts the cluster centroids in the index's vector
+    # space, so a cold user's cluster centroid can serve as the kNN query vector.
+    vectors = _export_item_vectors(checkpoint, checkpoint.with_suffix(".vectors.npz"))
+    _run("cluster", "run", "--data", str(data_dir), "--embeddings", str(vectors), "--no-progress", env=env)
     _done(t)
 
     t = _stage("5/7 items index: model vectors + cohort popularity children, alias swap")
