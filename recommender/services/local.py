@@ -12,6 +12,7 @@ Both refuse to run as root, so as root they run as a system user (settings.servi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -98,6 +99,26 @@ def _stop_pid(pid_file: Path, name: str, *, timeout_s: float = 60) -> bool:
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def _searchable_by_others(path: Path) -> bool:
+    return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents] if p.exists())
+
+
+def _reachable_dir(configured: Path) -> Path:
+    """Return the services folder, or a stand-in under /var/tmp when we are root and the
+    configured one sits below a folder the engines' service user cannot enter (a checkout
+    in /root, say). The stand-in is derived from the configured path, so `status` and
+    `down` find what `up` started."""
+    if os.geteuid() != 0 or _searchable_by_others(configured.parent):
+        return configured
+    digest = hashlib.sha1(str(configured.resolve()).encode()).hexdigest()[:10]
+    standin = Path("/var/tmp/hotfeed-services") / digest
+    _log.info("%s is not reachable by the engines' service user; using %s", configured, standin)
+    standin.mkdir(parents=True, exist_ok=True)
+    for p in (standin.parent, standin):
+        p.chmod(0o755)
+    return standin
 
 
 class LocalService:
@@ -217,7 +238,7 @@ class _JavaNode(LocalService):
         self.settings = settings
         self.port = port
         self.transport_port = port + 100
-        self.root = settings.dir / self.name
+        self.root = _reachable_dir(settings.dir) / self.name
         self.home = self.root / "home"
         self.pid_file = self.root / "node.pid"
         self.log_file = self.root / "stdout.log"
@@ -372,15 +393,6 @@ class _JavaNode(LocalService):
         if ids:
             for path in [self.root, *self.root.rglob("*")]:
                 os.lchown(path, *ids)
-            # The service user must be able to reach the install folder.
-            for parent in self.root.parents:
-                if parent == Path("/"):
-                    break
-                if not os.stat(parent).st_mode & 0o001:
-                    raise ServiceSetupError(
-                        f"{parent} is not searchable by user {self.settings.run_as_user!r}; "
-                        f"set HOTFEED_SERVICES_DIR to a folder under a world-readable path"
-                    )
 
         def _drop_privileges() -> None:
             os.setsid()
