@@ -285,3 +285,24 @@ def test_an_engine_stopped_mid_test_yields_the_flagged_fallback_within_the_deadl
         channel.close()
         running.stop(grace_s=0.5)
         proxy.stop()
+
+
+def test_redis_down_still_serves_from_the_engine_with_default_segments_and_says_so(service_stack):
+    settings = service_stack.settings
+    dead_redis = settings.redis.model_copy(update={"url": "redis://127.0.0.1:1/0", "timeout_ms": 200})
+    running = start_server(settings.model_copy(update={
+        "redis": dead_redis, "server": ServerSettings(port=0, engine_timeout_ms=5000, metrics_port=0),
+    }), port=0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    try:
+        page = pb_grpc.RecommenderStub(channel).HomeFeed(
+            pb.HomeFeedRequest(user_id=_user(service_stack), session_id="redis-down", page_size=5)
+        )
+        assert page.served_from == pb.SERVED_FROM_ENGINE and len(page.items) == 5
+        stages = [d.stage for d in page.degradations]
+        assert stages == ["segments", "session", "cursor"]
+        assert page.next_cursor == ""
+        assert "Redis" in page.degradations[0].reason
+    finally:
+        channel.close()
+        running.stop(grace_s=0.5)
