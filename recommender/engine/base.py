@@ -121,7 +121,9 @@ class SearchEngine(Protocol):
     ) -> BulkResult: ...
     def update(self, index: str, doc_id: str, partial: dict[str, Any], *, routing: str | None = None) -> None: ...
     def delete(self, index: str, doc_id: str, *, routing: str | None = None) -> bool: ...
-    def get(self, index: str, doc_id: str, *, routing: str | None = None) -> dict[str, Any] | None: ...
+    def get(
+        self, index: str, doc_id: str, *, routing: str | None = None, timeout_ms: int | None = None
+    ) -> dict[str, Any] | None: ...
     def mget(self, index: str, ids: list[tuple[str, str | None]]) -> list[dict[str, Any] | None]: ...
     def search(
         self, index: str, body: dict[str, Any], *, timeout_ms: int | None = None, named_scores: bool = False
@@ -397,11 +399,16 @@ class RestEngine:
         except NotFound:
             return False
 
-    def get(self, index: str, doc_id: str, *, routing: str | None = None) -> dict[str, Any] | None:
+    def get(
+        self, index: str, doc_id: str, *, routing: str | None = None, timeout_ms: int | None = None
+    ) -> dict[str, Any] | None:
         """Return a document's source, or None if it does not exist."""
         params = {"routing": routing} if routing is not None else None
         try:
-            answer = self._request("GET", f"/{index}/_doc/{_quoted(doc_id)}", params=params, what=f"getting {doc_id!r}")
+            answer = self._request(
+                "GET", f"/{index}/_doc/{_quoted(doc_id)}", params=params, what=f"getting {doc_id!r}",
+                timeout_ms=timeout_ms,
+            )
         except NotFound:
             return None
         return answer.get("_source") if answer.get("found", True) else None

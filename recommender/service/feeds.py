@@ -217,7 +217,12 @@ class FeedService:
             segs = self._segments(req, deg)
         with self._stage(req.kind, "session"):
             session = self._session(req, deg)
-        source_item = self._source_item(req) if req.kind in ("product", "similar") else None
+        try:
+            source_item = self._source_item(req) if req.kind in ("product", "similar") else None
+        except EngineUnavailable as exc:
+            source_item, source_error = None, exc
+        else:
+            source_error = None
         if req.kind == "product":
             session = [*session, req.item_id]
         with self._stage(req.kind, "vector"):
@@ -233,6 +238,8 @@ class FeedService:
             served=list(seen),
         )
         try:
+            if source_error is not None:
+                raise source_error
             candidates, after = self._search(req, live, context, source_item, now=now)
         except EngineUnavailable as exc:
             return self._fallback_page(req, live, state, deg, reason=str(exc))
@@ -287,12 +294,7 @@ class FeedService:
         cached = self.items.get(req.item_id)
         if cached is not None:
             return cached
-        try:
-            source = self.engine.get(self.alias, req.item_id)
-        except EngineUnavailable:
-            source = None
-            if req.kind == "similar":
-                raise
+        source = self.engine.get(self.alias, req.item_id, timeout_ms=self.engine_timeout_ms)
         if source is None or source.get("item_id") is None:
             raise NotFound(f"item {req.item_id!r} does not exist in the index")
         self.items.put(req.item_id, source)

@@ -279,6 +279,10 @@ def test_an_engine_stopped_mid_test_yields_the_flagged_fallback_within_the_deadl
         assert len(page.items) == 5
         popular = PopularStore(settings.redis).read()
         assert [i.item_id for i in page.items] == popular[:5]
+        item = _active(service_stack)[0]
+        product = stub.ProductFeed(pb.ProductFeedRequest(user_id="u-stop", item_id=item, page_size=5), timeout=5)
+        similar = stub.SimilarItems(pb.SimilarItemsRequest(item_id=item, page_size=5), timeout=5)
+        assert product.served_from == similar.served_from == pb.SERVED_FROM_FALLBACK
         # The request as a whole stays within the engine deadline plus a margin for Redis and gRPC.
         assert elapsed_ms < deadline_ms + 1000
     finally:
