@@ -9,16 +9,20 @@ import argparse
 import logging
 import signal
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING
 
-from clustering.features import load_item_embeddings
-from clustering.job import ClusteringReport, load_frames, run_clustering
 from recommender.errors import HotfeedError, InvalidRequest
 from recommender.settings import Settings
-from recommender.stores.segments import open_segment_store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from clustering.job import ClusteringReport
+
+# pandas, torch and the job are imported by the handlers: `hotfeed --help` stays fast.
 
 __all__ = ["register"]
 
@@ -57,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _one_run(args: argparse.Namespace, settings: Settings, *, now: pd.Timestamp | None) -> ClusteringReport:
+    import torch
+
+    from clustering.features import load_item_embeddings
+    from clustering.job import load_frames, run_clustering
+    from recommender.stores.segments import open_segment_store
+
     clustering = settings.clustering
     if args.k is not None:
         if not 1 <= args.k <= 1024:
@@ -77,6 +87,8 @@ def _one_run(args: argparse.Namespace, settings: Settings, *, now: pd.Timestamp 
 
 
 def _parse_now(text: str | None) -> pd.Timestamp | None:
+    import pandas as pd
+
     if text is None:
         return None
     try:
@@ -115,7 +127,7 @@ def _run_scheduled(args: argparse.Namespace, settings: Settings) -> int:
 
     scheduler = BackgroundScheduler(timezone="UTC")
     # coalesce + max_instances=1: a slow run delays the next one instead of overlapping it.
-    scheduler.add_job(job, "interval", minutes=every, next_run_time=pd.Timestamp.now(tz="UTC").to_pydatetime(),
+    scheduler.add_job(job, "interval", minutes=every, next_run_time=datetime.now(timezone.utc),
                       max_instances=1, coalesce=True, id="cluster-run")
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -32,7 +32,7 @@ from recommender.errors import HotfeedError, InvalidRequest, NotFound
 from recommender.events import InteractionEvent, StatusEvent, parse_event
 from recommender.settings import Settings
 from recommender.stores.cohort_maxima import CohortMaxima
-from recommender.stores.events import EventStream, StreamEntry
+from recommender.stores.events import INDEXER_GROUP, EventStream, StreamEntry
 from recommender.stores.segments import SegmentStore
 from indexer.documents import POPULARITY_RELATION, child_doc_id
 
@@ -40,7 +40,7 @@ __all__ = ["BatchReport", "IncrementalIndexer", "default_consumer_name"]
 
 _log = logging.getLogger(__name__)
 _WINDOWS_S = {"count_1h": 3600, "count_24h": 86_400, "count_7d": 7 * 86_400}
-GROUP = "indexer"
+GROUP = INDEXER_GROUP
 
 
 def default_consumer_name() -> str:

@@ -10,17 +10,22 @@ import threading
 import time
 from pathlib import Path
 
-from recommender.engine import open_engine
-import pandas as pd
+from typing import TYPE_CHECKING
 
+from recommender.engine import open_engine
 from recommender.errors import InvalidRequest, NotFound, StoreUnavailable
 from recommender.settings import Settings
 from recommender.stores.cohort_maxima import CohortMaxima
-from recommender.stores.events import EventStream
+from recommender.stores.events import INDEXER_GROUP, EventStream
 from recommender.stores.popular import PopularStore
 from recommender.stores.segments import RedisSegmentStore
-from indexer.incremental import GROUP, IncrementalIndexer
-from indexer.rebuild import index_status, load_marketplace, rebuild_index, rollback_index
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from indexer.incremental import IncrementalIndexer
+
+# The indexer modules (pandas, torch) are imported by the handlers: `hotfeed --help` stays fast.
 
 __all__ = ["register"]
 
@@ -37,6 +42,8 @@ def _maxima(settings: Settings) -> CohortMaxima:
 
 def behaviour_clusters(settings: Settings, user_ids: list[str], *, chunk: int = 1000) -> pd.Series | None:
     """Return user id -> behaviour cluster from the segment store (None when there are none yet)."""
+    import pandas as pd
+
     store = RedisSegmentStore(settings.redis)
     try:
         if store.current_version() is None:
@@ -56,6 +63,8 @@ def behaviour_clusters(settings: Settings, user_ids: list[str], *, chunk: int = 
 
 def run_full_rebuild(settings: Settings, data_dir: Path, *, show_progress: bool = True):
     """Return the report of one full rebuild from a data folder (used by the CLI, schedule and demo)."""
+    from indexer.rebuild import load_marketplace, rebuild_index
+
     engine = open_engine(settings)
     try:
         data = load_marketplace(data_dir)
@@ -69,6 +78,8 @@ def run_full_rebuild(settings: Settings, data_dir: Path, *, show_progress: bool 
 
 
 def _incremental_indexer(settings: Settings, engine) -> IncrementalIndexer:
+    from indexer.incremental import IncrementalIndexer
+
     return IncrementalIndexer(
         engine, EventStream(settings.redis), RedisSegmentStore(settings.redis), _maxima(settings), settings
     )
@@ -97,6 +108,8 @@ def _incremental(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.rebuild import rollback_index
+
     engine = open_engine(settings)
     old, new = rollback_index(engine, settings.engine.index_alias)
     print(f"alias {settings.engine.index_alias}: {old} -> {new}")
@@ -104,9 +117,11 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.rebuild import index_status
+
     engine = open_engine(settings)
     status = index_status(engine, settings.engine.index_alias)
-    status["stream"] = EventStream(settings.redis).backlog(GROUP)
+    status["stream"] = EventStream(settings.redis).backlog(INDEXER_GROUP)
     print(json.dumps(status, indent=2))
     return 0
 

@@ -1,40 +1,20 @@
-"""`hotfeed train` and `hotfeed eval`: the session model from an events file.
-
-Both read events in the documented format (recommender/data_model.py; docs/session-model.md
-shows how to convert Diginetica or YOOCHOOSE clicks). Hyper-parameters: see config.py for
-the override order (flag > HOTFEED_MODEL_PARAMS > --config file > configs/<model>.yaml).
-"""
+"""`hotfeed train` and `hotfeed eval`: argument parsing only; the work is in runs.py, imported
+when a command runs so `hotfeed --help` does not load torch."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-
-from recommender.data_model import read_events
-from recommender.errors import InvalidRequest, NotFound
-from recommender.model.baselines import Popularity, SessionItemKNN, SessionPopularity
-from recommender.model.checkpoint import load_checkpoint
-from recommender.model.config import load_model_config, parse_assignments
-from recommender.model.data import ItemVocabulary, SessionSplit, build_sessions, split_sessions
-from recommender.model.device import pick_device
-from recommender.model.evaluate import ModelScorer, Scorer, evaluate_scorers, format_table, write_report
-from recommender.model.metrics import DEFAULT_METRICS, metric_by_name
-from recommender.model.network import MODELS
-from recommender.model.trainer import Trainer
+from recommender.model.metrics import DEFAULT_METRICS
 from recommender.settings import Settings
 
-__all__ = ["register", "run_train", "run_eval", "load_split"]
+__all__ = ["register", "MODEL_NAMES", "FORMAT_HELP"]
 
-_log = logging.getLogger("hotfeed.model")
+# The names of recommender.model.network.MODELS (a unit test keeps the two equal).
+MODEL_NAMES = ("gru4rec", "sasrec", "tailnet")
 
-_FORMAT_HELP = (
+FORMAT_HELP = (
     "events file: CSV or Parquet with columns ts (ISO-8601 or unix seconds), item_id, event_type "
     "(view|click|like|cart|chat|purchase) and user_id and/or session_id; sessions are cut at 30-minute "
     "gaps when session_id is absent. Diginetica/YOOCHOOSE: rename sessionId->session_id, itemId->item_id, "
@@ -43,7 +23,7 @@ _FORMAT_HELP = (
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--events", type=Path, required=True, metavar="FILE", help=_FORMAT_HELP)
+    p.add_argument("--events", type=Path, required=True, metavar="FILE", help=FORMAT_HELP)
     p.add_argument("--test-days", type=float, default=1.0, help="sessions ending in the last N days are the test "
                    "set, the N days before that validation (default 1; spans under 4N: the last 20%% of sessions)")
     p.add_argument("--min-item-support", type=int, default=5, help="drop items seen fewer times (default 5)")
@@ -69,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train tailnet, sasrec or gru4rec on sessions built from an events file.",
     )
     _add_data_flags(train)
-    train.add_argument("--model", choices=sorted(MODELS), default="tailnet")
+    train.add_argument("--model", choices=MODEL_NAMES, default="tailnet")
     train.add_argument("--out", type=Path, metavar="PATH", help="checkpoint file (.pt) or directory "
                        "(writes <model>.pt); default HOTFEED_MODEL_CHECKPOINT")
     _add_training_flags(train)
@@ -91,120 +71,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.set_defaults(handler=run_eval)
 
 
-def load_split(
-    path: Path, *, test_days: float, min_item_support: int, gap_minutes: float, train_days: float | None = None
-) -> SessionSplit:
-    """Return the session split of an events file; raise InvalidRequest with one clear line when unusable."""
-    try:
-        events, report = read_events(path)
-    except (InvalidRequest, NotFound):
-        raise
-    except (ValueError, TypeError, OSError, UnicodeDecodeError, pd.errors.ParserError, pa.ArrowException) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidRequest(f"events file {str(path)!r} cannot be read ({detail}); {_FORMAT_HELP}") from None
-    _log.info("%s", report.summary())
-    if events.empty:
-        raise InvalidRequest(f"events file {str(path)!r}: no valid rows ({report.summary()}); {_FORMAT_HELP}")
-    clicks = build_sessions(events, gap_minutes=gap_minutes)
-    split = split_sessions(clicks, test_days=test_days, min_item_support=min_item_support, train_days=train_days)
-    _log.info("split: %s", split.summary())
-    return split
-
-
-def _split_of(args: argparse.Namespace) -> SessionSplit:
-    return load_split(args.events, test_days=args.test_days, min_item_support=args.min_item_support,
-                      gap_minutes=args.gap_minutes, train_days=args.train_days)
-
-
-def _config(model: str, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    flags = {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
-             **parse_assignments(args.set)}
-    config = load_model_config(model, file=args.config, env=settings.model.params, flags=flags)
-    if int(config["embedding_dim"]) != settings.engine.embedding_dims:
-        _log.warning("embedding_dim %s differs from HOTFEED_ENGINE_EMBEDDING_DIMS %s: the exported vectors "
-                     "will not fit the items index", config["embedding_dim"], settings.engine.embedding_dims)
-    return config
-
-
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
-    """Train one model and write its checkpoint; return 0."""
-    device = pick_device(args.device or settings.model.device)
-    config = _config(args.model, args, settings)
-    split = _split_of(args)
-    out = args.out or settings.model.checkpoint
-    path = out if out.suffix == ".pt" else out / f"{args.model}.pt"
-    trainer = Trainer(config, device=device)
-    model = trainer.build(args.model, split)
-    report = trainer.fit(model, split)
-    trainer.save(path, model, split, report)
-    print(f"{report.summary()} on {device.type}; checkpoint {path}")
-    return 0
+    from recommender.model.runs import run_train as run
 
-
-class _VocabularyMapped:
-    """Scores a checkpoint trained on another vocabulary in this split's index space.
-
-    Session clicks unknown to the checkpoint become padding and its unknown items score -inf.
-    """
-
-    def __init__(self, scorer: Scorer, *, split_vocab: ItemVocabulary, model_vocab: ItemVocabulary):
-        self.scorer = scorer
-        self.to_model = model_vocab.index_of(split_vocab.ids)
-        self.to_model[0] = 0
-
-    def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        scores = self.scorer.score_sessions(self.to_model[items], lengths)[:, self.to_model]
-        scores[:, self.to_model == 0] = -np.inf
-        return scores
+    return run(args, settings)
 
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
-    """Evaluate models and baselines on one events file; print the table, write the report; return 0."""
-    started = time.monotonic()
-    device = pick_device(args.device or settings.model.device)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    for name in metrics:
-        metric_by_name(name)  # fail on a typo before minutes of training
-    split = _split_of(args)
-    scorers: dict[str, Scorer] = {
-        "POP": Popularity(split.item_counts),
-        "S-POP": SessionPopularity(split.item_counts),
-        "ItemKNN": SessionItemKNN(split.item_counts, split.train),
-    }
-    training: dict[str, Any] = {}
-    out = args.out or settings.paths.artifacts_dir / "eval" / args.events.stem.replace(".", "_")
-    if out == settings.paths.artifacts_dir / "eval" / "events":
-        out = out.parent / args.events.parent.name
-    if args.checkpoint:
-        for path in args.checkpoint:
-            loaded = load_checkpoint(path, device=device)
-            scorer: Scorer = ModelScorer(loaded.model, device=device)
-            if loaded.vocab != split.vocab:
-                scorer = _VocabularyMapped(scorer, split_vocab=split.vocab, model_vocab=loaded.vocab)
-            scorers[loaded.model_name] = scorer
-    else:
-        names = [m.strip() for m in args.models.split(",") if m.strip()]
-        unknown = [m for m in names if m not in MODELS]
-        if unknown:
-            raise InvalidRequest(f"--models: unknown {unknown!r}; choose from {sorted(MODELS)!r}")
-        for name in names:
-            config = _config(name, args, settings)
-            trainer = Trainer(config, device=device)
-            model = trainer.build(name, split)
-            report = trainer.fit(model, split)
-            # Kept next to the report so a table row can be re-scored or served later.
-            path = trainer.save(out / f"{name}.pt", model, split, report)
-            print(f"{report.summary()}; checkpoint {path}")
-            training[name] = {"config": config, "history": report.history, "best_epoch": report.best_epoch,
-                              "seconds": round(report.seconds, 1), "checkpoint": str(path)}
-            scorers[name] = ModelScorer(model, device=device)
-    max_length = max([int(c["config"]["max_length"]) for c in training.values()] + [20])
-    results = evaluate_scorers(scorers, split, metrics=metrics, max_length=max_length)
-    written = write_report(results, out, extra={
-        "events": str(args.events), "split": split.summary(), "split_params": split.params,
-        "device": device.type, "training": training,
-    })
-    print(format_table(results))
-    print(f"evaluated {len(scorers)} scorers on {split.summary()} in {time.monotonic() - started:.0f}s; "
-          f"report in {out} ({len(written)} files)")
-    return 0
+    from recommender.model.runs import run_eval as run
+
+    return run(args, settings)

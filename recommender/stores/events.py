@@ -19,7 +19,10 @@ import redis
 from recommender.settings import RedisSettings
 from recommender.stores._redis import open_redis, redis_errors_translated
 
-__all__ = ["StreamEntry", "EventStream"]
+__all__ = ["StreamEntry", "EventStream", "INDEXER_GROUP"]
+
+# The consumer group of the incremental indexer (its consumers share the stream's entries).
+INDEXER_GROUP = "indexer"
 
 # Bound the stream so a stopped indexer cannot fill Redis; far above any sane backlog.
 _MAXLEN = 5_000_000

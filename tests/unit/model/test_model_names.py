@@ -1,0 +1,8 @@
+"""The CLI lists model names without importing torch; they must be the network's."""
+
+from recommender.model.commands import MODEL_NAMES
+from recommender.model.network import MODELS
+
+
+def test_cli_model_names_are_the_networks():
+    assert MODEL_NAMES == tuple(sorted(MODELS))
