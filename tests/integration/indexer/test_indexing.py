@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from recommender.engine import SearchEngine
-from recommender.settings import EngineSettings, ModelSettings, Settings
+from recommender.settings import ModelSettings, Settings
 from recommender.stores.cohort_maxima import CohortMaxima
 from recommender.stores.events import EventStream
 from recommender.stores.popular import PopularStore
@@ -97,7 +97,7 @@ def test_full_rebuild_swaps_the_alias_and_counts_match(engine, settings, market)
 
 def test_a_second_rebuild_keeps_the_previous_index_for_rollback(engine, settings, market):
     first = _rebuild(engine, market, settings)
-    later = data_time(market).replace(microsecond=0) + __import__("datetime").timedelta(minutes=5)
+    later = data_time(market).replace(microsecond=0) + timedelta(minutes=5)
     second = _rebuild(engine, market, settings, now=later)
     alias = settings.engine.index_alias
     assert second.previous == [first.index]
