@@ -248,9 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     finally:
         if not args.keep:
-            for name in engine.list_indices(f"{alias}-*"):
-                engine.delete_index(name)
-            engine.delete_index_template(f"{alias}-template")
+            engine.drop_items_alias(alias)
             keys = list(redis.scan_iter(match=f"{settings.redis.key_prefix}*"))
             if keys:
                 redis.delete(*keys)

@@ -231,13 +231,14 @@ class RedisService(LocalService):
 class _JavaNode(LocalService):
     """A search-engine node unpacked from a Maven zip and run as a detached process."""
 
-    product = ""
     port_setting = ""
 
-    def __init__(self, settings: ServicesSettings, *, port: int):
+    port_field = ""  # the ServicesSettings field holding this node's HTTP port
+
+    def __init__(self, settings: ServicesSettings):
         self.settings = settings
-        self.port = port
-        self.transport_port = port + 100
+        self.port = getattr(settings, self.port_field)
+        self.transport_port = self.port + 100
         self.root = _reachable_dir(settings.dir) / self.name
         self.home = self.root / "home"
         self.pid_file = self.root / "node.pid"
@@ -270,8 +271,6 @@ class _JavaNode(LocalService):
     def _java_env(self, java_home: Path) -> dict[str, str]:
         raise NotImplementedError
 
-    def _launcher(self) -> str:
-        raise NotImplementedError
 
     # -- shared -----------------------------------------------------------------------------
     def _java_home(self) -> Path:
@@ -324,7 +323,7 @@ class _JavaNode(LocalService):
 
     def _write_config(self) -> None:
         conf_dir = self.home / "config"
-        (conf_dir / f"{self.product}.yml").write_text("\n".join(self._config_lines()) + "\n")
+        (conf_dir / f"{self.name}.yml").write_text("\n".join(self._config_lines()) + "\n")
         options = conf_dir / "jvm.options.d"
         options.mkdir(exist_ok=True)
         heap = self.settings.heap_mb
@@ -404,7 +403,7 @@ class _JavaNode(LocalService):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root), **self._java_env(java_home)}
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
-                [str(self.home / "bin" / self._launcher())],
+                [str(self.home / "bin" / self.name)],
                 cwd=self.home,
                 env=env,
                 stdout=log,
@@ -443,13 +442,11 @@ class _JavaNode(LocalService):
 
 class OpenSearchNode(_JavaNode):
     name = "opensearch"
-    product = "opensearch"
     cluster_name = "hotfeed-local"
     port_setting = "HOTFEED_SERVICES_OPENSEARCH_PORT (and HOTFEED_ENGINE_URL)"
     version = versions.OPENSEARCH_VERSION
 
-    def __init__(self, settings: ServicesSettings):
-        super().__init__(settings, port=settings.opensearch_port)
+    port_field = "opensearch_port"
 
     def _assemble(self, home: Path) -> None:
         self._unzip_distribution(versions.OPENSEARCH_DISTRIBUTION, home)
@@ -501,19 +498,15 @@ class OpenSearchNode(_JavaNode):
     def _java_env(self, java_home: Path) -> dict[str, str]:
         return {"OPENSEARCH_JAVA_HOME": str(java_home), "JAVA_HOME": str(java_home)}
 
-    def _launcher(self) -> str:
-        return "opensearch"
 
 
 class ElasticsearchNode(_JavaNode):
     name = "elasticsearch"
-    product = "elasticsearch"
     cluster_name = "hotfeed-local-es"
     port_setting = "HOTFEED_SERVICES_ELASTICSEARCH_PORT (and HOTFEED_ENGINE_URL)"
     version = versions.ELASTICSEARCH_VERSION
 
-    def __init__(self, settings: ServicesSettings):
-        super().__init__(settings, port=settings.elasticsearch_port)
+    port_field = "elasticsearch_port"
 
     def _assemble(self, home: Path) -> None:
         self._unzip_distribution(versions.ELASTICSEARCH_DISTRIBUTION, home)
@@ -524,8 +517,6 @@ class ElasticsearchNode(_JavaNode):
     def _java_env(self, java_home: Path) -> dict[str, str]:
         return {"ES_JAVA_HOME": str(java_home), "JAVA_HOME": str(java_home)}
 
-    def _launcher(self) -> str:
-        return "elasticsearch"
 
 
 def local_services(settings: ServicesSettings, names: list[str] | None = None) -> list[LocalService]:

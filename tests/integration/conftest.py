@@ -163,9 +163,7 @@ def service_stack(opensearch_settings: Settings, tmp_path_factory) -> Iterator[S
     running = start_server(settings, port=0)
     yield ServiceStack(f"127.0.0.1:{running.port}", settings, engine, market, running)
     running.stop(grace_s=1)
-    for name in engine.list_indices(f"{settings.engine.index_alias}-*"):
-        engine.delete_index(name)
-    engine.delete_index_template(f"{settings.engine.index_alias}-template")
+    engine.drop_items_alias(settings.engine.index_alias)
     client = open_redis(redis)
     keys = list(client.scan_iter(match=f"{redis.key_prefix}*", count=1000))
     if keys:

@@ -42,9 +42,7 @@ def settings(opensearch_settings: Settings, redis_settings, tmp_path: Path):
 def engine(opensearch: SearchEngine, settings: Settings):
     alias = settings.engine.index_alias
     yield opensearch
-    for name in opensearch.list_indices(f"{alias}-*"):
-        opensearch.delete_index(name)
-    opensearch.delete_index_template(f"{alias}-template")
+    opensearch.drop_items_alias(alias)
 
 
 def _rebuild(engine, market, settings, **kw):
