@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recommender.decay import half_life_decay
 from recommender.cohorts import age_band_series, normalize_cohort_series
 from recommender.errors import InvalidRequest, NotFound
 from recommender.settings import ClusteringSettings
@@ -246,7 +247,7 @@ def build_user_features(
 
     weights = pd.Series(settings.event_weights, dtype="float64")
     w = ev["event_type"].astype("string").map(weights).astype("float64").fillna(0.0).to_numpy()
-    ev = ev.assign(weight=w * np.exp2(-ev["age_h"].to_numpy() / settings.half_life_h))
+    ev = ev.assign(weight=w * half_life_decay(ev["age_h"].to_numpy(dtype=np.float64), settings.half_life_h))
 
     item_index = pd.Index(items["item_id"].astype("string"))
     item_pos = item_index.get_indexer(ev["item_id"].astype("string"))

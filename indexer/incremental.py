@@ -27,6 +27,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from recommender.decay import half_life_decay
+from recommender.cohorts import ALL_COHORT, normalize_cohort_value, platform_cohort
 from recommender.engine import Doc, SearchEngine
 from recommender.errors import HotfeedError, InvalidRequest, NotFound
 from recommender.events import InteractionEvent, StatusEvent, parse_event
@@ -189,9 +191,9 @@ class IncrementalIndexer:
         out = []
         for event in events:
             cohorts = set(known[event.user_id].cohorts) if event.user_id else set()
-            cohorts.add("all")
-            if event.platform:
-                cohorts.add(f"platform:{event.platform}")
+            cohorts.add(ALL_COHORT)
+            if normalize_cohort_value(event.platform):
+                cohorts.add(platform_cohort(event.platform))
             out.append(tuple(sorted(cohorts)))
         return out
 
@@ -212,7 +214,7 @@ class IncrementalIndexer:
         entries_of: dict[str, list[str]] = defaultdict(list)
         for (entry, event), cohorts in zip(known, cohorts_of):
             age_s = max(now_s - event.ts, 0.0)
-            weight = self.weights.get(event.event_type, 0.0) * 0.5 ** (age_s / self.half_life_s)
+            weight = self.weights.get(event.event_type, 0.0) * half_life_decay(age_s, self.half_life_s)
             entries_of[event.item_id].append(entry.id)
             for cohort in cohorts:
                 key = (event.item_id, cohort)
@@ -230,7 +232,7 @@ class IncrementalIndexer:
             counts = dict(window_counts[(item, cohort)])
             if old:
                 age_s = max(now_s - float(old.get("updated_at", now_s * 1000)) / 1000, 0.0)
-                weight += float(old.get("decayed_weight", 0.0)) * 0.5 ** (age_s / self.half_life_s)
+                weight += float(old.get("decayed_weight", 0.0)) * half_life_decay(age_s, self.half_life_s)
                 for name, span in _WINDOWS_S.items():
                     # A stored count older than its window has expired; otherwise it still counts.
                     counts[name] += int(old.get(name, 0)) if age_s < span else 0

@@ -25,6 +25,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from recommender.decay import half_life_decay
 from recommender.data_model import EVENT_TYPES
 from recommender.errors import ConfigError
 from indexer._time import epoch_ns, utc_timestamp
@@ -118,7 +119,7 @@ def compute_cohort_popularity(
         keep &= ts_ns > now_ns - int(lookback_days * 86_400e9)
     ev = events.loc[keep]
     age_ns = (now_ns - ts_ns[keep]).astype(np.float64)
-    weight = _type_weights(ev["event_type"], event_weights) * np.exp2(-age_ns / (half_life_h * 3600e9))
+    weight = _type_weights(ev["event_type"], event_weights) * half_life_decay(age_ns, half_life_h * 3600e9)
     in_window = {name: age_ns < span.value for name, span in COUNT_WINDOWS.items()}
 
     item_codes, item_uniques = _factorize_text(ev["item_id"])

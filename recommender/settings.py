@@ -161,6 +161,9 @@ class ModelSettings(BaseSettings):
     # "auto" picks cuda when torch sees a GPU, else cpu.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint: Path = REPO_ROOT / "artifacts" / "model" / "model.pt"
+    # torch intra-op threads of the recommender process. 1: a feed's model calls are small,
+    # and more threads spin on cores the engine and the other requests need.
+    serving_threads: int = Field(default=1, ge=0, le=256)
     # Hyper-parameter overrides as JSON, e.g. HOTFEED_MODEL_PARAMS='{"epochs": 3, "lr": 0.002}'.
     # They beat the model's YAML file and lose to command-line flags (recommender/model/config.py).
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)

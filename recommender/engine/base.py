@@ -17,9 +17,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_c
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import orjson
+import urllib3
 
 from recommender.engine import dialect
 from recommender.errors import EngineUnavailable, InvalidRequest, NotFound
@@ -33,6 +34,7 @@ __all__ = [
     "SearchResult",
     "SearchEngine",
     "RestEngine",
+    "redacted_url",
     "translate_http_error",
 ]
 
@@ -40,6 +42,12 @@ _log = logging.getLogger(__name__)
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 # Only what bulk accounting reads: a million-document load parses far less JSON this way.
 BULK_FILTER_PATH = "errors,items.*.status,items.*.error"
+# What a search answer carries that hotfeed reads; the rest (index names, shard counts) is
+# left out by the engine, which renders and sends less.
+SEARCH_FILTER_PATH = (
+    "took,hits.total,hits.hits._id,hits.hits._score,hits.hits._source,hits.hits._routing,"
+    "hits.hits.sort,hits.hits.fields,hits.hits.matched_queries"
+)
 # A bulk chunk of vector documents can take the engine tens of seconds on a busy node (HNSW
 # inserts); timing it out would resend work the engine is still doing.
 BULK_TIMEOUT_MS = 120_000
@@ -83,14 +91,21 @@ class BulkResult:
         return f"{self.ok:,} docs written in {self.seconds:.1f}s ({rate:,.0f} docs/s){failed}, {self.retries} retries"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hit:
+    """One search hit. ``fields`` holds the first value of each requested doc-value field.
+
+    A body with ``stored_fields: "_none_"`` gets no ``_id`` back; ``id`` is then its
+    ``item_id`` doc value (the indexer makes the two equal).
+    """
+
     id: str
     score: float
     source: dict[str, Any]
     sort: tuple[Any, ...] = ()
     routing: str | None = None
     matched: dict[str, float] = field(default_factory=dict)  # named query -> score (with named_scores)
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -165,6 +180,49 @@ def _error_reason(body: Any) -> str:
     return str(body)[:300]
 
 
+def redacted_url(url: str) -> str:
+    """Return ``url`` without its user and password (for messages and logs)."""
+    parsed = urllib3.util.parse_url(url)
+    return parsed._replace(auth=None).url if parsed.auth else url
+
+
+class _SearchConnection:
+    """The request path's HTTP: one pooled urllib3 connection, orjson both ways.
+
+    The clients' own transports (logging hooks, header merging, json module) cost about a
+    millisecond per feed search more than this; every other call keeps using the clients.
+    Credentials in the URL become a basic-auth header.
+    """
+
+    def __init__(self, url: str, *, maxsize: int = 16):
+        parsed = urllib3.util.parse_url(url)
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if parsed.auth:
+            headers.update(urllib3.make_headers(basic_auth=parsed.auth))
+        self._prefix = (parsed.path or "").rstrip("/")
+        self._pool = urllib3.connection_from_url(
+            parsed._replace(auth=None, path=None, query=None, fragment=None).url,
+            maxsize=maxsize, block=False, retries=False, headers=headers,
+        )
+        self.url = redacted_url(url)
+
+    def post_json(self, path: str, body: bytes, *, params: dict[str, str], timeout_s: float, what: str) -> Any:
+        """Return the decoded answer of a POST; raises our errors (``translate_http_error``)."""
+        try:
+            response = self._pool.urlopen(
+                "POST", f"{self._prefix}{path}?{urlencode(params)}", body=body,
+                timeout=urllib3.Timeout(total=timeout_s), preload_content=True,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise translate_http_error(None, f"{type(exc).__name__}: {exc}", what=what, url=self.url) from None
+        if response.status >= 300:
+            raise translate_http_error(response.status, error_reason(response.data), what=what, url=self.url)
+        return orjson.loads(response.data)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
 class RestEngine:
     """Shared REST operations; subclasses implement ``_request`` and ``_bulk_request``."""
 
@@ -174,6 +232,7 @@ class RestEngine:
         self.settings = settings
         self.mappings_dir = mappings_dir
         self._capabilities: Capabilities | None = None
+        self._search_http = _SearchConnection(settings.url)
 
     # -- primitives each backend implements ---------------------------------------------------
     def _request(
@@ -440,22 +499,17 @@ class RestEngine:
         take it only as a URL parameter).
         """
         rendered = dialect.render_search(self.kind, body)
-        params = {"include_named_queries_score": "true"} if named_scores else None
-        answer = self._request(
-            "POST", f"/{index}/_search", body=rendered, params=params, what=f"searching {index!r}",
-            timeout_ms=timeout_ms,
+        params = {"filter_path": SEARCH_FILTER_PATH}
+        if named_scores:
+            params["include_named_queries_score"] = "true"
+        answer = self._search_http.post_json(
+            f"/{quote(index, safe=',*')}/_search", orjson.dumps(rendered, option=_ORJSON_OPTIONS), params=params,
+            timeout_s=(timeout_ms if timeout_ms is not None else self.settings.timeout_ms) / 1000,
+            what=f"searching {index!r}",
         )
-        hits = [
-            Hit(
-                id=h["_id"],
-                score=float(h["_score"]) if h.get("_score") is not None else 0.0,
-                source=h.get("_source", {}),
-                sort=tuple(h.get("sort", ())),
-                routing=h.get("_routing"),
-                matched=_matched(h.get("matched_queries")),
-            )
-            for h in answer["hits"]["hits"]
-        ]
+        if "hits" not in answer:  # filter_path drops an empty hits section entirely
+            return SearchResult([], 0, int(answer.get("took", 0)))
+        hits = [_hit(h) for h in answer["hits"].get("hits", ())]
         total = answer["hits"].get("total", {})
         return SearchResult(hits, int(total.get("value", 0) if isinstance(total, dict) else total), answer["took"])
 
@@ -483,6 +537,26 @@ class RestEngine:
         actions.append({"add": {"index": new_index, "alias": alias}})
         self._request("POST", "/_aliases", body={"actions": actions}, what=f"swapping alias {alias!r}")
         return [name for name in old if name != new_index]
+
+
+def _hit(raw: dict[str, Any]) -> Hit:
+    # Runs for each of a feed's 200 candidates: plain lookups, no comprehension unless needed.
+    fields = raw.get("fields")
+    if fields:
+        fields = {name: values[0] for name, values in fields.items() if values}
+    else:
+        fields = {}
+    score = raw.get("_score")
+    matched = raw.get("matched_queries")
+    return Hit(
+        raw["_id"] if "_id" in raw else str(fields.get("item_id", "")),
+        float(score) if score is not None else 0.0,
+        raw.get("_source") or {},
+        tuple(raw.get("sort", ())),
+        raw.get("_routing"),
+        _matched(matched) if matched else {},
+        fields,
+    )
 
 
 def _matched(raw: Any) -> dict[str, float]:

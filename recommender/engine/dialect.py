@@ -124,6 +124,9 @@ def _is_neutral_knn(node: dict[str, Any]) -> bool:
 
 def _walk(node: Any, kind: str) -> Any:
     if isinstance(node, list):
+        # Vectors and id lists hold no clause: pass them through unwalked.
+        if not node or not isinstance(node[0], (dict, list)):
+            return node
         return [_walk(n, kind) for n in node]
     if not isinstance(node, dict):
         return node

@@ -8,7 +8,14 @@ from typing import Any
 import elasticsearch
 from elasticsearch import Elasticsearch
 
-from recommender.engine.base import BULK_FILTER_PATH, BULK_TIMEOUT_MS, RestEngine, error_reason, translate_http_error
+from recommender.engine.base import (
+    BULK_FILTER_PATH,
+    BULK_TIMEOUT_MS,
+    RestEngine,
+    error_reason,
+    redacted_url,
+    translate_http_error,
+)
 from recommender.settings import EngineSettings
 
 __all__ = ["ElasticsearchEngine"]
@@ -35,9 +42,9 @@ class ElasticsearchEngine(RestEngine):
         try:
             response = client.perform_request(method, path, params=params, headers=headers, body=body)
         except elasticsearch.ApiError as exc:
-            raise translate_http_error(exc.meta.status, error_reason(exc.body), what=what, url=self.settings.url) from None
+            raise translate_http_error(exc.meta.status, error_reason(exc.body), what=what, url=redacted_url(self.settings.url)) from None
         except elasticsearch.TransportError as exc:  # connection refused, timeout, TLS
-            raise translate_http_error(None, f"{type(exc).__name__}: {exc}", what=what, url=self.settings.url) from None
+            raise translate_http_error(None, f"{type(exc).__name__}: {exc}", what=what, url=redacted_url(self.settings.url)) from None
         return response.body if method != "HEAD" else True
 
     def _request(self, method, path, *, body=None, params=None, what, timeout_ms=None):
@@ -48,4 +55,5 @@ class ElasticsearchEngine(RestEngine):
                           timeout_ms=max(self.settings.timeout_ms, BULK_TIMEOUT_MS), content_type=_NDJSON)
 
     def close(self) -> None:
+        self._search_http.close()
         self._client.close()

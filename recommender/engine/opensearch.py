@@ -8,7 +8,14 @@ from typing import Any
 import opensearchpy
 from opensearchpy import OpenSearch
 
-from recommender.engine.base import BULK_FILTER_PATH, BULK_TIMEOUT_MS, RestEngine, error_reason, translate_http_error
+from recommender.engine.base import (
+    BULK_FILTER_PATH,
+    BULK_TIMEOUT_MS,
+    RestEngine,
+    error_reason,
+    redacted_url,
+    translate_http_error,
+)
 from recommender.settings import EngineSettings
 
 __all__ = ["OpenSearchEngine"]
@@ -37,7 +44,7 @@ class OpenSearchEngine(RestEngine):
             if isinstance(exc, (opensearchpy.ConnectionError, opensearchpy.ConnectionTimeout)):
                 status = None
             reason = error_reason(exc.info) if status is not None else f"{type(exc).__name__}: {exc.error}"
-            raise translate_http_error(status, reason, what=what, url=self.settings.url) from None
+            raise translate_http_error(status, reason, what=what, url=redacted_url(self.settings.url)) from None
 
     def _request(self, method, path, *, body=None, params=None, what, timeout_ms=None):
         return self._call(method, path, body=body, params=params, what=what, timeout_ms=timeout_ms)
@@ -48,4 +55,5 @@ class OpenSearchEngine(RestEngine):
                           headers={"content-type": "application/x-ndjson"})
 
     def close(self) -> None:
+        self._search_http.close()
         self._client.close()

@@ -90,6 +90,14 @@ class SessionModel(nn.Module):
         ``candidates`` is [C] (shared by the batch) or [B, C] (one list per session).
         """
         query, preference = self.represent(items, lengths)
+        return self.score_represented(query, preference, candidates)
+
+    def score_represented(self, query: Tensor, preference: Tensor | None, candidates: Tensor | None = None) -> Tensor:
+        """Return ``score``'s logits for sessions already represented (``represent``'s output).
+
+        Serving represents a session once, uses the query for kNN and scores the engine's
+        candidates from the same representation.
+        """
         weights = self.items.weight if candidates is None else self.items(candidates)
         logits = self._raw_scores(query, weights)
         if preference is not None:

@@ -8,6 +8,7 @@ sessions and score -inf as candidates, so the reranker can drop or demote them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,29 @@ from recommender.model.checkpoint import Checkpoint, load_checkpoint
 from recommender.model.data import PAD_INDEX, pad_sessions
 from recommender.model.device import pick_device
 
-__all__ = ["SessionScorer", "ScoreRequest"]
+__all__ = ["SessionScorer", "ScoreRequest", "RepresentedSession"]
 
 # (session item ids oldest first, candidate item ids)
 ScoreRequest = tuple[Sequence[str], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class RepresentedSession:
+    """A session run through the model once: its query vector for kNN and what scoring needs.
+
+    ``query`` is None when the session holds no item the model knows (then candidates are
+    scored by popularity and there is no query vector).
+    """
+
+    query: torch.Tensor | None
+    preference: torch.Tensor | None
+
+    @property
+    def vector(self) -> np.ndarray | None:
+        """Return the L2-normalized query vector [D] (float32), or None for an unknown session."""
+        if self.query is None:
+            return None
+        return torch.nn.functional.normalize(self.query, dim=-1)[0].float().cpu().numpy()
 
 
 class SessionScorer:
@@ -60,6 +80,30 @@ class SessionScorer:
     def _session_indices(self, session: Sequence[str]) -> np.ndarray:
         idx = self.vocab.index_of(session)
         return idx[idx != PAD_INDEX][-self.max_length:]
+
+    @torch.inference_mode()
+    def represent(self, session: Sequence[str]) -> RepresentedSession:
+        """Return the session run through the model once (``score_represented`` reuses it)."""
+        idx = self._session_indices(session)
+        if not len(idx):
+            return RepresentedSession(None, None)
+        items = torch.as_tensor(idx, device=self.device).unsqueeze(0)
+        lengths = torch.tensor([len(idx)], device=self.device)
+        query, preference = self.model.represent(items, lengths)
+        return RepresentedSession(query, preference)
+
+    @torch.inference_mode()
+    def score_represented(self, session: RepresentedSession, candidates: Sequence[str]) -> np.ndarray:
+        """Return one float32 score per candidate (higher is better); -inf for unknown candidates.
+
+        A session the model does not know scores candidates by log popularity.
+        """
+        cands = self.vocab.index_of(candidates)
+        known = cands != PAD_INDEX
+        if session.query is None or not len(cands):
+            return np.where(known, self._popularity[cands], -np.inf).astype(np.float32)
+        logits = self.model.score_represented(session.query, session.preference, torch.as_tensor(cands, device=self.device))
+        return np.where(known, logits[0].float().cpu().numpy(), -np.inf).astype(np.float32)
 
     @torch.inference_mode()
     def encode(self, session: Sequence[str]) -> np.ndarray | None:

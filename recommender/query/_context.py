@@ -84,6 +84,8 @@ class FeedContext:
     explain               name each component's share of the score (see query.build)
     exploration_salt      mixed into the exploration seed (pass the session id), so each
                           session sees its own shuffle that stays put while it scrolls
+    widened               ignore the profile's candidate window: every eligible item
+                          competes (a scroll that used up the windowed candidates goes on)
     """
 
     cohorts: tuple[str, ...] = ("all",)
@@ -97,6 +99,7 @@ class FeedContext:
     search_after: SearchAfter | None = None
     explain: bool = False
     exploration_salt: str = ""
+    widened: bool = False
 
     def __post_init__(self) -> None:
         # Copy every sequence into a tuple: callers may pass lists, which they may reuse.

@@ -16,12 +16,14 @@ __all__ = [
     "COHORT",
     "SCORE",
     "POPULARITY_RELATION",
-    "SOURCE_EXCLUDES",
+    "CATEGORY",
+    "HIT_FIELDS",
 ]
 
 ITEM_ID = "item_id"
 # Every prefix of the slash-separated category path, so one term matches a whole subtree.
 CATEGORY_LEVELS = "category_levels"
+CATEGORY = "category"
 PRICE = "price"
 REGION = "region"
 STATUS = "status"
@@ -32,5 +34,7 @@ COHORT = "cohort"
 SCORE = "score"
 # Child type of the join field `relation` (item -> popularity).
 POPULARITY_RELATION = "popularity"
-# Vectors are the bulk of a hit and the rerank has its own copy of the item embeddings.
-SOURCE_EXCLUDES = (EMBEDDING,)
+# What a feed hit carries, read from doc values: the rerank and the category cap need nothing
+# else. Hits never load stored fields (``stored_fields: _none_``): the stored-fields block
+# holds the whole source with its vector, and reading it for 200 hits cost more than the query.
+HIT_FIELDS = (ITEM_ID, CATEGORY)

@@ -102,7 +102,9 @@ def _page_fields(profile: ScoreProfile, context: FeedContext) -> dict[str, Any]:
         "size": max(profile.candidates, context.page_size),
         "sort": [dict(s) for s in FEED_SORT],
         "track_total_hits": False,
-        "_source": {"excludes": list(F.SOURCE_EXCLUDES)},
+        # No stored fields at all (not even _id): item id and category come from doc values.
+        "stored_fields": "_none_",
+        "docvalue_fields": list(F.HIT_FIELDS),
     }
     if context.search_after is not None:
         body["search_after"] = [context.search_after.score, context.search_after.item_id]
@@ -165,7 +167,7 @@ def build_feed_query(profile: ScoreProfile, context: FeedContext, *, now: dateti
     if must_not:
         boolean["must_not"] = must_not
     window_h = profile.filters.candidate_window_h
-    if should and window_h is not None:
+    if should and window_h is not None and not context.widened:
         # Fresh items qualify without a signal; boost 0 keeps the score what the components say.
         since = render_time(now - timedelta(hours=window_h))
         should.append({"constant_score": {"filter": {"range": {F.BUMPED_AT: {"gte": since}}}, "boost": 0.0}})

@@ -1,13 +1,16 @@
-"""Feed logic: a request becomes one engine search, a session-model rerank, a diversity cap and
-pages served from a saved feed. No proto types here (servicer.py converts at the edge).
+"""Feed logic: a request becomes one Redis read, one engine search, a session-model rerank, a
+category cap and pages served from a saved feed. No proto types here (servicer.py converts).
 
-Stages of a first page (each timed in metrics):
-  segments  the viewer's cohorts and disliked categories (Redis; down -> defaults, flagged)
-  session   recent items from the request, else from the session store (down -> none, flagged)
-  vector    the session model's query vector, else the viewer's cluster centroid, else no kNN
-  engine    one function-score + has_child + kNN search (deadline; down -> popular fallback, flagged)
-  rerank    session-model scores blended with the engine's (error -> engine order, flagged)
-  page      diversity cap, the first page, the rest saved under a signed cursor
+A first page (the named steps are in pipeline.py; each stage is timed in metrics):
+
+  viewer   segments, session items and cluster centroid in one Redis round trip
+           (down -> default segments and no session, flagged)
+  vector   the session model's query vector, else the viewer's cluster centroid, else no kNN
+  engine   one function-score + has_child + kNN search (deadline; down -> popular fallback, flagged)
+  rerank   session-model scores blended with the engine's (error -> engine order, flagged)
+  page     category cap, the first page; the rest is saved (off the request path) under a
+           signed cursor
+
 Later pages come from the saved feed; when it runs dry, the engine continues after the last
 hit it returned (search_after), excluding everything served.
 """
@@ -26,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from recommender.cohorts import ALL_COHORT, normalize_cohort_value, region_cohort
 from recommender.engine import SearchEngine
 from recommender.errors import EngineUnavailable, InvalidRequest, NotFound, StoreUnavailable, Unauthenticated
 from recommender.events import MAX_ID_LENGTH
@@ -33,19 +37,34 @@ from recommender.query import MAX_PAGE_SIZE, FeedContext, SearchAfter, build_fee
 from recommender.query import read_component_scores
 from recommender.service import metrics
 from recommender.service.cursors import Cursor, decode_cursor, encode_cursor
+from recommender.service.pipeline import (
+    PLANS,
+    Candidate,
+    Degradations,
+    FeedKind,
+    FeedPlan,
+    candidates_from_hits,
+    cap_categories,
+    engine_has_more,
+    paginate,
+    popular_rows,
+    rank_by_session_model,
+    session_for_plan,
+)
 from recommender.service.profile_cache import LiveProfile, ProfileCache
-from recommender.service.ranking import blend_scores, category_key, diversify
 from recommender.settings import Settings
 from recommender.stores.feed_pages import FeedPageStore, FeedState
 from recommender.stores.popular import PopularStore
-from recommender.stores.segments import SegmentStore, UserSegments
+from recommender.stores.segments import RedisSegmentStore, UserSegments, ViewerRecord
 from recommender.stores.sessions import SessionStore
 
 __all__ = ["FeedKind", "FeedRequest", "FeedItem", "FeedPage", "FeedService", "ItemCache"]
 
 _log = logging.getLogger(__name__)
-FeedKind = Literal["home", "product", "similar"]
 _MAX_LIST = 200  # entries in any repeated request field
+# Regions whose popular list is copied in memory for a Redis outage; bounded, so a caller
+# sending ever new region strings cannot grow the process.
+_POPULAR_COPIES = 256
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,16 @@ class FeedPage:
     degradations: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Viewer:
+    """The viewer as one request sees it; ``redis_ok`` is False when the Redis read failed."""
+
+    segments: UserSegments
+    session: tuple[str, ...]
+    centroid: np.ndarray | None
+    redis_ok: bool
+
+
 class ItemCache:
     """In-process LRU of item documents (metadata and vector) with a short time to live.
 
@@ -110,7 +139,7 @@ class ItemCache:
                 self._items.popitem(last=False)
 
 
-def _check_request(req: FeedRequest) -> None:
+def _check_request(req: FeedRequest, plan: FeedPlan) -> None:
     if isinstance(req.page_size, bool) or not 1 <= req.page_size <= MAX_PAGE_SIZE:
         raise InvalidRequest(f"page_size {req.page_size!r} is outside 1..{MAX_PAGE_SIZE}; ask for fewer items per page")
     for name in ("recent_item_ids", "excluded_categories", "preferred_categories"):
@@ -124,38 +153,19 @@ def _check_request(req: FeedRequest) -> None:
         value = getattr(req, name) or ""
         if len(value) > MAX_ID_LENGTH:
             raise InvalidRequest(f"{name} {value[:40]!r}... is longer than {MAX_ID_LENGTH} characters")
-    if req.kind == "product" and not req.user_id:
-        raise Unauthenticated("ProductFeed needs a signed-in user_id; logged-out visitors get HomeFeed")
-    if req.kind in ("product", "similar") and not req.item_id:
-        raise InvalidRequest(f"{req.kind} feed needs item_id, the item the page is about")
-
-
-def _context(
-    req: FeedRequest,
-    segs: UserSegments,
-    vector: np.ndarray | None,
-    *,
-    seen: tuple[str, ...],
-    after: SearchAfter | None = None,
-) -> FeedContext:
-    return FeedContext(
-        cohorts=segs.cohorts,
-        region=req.region,
-        query_vector=tuple(vector) if vector is not None else None,
-        excluded_categories=req.excluded_categories,
-        disliked_categories=segs.disliked_categories,
-        seen_item_ids=seen,
-        preferred_categories=req.preferred_categories,
-        page_size=req.page_size,
-        search_after=after,
-        explain=req.explain,
-        # Each session sees its own exploration shuffle, stable while it scrolls.
-        exploration_salt=req.session_id or req.user_id or "",
-    )
+    if plan.needs_user and not req.user_id:
+        raise Unauthenticated(f"{plan.kind} feed needs a signed-in user_id; logged-out visitors get HomeFeed")
+    if plan.needs_item and not req.item_id:
+        raise InvalidRequest(f"{plan.kind} feed needs item_id, the item the page is about")
 
 
 def _request_key(req: FeedRequest) -> str:
     return "|".join([req.kind, req.user_id or "", req.session_id, req.region, req.item_id, req.profile or "default"])
+
+
+def _default_segments(req: FeedRequest) -> UserSegments:
+    cohorts = (region_cohort(req.region), ALL_COHORT) if normalize_cohort_value(req.region) else (ALL_COHORT,)
+    return UserSegments(user_id=req.user_id, cohorts=cohorts)
 
 
 class FeedService:
@@ -167,7 +177,7 @@ class FeedService:
         *,
         engine: SearchEngine,
         profiles: ProfileCache,
-        segments: SegmentStore,
+        segments: RedisSegmentStore,
         sessions: SessionStore,
         pages: FeedPageStore,
         popular: PopularStore,
@@ -186,7 +196,8 @@ class FeedService:
         self.alias = settings.engine.index_alias
         self.engine_timeout_ms = settings.server.engine_timeout_ms
         self.secret = settings.server.cursor_secret
-        self._popular_copy: dict[str, list[str]] = {}
+        self._popular_copy: OrderedDict[str, list[str]] = OrderedDict()
+        self._popular_lock = threading.Lock()
 
     @property
     def model_version(self) -> str:
@@ -200,94 +211,56 @@ class FeedService:
         a user) and NotFound (unknown profile or item). Engine and Redis trouble never raise:
         they degrade the page and say so in ``degradations``.
         """
-        _check_request(req)
+        plan = PLANS[req.kind]
+        _check_request(req, plan)
         now = now or datetime.now(timezone.utc)
         live = self.profiles.get(req.profile or "default")
-        degradations: list[tuple[str, str]] = []
+        deg = Degradations()
         if req.cursor:
             cursor = decode_cursor(req.cursor, secret=self.secret)
-            page = self._next_page(req, cursor, live, degradations, now=now)
+            page = self._next_page(req, plan, cursor, live, deg, now=now)
             if page is not None:
                 return page
-        return self._first_page(req, live, degradations, now=now)
+        return self._first_page(req, plan, live, deg, now=now)
 
-    # -- first page -------------------------------------------------------------------------------
-    def _first_page(self, req: FeedRequest, live: LiveProfile, deg: list[tuple[str, str]], *, now: datetime) -> FeedPage:
-        with self._stage(req.kind, "segments"):
-            segs = self._segments(req, deg)
-        with self._stage(req.kind, "session"):
-            session = self._session(req, deg)
+    # -- steps with I/O ---------------------------------------------------------------------------
+    def _gather_viewer(self, req: FeedRequest, deg: Degradations) -> _Viewer:
+        """Return segments, session and centroid from one Redis round trip (defaults when it fails)."""
+        session_id = "" if req.recent_item_ids else (req.session_id or req.user_id or "")
         try:
-            source_item = self._source_item(req) if req.kind in ("product", "similar") else None
-        except EngineUnavailable as exc:
-            source_item, source_error = None, exc
-        else:
-            source_error = None
-        if req.kind == "product":
-            session = [*session, req.item_id]
-        with self._stage(req.kind, "vector"):
-            vector = self._query_vector(session, segs, deg) if req.kind != "similar" else None
-        seen = tuple(dict.fromkeys([*session, *([req.item_id] if req.item_id else [])]))
-        context = _context(req, segs, vector, seen=seen)
-        state = FeedState(
-            feed_id=self.pages.new_id(),
-            profile_name=live.name,
-            profile_version=live.version,
-            model_version=self.model_version,
-            request_key=_request_key(req),
-            served=list(seen),
-        )
-        try:
-            if source_error is not None:
-                raise source_error
-            candidates, after = self._search(req, live, context, source_item, now=now)
-        except EngineUnavailable as exc:
-            return self._fallback_page(req, live, state, deg, reason=str(exc))
-        state.engine_after = after
-        state.pending = self._rerank(req, live, session, candidates, deg)
-        return self._serve(req, state, deg)
-
-    def _segments(self, req: FeedRequest, deg: list[tuple[str, str]]) -> UserSegments:
-        try:
-            return self.segments.segments_for(req.user_id or None, region=req.region or None)
+            record: ViewerRecord = self.segments.viewer(
+                req.user_id or None, region=req.region or None,
+                session_key=self.sessions.key(session_id) if session_id else None,
+                session_items=self.sessions.max_items,
+            )
         except StoreUnavailable as exc:
-            metrics.DEGRADATIONS.labels(stage="segments").inc()
-            deg.append(("segments", f"default segments used: {exc}"))
-            cohorts = ("all", f"region:{req.region.lower()}") if req.region else ("all",)
-            return UserSegments(user_id=req.user_id, cohorts=cohorts)
+            deg.add("segments", "user segments unavailable (Redis down): default segments used", cause=exc)
+            if session_id:
+                deg.add("session", "session history unavailable (Redis down): none used", cause=exc)
+            return _Viewer(_default_segments(req), tuple(req.recent_item_ids), None, redis_ok=False)
+        session = tuple(req.recent_item_ids) or record.session
+        return _Viewer(record.segments, session, record.centroid, redis_ok=True)
 
-    def _session(self, req: FeedRequest, deg: list[tuple[str, str]]) -> list[str]:
-        if req.recent_item_ids:
-            return list(req.recent_item_ids)
-        key = req.session_id or req.user_id
-        if not key:
-            return []
+    def _represent_session(self, session: tuple[str, ...], deg: Degradations) -> Any:
+        """Return the session run through the model once (None without a model, a session or on failure)."""
+        if self.scorer is None or not session:
+            return None
         try:
-            return self.sessions.recent(key)
-        except StoreUnavailable as exc:
-            metrics.DEGRADATIONS.labels(stage="session").inc()
-            deg.append(("session", f"no session history: {exc}"))
-            return []
+            return self.scorer.represent(session)
+        except Exception as exc:  # noqa: BLE001 - a model failure must not fail the feed
+            deg.add("vector", "session model failed; the cluster centroid or no kNN was used", cause=exc)
+            return None
 
-    def _query_vector(self, session: list[str], segs: UserSegments, deg: list[tuple[str, str]]) -> np.ndarray | None:
-        if self.scorer is not None and session:
-            try:
-                vector = self.scorer.encode(session)
-                if vector is not None:
-                    return vector
-            except Exception as exc:  # noqa: BLE001 - a model failure must not fail the feed
-                metrics.DEGRADATIONS.labels(stage="vector").inc()
-                deg.append(("vector", f"session model failed: {exc}"))
-        if segs.cluster is not None:
-            try:
-                centroid = self.segments.centroid(segs.cluster)
-            except StoreUnavailable as exc:
-                deg.append(("vector", f"cluster centroid unavailable: {exc}"))
-                return None
-            # Centroids are query vectors only when the clustering ran on item embeddings; on
-            # category-affinity vectors they live in another space (and size), so kNN is skipped.
-            if centroid is not None and len(centroid) == self.settings.engine.embedding_dims:
-                return centroid
+    def _pick_query_vector(self, represented: Any, viewer: _Viewer) -> np.ndarray | None:
+        """Return the kNN query vector: the session model's, else the viewer's cluster centroid, else None."""
+        vector = represented.vector if represented is not None else None
+        if vector is not None:
+            return vector
+        centroid = viewer.centroid
+        # Centroids are query vectors only when the clustering ran on item embeddings; on
+        # category-affinity vectors they live in another space (and size), so kNN is skipped.
+        if centroid is not None and len(centroid) == self.settings.engine.embedding_dims:
+            return centroid
         return None
 
     def _source_item(self, req: FeedRequest) -> dict[str, Any]:
@@ -300,18 +273,34 @@ class FeedService:
         self.items.put(req.item_id, source)
         return source
 
-    def _search(
-        self,
-        req: FeedRequest,
-        live: LiveProfile,
-        context: FeedContext,
-        source_item: dict[str, Any] | None,
-        *,
-        now: datetime,
-    ) -> tuple[list[dict[str, Any]], list[Any] | None]:
-        """Return (candidates, where the engine list ended or None if it is exhausted)."""
-        if req.kind == "similar":
-            vector = (source_item or {}).get("embedding")
+    def _context(self, req: FeedRequest, viewer: _Viewer, vector: np.ndarray | None, *, seen: tuple[str, ...],
+                 after: SearchAfter | None = None, widened: bool = False) -> FeedContext:
+        return FeedContext(
+            cohorts=viewer.segments.cohorts,
+            region=req.region,
+            query_vector=tuple(vector) if vector is not None else None,
+            excluded_categories=req.excluded_categories,
+            disliked_categories=viewer.segments.disliked_categories,
+            seen_item_ids=seen,
+            preferred_categories=req.preferred_categories,
+            page_size=req.page_size,
+            search_after=after,
+            explain=req.explain,
+            # Each session sees its own exploration shuffle, stable while it scrolls.
+            exploration_salt=req.session_id or req.user_id or "",
+            widened=widened,
+        )
+
+    def _retrieve_candidates(
+        self, req: FeedRequest, plan: FeedPlan, live: LiveProfile, context: FeedContext, *, now: datetime
+    ) -> tuple[list[Candidate], list[Any] | None]:
+        """Return (candidates, where the engine list ended or None when it is exhausted).
+
+        Raises EngineUnavailable (also for a missing index or a refused query: the engine's
+        trouble, not the caller's) and NotFound for an unknown item.
+        """
+        if plan.item_vector:
+            vector = self._source_item(req).get("embedding")
             if not vector:
                 raise NotFound(f"item {req.item_id!r} has no embedding to find similar items with")
             body = build_similar_items_query(live.profile, context, item_id=req.item_id, item_vector=vector)
@@ -321,150 +310,186 @@ class FeedService:
             try:
                 result = self.engine.search(self.alias, body, timeout_ms=self.engine_timeout_ms, named_scores=req.explain)
             except (NotFound, InvalidRequest) as exc:
-                # A missing index or a query the engine refuses is the engine's trouble, not the caller's.
                 raise EngineUnavailable(str(exc)) from exc
-        candidates = [
-            {
-                "item_id": hit.id,
-                "engine_score": hit.score,
-                "category": str(hit.source.get("category", "")),
-                "components": read_component_scores(live.profile, hit.matched) if req.explain else {},
-            }
-            for hit in result.hits
-        ]
+        metrics.ENGINE_TOOK_SECONDS.labels(rpc=req.kind).observe(result.took_ms / 1000)
+        components = [read_component_scores(live.profile, h.matched) for h in result.hits] if req.explain else None
+        candidates = candidates_from_hits(result.hits, components=components)
         size = body.get("size", len(candidates))
-        after = list(result.hits[-1].sort) if result.hits and len(result.hits) >= size and result.hits[-1].sort else None
+        last = result.hits[-1] if result.hits else None
+        after = list(last.sort) if last is not None and len(result.hits) >= size and last.sort else None
         return candidates, after
 
-    def _rerank(
-        self,
-        req: FeedRequest,
-        live: LiveProfile,
-        session: list[str],
-        candidates: list[dict[str, Any]],
-        deg: list[tuple[str, str]],
-    ) -> list[dict[str, Any]]:
-        if not candidates:
-            return []
+    def _rank(self, req: FeedRequest, plan: FeedPlan, live: LiveProfile, represented: Any,
+              candidates: list[Candidate], deg: Degradations) -> list[Candidate]:
         blend = live.profile.rerank.blend
         model_scores = None
-        if self.scorer is not None and blend > 0 and session and req.kind != "similar":
+        if candidates and plan.reranks and represented is not None and blend > 0:
             with self._stage(req.kind, "rerank"):
                 try:
-                    model_scores = self.scorer.score(session, [c["item_id"] for c in candidates])
+                    model_scores = self.scorer.score_represented(represented, [c.item_id for c in candidates])
                 except Exception as exc:  # noqa: BLE001 - a model failure must not fail the feed
-                    metrics.DEGRADATIONS.labels(stage="rerank").inc()
-                    deg.append(("rerank", f"session model failed, engine order kept: {exc}"))
-        scores = blend_scores([c["engine_score"] for c in candidates], model_scores, blend=blend)
-        order = np.argsort(-scores, kind="stable")
-        ranked = []
-        for pos in order:
-            c = dict(candidates[pos])
-            c["score"] = round(float(scores[pos]), 6)
-            if req.explain:
-                c["components"] = {**c["components"], "engine": round(float(c["engine_score"]), 6)}
-                if model_scores is not None:
-                    c["components"]["session_model"] = round(float(model_scores[pos]), 6)
-            ranked.append(c)
+                    deg.add("rerank", "session model failed; engine order kept", cause=exc)
+        ranked = rank_by_session_model(candidates, model_scores, blend=blend, explain=req.explain)
         diversity = live.profile.diversity
-        cats = [category_key(c["category"], level=diversity.category_level) for c in ranked]
-        return [ranked[i] for i in diversify(cats, page_size=req.page_size, max_per_category=diversity.max_per_category)]
+        return cap_categories(ranked, page_size=req.page_size, max_per_category=diversity.max_per_category,
+                              category_level=diversity.category_level)
+
+    # -- first page -------------------------------------------------------------------------------
+    def _first_page(self, req: FeedRequest, plan: FeedPlan, live: LiveProfile, deg: Degradations, *,
+                    now: datetime) -> FeedPage:
+        with self._stage(req.kind, "viewer"):
+            viewer = self._gather_viewer(req, deg)
+        session = session_for_plan(plan, viewer.session, req.item_id)
+        represented = vector = None
+        if plan.session_vector:
+            with self._stage(req.kind, "vector"):
+                represented = self._represent_session(session, deg)
+                vector = self._pick_query_vector(represented, viewer)
+        seen = tuple(dict.fromkeys([*session, *([req.item_id] if req.item_id else [])]))
+        state = FeedState(
+            feed_id=self.pages.new_id(),
+            profile_name=live.name,
+            profile_version=live.version,
+            model_version=self.model_version,
+            request_key=_request_key(req),
+            served=list(seen),
+        )
+        try:
+            if plan.needs_item:
+                self._source_item(req)
+            candidates, state.engine_after = self._retrieve_candidates(
+                req, plan, live, self._context(req, viewer, vector, seen=seen), now=now)
+        except EngineUnavailable as exc:
+            return self._fallback_page(req, state, deg, cause=exc)
+        state.pending = [c.row() for c in self._rank(req, plan, live, represented, candidates, deg)]
+        return self._serve(req, state, deg, save_now=not viewer.redis_ok)
 
     # -- serving pages ----------------------------------------------------------------------------
-    def _serve(self, req: FeedRequest, state: FeedState, deg: list[tuple[str, str]]) -> FeedPage:
-        served_now = state.pending[: req.page_size]
-        state.pending = state.pending[req.page_size:]
-        state.served += [c["item_id"] for c in served_now]
-        state.pages += 1
-        more = bool(state.pending) or state.engine_after is not None
-        next_cursor = ""
-        if more:
-            try:
-                with self._stage(req.kind, "save"):
-                    self.pages.save(state)
-                next_cursor = encode_cursor(Cursor(state.feed_id, state.pages, state.profile_version), secret=self.secret)
-            except StoreUnavailable as exc:
-                metrics.DEGRADATIONS.labels(stage="cursor").inc()
-                deg.append(("cursor", f"no next page: the feed could not be saved ({exc})"))
+    def _serve(self, req: FeedRequest, state: FeedState, deg: Degradations, *, save_now: bool = False) -> FeedPage:
+        with self._stage(req.kind, "page"):
+            rows, more = paginate(state, req.page_size)
+            next_cursor = ""
+            if more:
+                try:
+                    if save_now:
+                        # Redis already failed this request: find out now rather than hand out
+                        # a cursor that leads nowhere.
+                        self.pages.save(state)
+                    else:
+                        self.pages.save_soon(state)
+                    next_cursor = encode_cursor(Cursor(state.feed_id, state.pages, state.profile_version),
+                                                secret=self.secret)
+                except StoreUnavailable as exc:
+                    deg.add("cursor", "no next page: the feed could not be saved (Redis down)", cause=exc)
         return FeedPage(
-            items=[FeedItem(c["item_id"], c.get("score", 0.0), c.get("components") or {}) for c in served_now],
+            items=[FeedItem(item_id, score, components or {}) for item_id, score, _, components in rows],
             next_cursor=next_cursor,
             profile_version=state.profile_version,
             model_version=state.model_version,
             served_from="fallback" if state.served_from == "fallback" else "engine",
-            degradations=deg,
+            degradations=deg.items,
         )
 
     def _next_page(
-        self, req: FeedRequest, cursor: Cursor, live: LiveProfile, deg: list[tuple[str, str]], *, now: datetime
+        self, req: FeedRequest, plan: FeedPlan, cursor: Cursor, live: LiveProfile, deg: Degradations, *,
+        now: datetime,
     ) -> FeedPage | None:
         """Return the next page of a saved feed, or None to restart from the first page (and say why)."""
         try:
             state = self.pages.load(cursor.feed_id)
         except StoreUnavailable as exc:
-            deg.append(("cursor", f"saved feed unreadable, restarted from the first page: {exc}"))
+            deg.add("cursor", "saved feed unreadable (Redis down); restarted from the first page", cause=exc)
             return None
         if state is None:
-            deg.append(("cursor", "the cursor expired; restarted from the first page"))
+            deg.add("cursor", "the cursor expired; restarted from the first page")
             return None
         if state.request_key != _request_key(req):
             raise InvalidRequest("cursor belongs to another feed (user, session, region, item or profile differ); "
                                  "send the request without a cursor to start from the first page")
         if state.profile_version != live.version:
-            deg.append(("cursor", f"profile {live.name!r} changed from version {state.profile_version} to "
-                                  f"{live.version}; restarted from the first page"))
+            deg.add("cursor", f"profile {live.name!r} changed from version {state.profile_version} to "
+                              f"{live.version}; restarted from the first page")
             return None
-        if len(state.pending) < req.page_size and state.engine_after is not None and state.served_from != "fallback":
-            self._refill(req, live, state, deg, now=now)
+        if len(state.pending) < req.page_size and engine_has_more(state):
+            self._refill(req, plan, live, state, deg, now=now)
         return self._serve(req, state, deg)
 
-    def _refill(self, req: FeedRequest, live: LiveProfile, state: FeedState, deg: list[tuple[str, str]], *,
+    def _refill(self, req: FeedRequest, plan: FeedPlan, live: LiveProfile, state: FeedState, deg: Degradations, *,
                 now: datetime) -> None:
-        """Append the engine's next candidates after the saved position, excluding everything served."""
-        try:
-            segs = self._segments(req, deg)
-            session = self._session(req, deg)
-            if req.kind == "product":
-                session = [*session, req.item_id]
-            vector = self._query_vector(session, segs, deg) if req.kind != "similar" else None
-            score, item_id = state.engine_after
-            seen = tuple(dict.fromkeys(state.served + [c["item_id"] for c in state.pending]))
-            context = _context(req, segs, vector, seen=seen, after=SearchAfter(float(score), str(item_id)))
-            source = self._source_item(req) if req.kind == "similar" else None
-            candidates, state.engine_after = self._search(req, live, context, source, now=now)
-        except EngineUnavailable as exc:
-            metrics.DEGRADATIONS.labels(stage="engine").inc()
-            deg.append(("engine", f"could not fetch more items: {exc}"))
-            return
-        state.pending += self._rerank(req, live, session, candidates, deg)
+        """Append the engine's next candidates after the saved position, excluding everything served.
 
-    def _fallback_page(
-        self, req: FeedRequest, live: LiveProfile, state: FeedState, deg: list[tuple[str, str]], *, reason: str
-    ) -> FeedPage:
-        metrics.DEGRADATIONS.labels(stage="engine").inc()
-        deg.append(("engine", f"served the popular fallback: {reason}"))
-        scope = req.region.lower() if req.region else ""
+        When the list ran out under the profile's candidate window, the feed goes on with
+        every eligible item competing (``widened``), from the top, still excluding all seen.
+        """
+        viewer = self._gather_viewer(req, deg)
+        session = session_for_plan(plan, viewer.session, req.item_id)
+        represented = self._represent_session(session, deg) if plan.session_vector else None
+        vector = self._pick_query_vector(represented, viewer) if plan.session_vector else None
+        seen = tuple(dict.fromkeys(state.served + [row[0] for row in state.pending]))
+        if state.engine_after is not None:
+            score, item_id = state.engine_after
+            after = SearchAfter(float(score), str(item_id))
+        else:
+            state.widened, after = True, None
+        context = self._context(req, viewer, vector, seen=seen, after=after, widened=state.widened)
+        try:
+            candidates, state.engine_after = self._retrieve_candidates(req, plan, live, context, now=now)
+        except EngineUnavailable as exc:
+            deg.add("engine", "could not fetch more items; the saved feed continues", cause=exc)
+            return
+        state.pending += [c.row() for c in self._rank(req, plan, live, represented, candidates, deg)]
+
+    def _fallback_page(self, req: FeedRequest, state: FeedState, deg: Degradations, *,
+                       cause: BaseException) -> FeedPage:
+        deg.add("engine", "the search engine did not answer in time; served the popular fallback", cause=cause)
+        scope = normalize_cohort_value(req.region) or ""
         try:
             ids = self.popular.read(scope or None)
-            self._popular_copy[scope] = ids
+            self._remember_popular(scope, ids)
         except StoreUnavailable as exc:
-            ids = self._popular_copy.get(scope) or self._popular_copy.get("", [])
-            deg.append(("fallback", f"Redis down, served the in-process copy of the popular list: {exc}"))
-        seen = set(state.served)
-        ids = [i for i in ids if i not in seen]
-        n = len(ids)
-        state.pending = [{"item_id": i, "score": round(1 - pos / max(n, 1), 6), "category": ""} for pos, i in enumerate(ids)]
+            with self._popular_lock:
+                ids = self._popular_copy.get(scope) or self._popular_copy.get("", [])
+            deg.add("fallback", "Redis down too; served the in-process copy of the popular list", cause=exc)
+        state.pending = popular_rows(ids, exclude=set(state.served))
         state.served_from = "fallback"
         state.engine_after = None
         return self._serve(req, state, deg)
 
+    def _remember_popular(self, scope: str, ids: list[str]) -> None:
+        with self._popular_lock:
+            self._popular_copy[scope] = ids
+            self._popular_copy.move_to_end(scope)
+            while len(self._popular_copy) > _POPULAR_COPIES:
+                self._popular_copy.popitem(last=False)
+
+    # -- start-up ---------------------------------------------------------------------------------
     def warm_fallback(self, regions: tuple[str, ...] = ()) -> None:
         """Copy the popular lists into memory, so the fallback survives Redis being down too."""
         for scope in ("", *regions):
             try:
-                self._popular_copy[scope] = self.popular.read(scope or None)
+                self._remember_popular(scope, self.popular.read(scope or None))
             except StoreUnavailable as exc:
                 _log.warning("popular fallback not copied for %r: %s", scope or "global", exc)
+
+    def warm(self, *, searches: int = 5) -> None:
+        """Run a few first pages so caches (global ordinals, HNSW graph, torch kernels) load before traffic."""
+        started = time.perf_counter()
+        served = 0
+        for n in range(searches):
+            try:
+                page = self.feed(FeedRequest(kind="home", session_id=f"warm-up-{n}", page_size=5))
+            except Exception as exc:  # noqa: BLE001 - warming is best effort; serving reports real faults
+                _log.warning("warm-up feed failed: %s", exc)
+                continue
+            served += page.served_from == "engine"
+        if self.scorer is not None:
+            try:
+                known = self.scorer.vocab.to_list()[:200]
+                self.scorer.score(known[:3], known)
+            except Exception as exc:  # noqa: BLE001
+                _log.warning("warm-up scoring failed: %s", exc)
+        _log.info("warmed up: %d of %d feeds engine-served in %.0f ms", served, searches,
+                  (time.perf_counter() - started) * 1000)
 
     @contextmanager
     def _stage(self, rpc: str, stage: str) -> Iterator[None]:

@@ -55,11 +55,16 @@ def diversify(categories: Sequence[str], *, page_size: int, max_per_category: in
         page: list[int] = []
         counts: dict[str, int] = {}
         rest: list[int] = []
-        for pos in waiting:
+        for n, pos in enumerate(waiting):
+            if len(page) == page_size:
+                # The page is full: everything after it waits, in rank order.
+                rest += waiting[n:]
+                break
             cat = categories[pos]
-            if len(page) < page_size and counts.get(cat, 0) < max_per_category:
+            seen = counts.get(cat, 0)
+            if seen < max_per_category:
                 page.append(pos)
-                counts[cat] = counts.get(cat, 0) + 1
+                counts[cat] = seen + 1
             else:
                 rest.append(pos)
         if len(page) < page_size and rest:

@@ -3,6 +3,7 @@ health checking, reflection and Prometheus metrics, and shuts down cleanly on SI
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -22,12 +23,8 @@ from recommender.service.feeds import FeedService
 from recommender.service.profile_cache import ProfileCache
 from recommender.service.servicer import RecommenderServicer, TokenInterceptor
 from recommender.settings import Settings
-from recommender.stores.events import EventStream
-from recommender.stores.feed_pages import FeedPageStore
-from recommender.stores.popular import PopularStore
+from recommender.stores import ServingStores, open_stores
 from recommender.stores.profiles import ProfileStore
-from recommender.stores.segments import RedisSegmentStore
-from recommender.stores.sessions import SessionStore
 
 __all__ = ["RunningServer", "start_server", "serve"]
 
@@ -40,8 +37,12 @@ def _load_scorer(settings: Settings):
     if not path.exists():
         _log.warning("no session model at %s: rerank and session vectors are off (train one: hotfeed train)", path)
         return None
+    import torch
+
     from recommender.model.serving import SessionScorer
 
+    if settings.model.serving_threads:
+        torch.set_num_threads(settings.model.serving_threads)
     scorer = SessionScorer.load(path, device=settings.model.device)
     _log.info("session model %s loaded on %s", scorer.version, scorer.device)
     return scorer
@@ -54,12 +55,14 @@ class RunningServer:
     feeds: FeedService
     profiles: ProfileCache
     health: health.HealthServicer
+    stores: ServingStores
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking calls, let running ones finish for ``grace_s``, then release everything."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
         self.profiles.stop()
+        self.stores.close()
         self.feeds.engine.close()
 
 
@@ -69,28 +72,33 @@ def start_server(settings: Settings, *, port: int | None = None) -> RunningServe
     Raises ServiceSetupError when the port cannot be bound.
     """
     fields = read_item_fields(settings.paths.mappings_dir)
-    profiles = ProfileCache(ProfileStore(settings.redis, fields=fields), fields=fields,
+    stores = open_stores(settings)
+    profiles = ProfileCache(ProfileStore(settings.redis, fields=fields, client=stores.client), fields=fields,
                             poll_ms=settings.server.profile_poll_ms)
     profiles.start()
-    sessions = SessionStore(settings.redis, max_items=settings.server.session_max_items,
-                            ttl_s=settings.server.session_ttl_s)
     feeds = FeedService(
         settings,
         engine=open_engine(settings),
         profiles=profiles,
-        segments=RedisSegmentStore(settings.redis),
-        sessions=sessions,
-        pages=FeedPageStore(settings.redis, ttl_s=settings.server.feed_ttl_s),
-        popular=PopularStore(settings.redis),
+        segments=stores.segments,
+        sessions=stores.sessions,
+        pages=stores.pages,
+        popular=stores.popular,
         scorer=_load_scorer(settings),
     )
     feeds.warm_fallback()
+    feeds.warm()
+    # Everything loaded so far (model, vocabulary, clients, imported modules) lives as long as
+    # the process; freezing it keeps Python's full collections from walking it again, which
+    # otherwise stalled the request threads for 100-170 ms every few seconds under load.
+    gc.collect()
+    gc.freeze()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.workers, thread_name_prefix="rpc"),
         interceptors=[TokenInterceptor(settings.server.service_token)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
-    servicer = RecommenderServicer(feeds, EventStream(settings.redis), sessions,
+    servicer = RecommenderServicer(feeds, stores.events, stores.sessions,
                                    max_events=settings.server.max_events_per_call)
     pb_grpc.add_RecommenderServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
@@ -100,13 +108,14 @@ def start_server(settings: Settings, *, port: int | None = None) -> RunningServe
     bound = server.add_insecure_port(address)
     if bound == 0:
         profiles.stop()
+        stores.close()
         raise ServiceSetupError(f"cannot listen on {address}: port in use? set HOTFEED_SERVER_PORT")
     server.start()
     for name in ("", _SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     _log.info("recommender listening on %s:%d (engine %s, index %s)", settings.server.host, bound,
               settings.engine.url, settings.engine.index_alias)
-    return RunningServer(server, bound, feeds, profiles, health_servicer)
+    return RunningServer(server, bound, feeds, profiles, health_servicer, stores)
 
 
 def serve(settings: Settings) -> int:

@@ -15,6 +15,7 @@ from datetime import datetime
 import pandas as pd
 import redis
 
+from recommender.decay import half_life_decay
 from recommender.settings import RedisSettings
 from recommender.stores._redis import open_redis, redis_errors_translated
 
@@ -32,7 +33,7 @@ class CohortMaxima:
         if not raw:
             return 0.0
         weight, at = (float(x) for x in raw.split(","))
-        return weight * 0.5 ** (max(now_s - at, 0.0) / self.half_life_s)
+        return weight * half_life_decay(now_s - at, self.half_life_s)
 
     def reset_from(self, popularity: pd.DataFrame, *, now: datetime) -> None:
         """Replace all maxima with those of a freshly computed popularity frame (weights at ``now``)."""

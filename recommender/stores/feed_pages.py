@@ -1,23 +1,38 @@
 """Reranked feeds kept in Redis between the pages of an infinite scroll.
 
-A feed state holds the reranked candidates not served yet, the ids already served, where
-the engine's result list ended (to fetch more after it), and the profile and model versions
-it was made with. It expires ``ttl_s`` after the last page was served.
+A feed state holds the reranked candidates not served yet (compact rows: id, score,
+category, and the per-component scores only when the feed explains itself), the ids
+already served, where the engine's result list ended (to fetch more after it), and the
+profile and model versions it was made with. It expires ``ttl_s`` after the last page.
+
+Saving is off the request path: ``save_soon`` hands the state to a writer thread that
+sends every state queued meanwhile in one pipeline, so a page costs no Redis round trip
+of its own. Until a state is written, ``load`` answers from the queue, so the next page
+served by this process never misses it. ``save`` writes at once and raises, for callers
+that must know (a request that already found Redis down).
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import threading
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 
+from recommender.errors import StoreUnavailable
 from recommender.settings import RedisSettings
 from recommender.stores._redis import open_redis, redis_errors_translated
 
-__all__ = ["FeedState", "FeedPageStore"]
+__all__ = ["PageRow", "FeedState", "FeedPageStore"]
+
+_log = logging.getLogger(__name__)
+
+# (item id, score, category, component scores or None)
+PageRow = tuple[str, float, str, "dict[str, float] | None"]
 
 
 @dataclass
@@ -27,11 +42,27 @@ class FeedState:
     profile_version: str
     model_version: str
     request_key: str  # what the cursor may be used for: rpc, user, session, region, item
-    pending: list[dict[str, Any]] = field(default_factory=list)  # {item_id, score, category, components}
+    pending: list[PageRow] = field(default_factory=list)
     served: list[str] = field(default_factory=list)
     engine_after: list[Any] | None = None  # [score, item_id] of the last engine hit, or None when exhausted
     pages: int = 0
     served_from: str = "engine"
+    # The engine list ran out under the profile's candidate window and continued without it.
+    widened: bool = False
+
+    def encode(self) -> bytes:
+        """Return the state as compact JSON (rows as arrays, not objects)."""
+        return orjson.dumps(
+            [self.feed_id, self.profile_name, self.profile_version, self.model_version, self.request_key,
+             self.pending, self.served, self.engine_after, self.pages, self.served_from, self.widened]
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> "FeedState":
+        """Return the state ``encode`` wrote."""
+        (feed_id, name, version, model, key, pending, served, after, pages, served_from, widened) = orjson.loads(raw)
+        return cls(feed_id, name, version, model, key, [tuple(row) for row in pending], served, after, pages,
+                   served_from, widened)
 
 
 class FeedPageStore:
@@ -39,6 +70,10 @@ class FeedPageStore:
         self.settings = settings
         self.ttl_s = ttl_s
         self.client = client or open_redis(settings)
+        self._queued: dict[str, bytes] = {}
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._writer: threading.Thread | None = None
 
     def _key(self, feed_id: str) -> str:
         return f"{self.settings.key_prefix}feed:{feed_id}"
@@ -48,11 +83,64 @@ class FeedPageStore:
         return uuid.uuid4().hex
 
     def save(self, state: FeedState) -> None:
+        """Write the state now. Raises StoreUnavailable when Redis is down."""
         with redis_errors_translated("saving a feed page", self.settings.url):
-            self.client.set(self._key(state.feed_id), json.dumps(asdict(state), separators=(",", ":")), ex=self.ttl_s)
+            self.client.set(self._key(state.feed_id), state.encode(), ex=self.ttl_s)
+
+    def save_soon(self, state: FeedState) -> None:
+        """Queue the state for the writer thread (started on first use); return at once."""
+        with self._wake:
+            if self._writer is None:
+                self._stopped = False
+                self._writer = threading.Thread(target=self._write_queued, name="feed-page-writer", daemon=True)
+                self._writer.start()
+            self._queued[state.feed_id] = state.encode()
+            self._wake.notify()
 
     def load(self, feed_id: str) -> FeedState | None:
-        """Return the saved state, or None when it expired or never existed."""
+        """Return the saved (or still queued) state, or None when it expired or never existed."""
+        with self._wake:
+            queued = self._queued.get(feed_id)
+        if queued is not None:
+            return FeedState.decode(queued)
         with redis_errors_translated("loading a feed page", self.settings.url):
             raw = self.client.get(self._key(feed_id))
-        return FeedState(**json.loads(raw)) if raw else None
+        return FeedState.decode(raw) if raw else None
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait until every queued state was written (or dropped because Redis is down)."""
+        with self._wake:
+            self._wake.wait_for(lambda: not self._queued, timeout=timeout_s)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        with self._wake:
+            self._stopped = True
+            self._wake.notify_all()
+        if self._writer is not None:
+            self._writer.join(timeout=5)
+            self._writer = None
+
+    def _write_queued(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._queued or self._stopped)
+                if not self._queued and self._stopped:
+                    return
+                batch = dict(self._queued)
+            try:
+                with redis_errors_translated("saving feed pages", self.settings.url):
+                    pipe = self.client.pipeline(transaction=False)
+                    for feed_id, raw in batch.items():
+                        pipe.set(self._key(feed_id), raw, ex=self.ttl_s)
+                    pipe.execute()
+            except StoreUnavailable as exc:
+                # Their cursors then restart from the first page, flagged: nothing is served twice.
+                _log.warning("dropped %d saved feeds: %s", len(batch), exc)
+            except Exception:  # noqa: BLE001 - the writer must outlive any one bad batch
+                _log.exception("dropped %d saved feeds", len(batch))
+            with self._wake:
+                for feed_id, raw in batch.items():
+                    if self._queued.get(feed_id) is raw:
+                        del self._queued[feed_id]
+                self._wake.notify_all()

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import redis
 
+from recommender.cohorts import normalize_cohort_value, region_cohort
 from recommender.settings import RedisSettings
 from recommender.stores._redis import open_redis, redis_errors_translated
 
@@ -35,7 +36,8 @@ class PopularStore:
 
     def read(self, region: str | None = None) -> list[str]:
         """Return the region's list when there is one, else the global list (empty if never written)."""
-        scopes = ([f"region:{region.lower()}"] if region else []) + [GLOBAL_SCOPE]
+        token = normalize_cohort_value(region)
+        scopes = ([region_cohort(token)] if token else []) + [GLOBAL_SCOPE]
         with redis_errors_translated("reading the popular fallback", self.settings.url):
             values = self.client.hmget(self.key, scopes)
         for value in values:

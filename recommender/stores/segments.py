@@ -58,6 +58,7 @@ from recommender.stores._redis import open_redis, redis_errors_translated
 __all__ = [
     "USER_SEGMENT_FIELDS",
     "ClusterSource",
+    "ViewerRecord",
     "DeclaredPreferences",
     "UserSegments",
     "SegmentStore",
@@ -248,13 +249,34 @@ def decode_centroid(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
 
 
-# One atomic step: follow the pointer, then read the cold-start clusters and each user's
-# segment and preference hashes of that version. ARGV: prefix, region cohort, platform
-# cohort, user ids... Per user the reply holds: segment hash, preference hash, and the
-# cold-start cluster of the user's own region/platform when the user has no cluster.
-# Keys are built in the script because they depend on the pointer; that is fine on a
-# single Redis (not Redis Cluster).
-_READ_LUA = """
+# The segment read shared by both scripts below: follow the pointer, then read one user's
+# segment and preference hashes of that version, and the cold-start cluster of the user's own
+# region/platform when the user has no cluster. Keys are built in the script because they
+# depend on the pointer; that is fine on a single Redis (not Redis Cluster).
+_SEGMENT_LUA = """
+local function read_user(p, ver, cold_key, uid)
+  local seg = {}
+  if ver then seg = redis.call('HGETALL', p .. 'seg:' .. ver .. ':u:' .. uid) end
+  local pref = redis.call('HGETALL', p .. 'pref:' .. uid)
+  local own = ''
+  local cluster = nil
+  if #seg > 0 then
+    local f = {}
+    for j = 1, #seg, 2 do f[seg[j]] = seg[j + 1] end
+    cluster = f['cluster']
+    if not cluster and (f['region'] or f['platform']) then
+      local c = redis.call('HMGET', cold_key, 'region:' .. (f['region'] or ''), 'platform:' .. (f['platform'] or ''))
+      own = c[1] or c[2] or ''
+    end
+  end
+  return seg, pref, own, cluster
+end
+"""
+
+# One atomic step for many users. ARGV: prefix, region cohort, platform cohort, user ids...
+# Reply: version, the request's cold-start clusters (region, platform, all), then per user:
+# segment hash, preference hash, own cold-start cluster ('' when none).
+_READ_LUA = _SEGMENT_LUA + """
 local p = ARGV[1]
 local ver = redis.call('GET', p .. 'seg:current')
 local out = {ver or ''}
@@ -265,23 +287,49 @@ else
   out[2] = {}
 end
 for i = 4, #ARGV do
-  local seg = {}
-  if ver then seg = redis.call('HGETALL', p .. 'seg:' .. ver .. ':u:' .. ARGV[i]) end
+  local seg, pref, own = read_user(p, ver, cold_key, ARGV[i])
   out[#out + 1] = seg
-  out[#out + 1] = redis.call('HGETALL', p .. 'pref:' .. ARGV[i])
-  local own = ''
-  if #seg > 0 then
-    local f = {}
-    for j = 1, #seg, 2 do f[seg[j]] = seg[j + 1] end
-    if not f['cluster'] and (f['region'] or f['platform']) then
-      local c = redis.call('HMGET', cold_key, 'region:' .. (f['region'] or ''), 'platform:' .. (f['platform'] or ''))
-      own = c[1] or c[2] or ''
-    end
-  end
+  out[#out + 1] = pref
   out[#out + 1] = own
 end
 return out
 """
+
+# Everything a feed request needs from Redis, in one round trip. ARGV: prefix, region
+# cohort, platform cohort, user id ('' anonymous), session key ('' none), session items.
+# Reply: version, cold-start clusters, segment hash, preference hash, own cold-start
+# cluster, the session's items newest first, and the centroid of the cluster the viewer
+# ends up with (their own, else the cold-start one; '' when none), as ``_merge`` picks it.
+_VIEWER_LUA = _SEGMENT_LUA + """
+local p = ARGV[1]
+local ver = redis.call('GET', p .. 'seg:current')
+local cold_key = ver and (p .. 'seg:' .. ver .. ':cold')
+local cold = {}
+if ver then cold = redis.call('HMGET', cold_key, ARGV[2], ARGV[3], 'all') end
+local seg, pref, own, cluster = {}, {}, '', nil
+if ARGV[4] ~= '' then seg, pref, own, cluster = read_user(p, ver, cold_key, ARGV[4]) end
+local session = {}
+if ARGV[5] ~= '' then session = redis.call('LRANGE', ARGV[5], 0, tonumber(ARGV[6]) - 1) end
+if not cluster and own ~= '' then cluster = own end
+if not cluster then cluster = cold[1] or cold[2] or cold[3] end
+local centroid = ''
+if ver and cluster then centroid = redis.call('HGET', p .. 'seg:' .. ver .. ':centroids', cluster) or '' end
+return {ver or '', cold, seg, pref, own, session, centroid}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerRecord:
+    """What one feed request reads from Redis: segments, recent session items, cluster centroid.
+
+    ``session`` is oldest first. ``centroid`` belongs to ``segments.cluster`` (None when the
+    viewer has no cluster or the run wrote no centroid).
+    """
+
+    segments: "UserSegments"
+    session: tuple[str, ...] = ()
+    centroid: np.ndarray | None = None
+
 
 # Publishing only versions that were started keeps a typo from pointing readers at nothing.
 _PUBLISH_LUA = """
@@ -344,6 +392,7 @@ class RedisSegmentStore:
         self._p = settings.key_prefix
         self._r = client if client is not None else open_redis(settings)
         self._read = self._r.register_script(_READ_LUA)
+        self._read_viewer = self._r.register_script(_VIEWER_LUA)
         self._publish = self._r.register_script(_PUBLISH_LUA)
 
     # -- keys ---------------------------------------------------------------------------
@@ -404,6 +453,35 @@ class RedisSegmentStore:
                    cold=int(reply[4 + 3 * i]) if reply[4 + 3 * i] else cold)
             for i, uid in enumerate(user_ids)
         ]
+
+    def viewer(
+        self,
+        user_id: str | None,
+        *,
+        region: str | None = None,
+        platform: str | None = None,
+        session_key: str | None = None,
+        session_items: int = 50,
+    ) -> ViewerRecord:
+        """Return the viewer's segments, session items and cluster centroid in one round trip.
+
+        ``session_key`` is the Redis list of the session (``SessionStore.key``), None for
+        none. Raises StoreUnavailable when Redis is down.
+        """
+        region_tok = normalize_cohort_value(region)
+        platform_tok = normalize_cohort_value(platform)
+        args = [self._p, f"region:{region_tok}" if region_tok else "", f"platform:{platform_tok}" if platform_tok else "",
+                user_id or "", session_key or "", max(int(session_items), 1)]
+        with self._translated("reading the viewer"):
+            ver, cold_list, seg, pref, own, newest_first, centroid = self._read_viewer(args=args)
+        cold = int(own) if own else next((int(c) for c in (cold_list or []) if c is not None), None)
+        segments = _merge(user_id or None, _pairs(seg), _pairs(pref), version=ver or None, region=region_tok,
+                          platform=platform_tok, cold=cold)
+        return ViewerRecord(
+            segments=segments,
+            session=tuple(reversed(newest_first)),
+            centroid=decode_centroid(centroid) if centroid else None,
+        )
 
     def declared_preferences(self, user_id: str) -> DeclaredPreferences | None:
         """Return the user's declared preferences, or None when they declared none."""

@@ -30,14 +30,15 @@ class SessionStore:
         self.ttl_s = ttl_s
         self.client = client or open_redis(settings)
 
-    def _key(self, session_id: str) -> str:
+    def key(self, session_id: str) -> str:
+        """Return the Redis list key of a session's history."""
         return f"{self.settings.key_prefix}session:{session_id}"
 
     def append(self, session_id: str, item_ids: Sequence[str]) -> None:
         """Add items (oldest first) to the session's history, keep the newest ``max_items``."""
         if not item_ids:
             return
-        key = self._key(session_id)
+        key = self.key(session_id)
         with redis_errors_translated("writing a session", self.settings.url):
             pipe = self.client.pipeline(transaction=True)
             pipe.lpush(key, *item_ids)
@@ -48,5 +49,5 @@ class SessionStore:
     def recent(self, session_id: str) -> list[str]:
         """Return the session's items oldest first (empty for an unknown or expired session)."""
         with redis_errors_translated("reading a session", self.settings.url):
-            newest_first = self.client.lrange(self._key(session_id), 0, self.max_items - 1)
+            newest_first = self.client.lrange(self.key(session_id), 0, self.max_items - 1)
         return list(reversed(newest_first))

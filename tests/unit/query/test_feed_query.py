@@ -47,7 +47,8 @@ def test_one_decay_profile_builds_the_whole_body(make_profile: MakeProfile) -> N
         "size": 200,
         "sort": [{"_score": "desc"}, {"item_id": "asc"}],
         "track_total_hits": False,
-        "_source": {"excludes": ["embedding"]},
+        "stored_fields": "_none_",
+        "docvalue_fields": ["item_id", "category"],
     }
 
 
@@ -408,3 +409,11 @@ def test_a_candidate_window_admits_only_signal_or_fresh_items(make_profile: Make
     assert boolean["should"][-1] == {
         "constant_score": {"filter": {"range": {"bumped_at": {"gte": "2026-11-20T15:00:00.000Z"}}}, "boost": 0.0}
     }
+
+
+def test_a_widened_scroll_drops_the_candidate_window(make_profile: MakeProfile) -> None:
+    profile = make_profile({"type": "cohort_popularity", "cohort_weights": {"all": 1.0}})
+    profile = profile.model_copy(update={"filters": profile.filters.model_copy(update={"candidate_window_h": 48.0})})
+    boolean = _bool(build_feed_query(profile, FeedContext(cohorts=["all"], widened=True), now=NOW))
+    assert "minimum_should_match" not in boolean
+    assert all("constant_score" not in clause for clause in boolean["should"])

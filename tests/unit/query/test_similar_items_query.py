@@ -39,7 +39,8 @@ def test_similar_items_are_knn_neighbours_without_the_item(make_profile: MakePro
         "size": 40,
         "sort": [{"_score": "desc"}, {"item_id": "asc"}],
         "track_total_hits": False,
-        "_source": {"excludes": ["embedding"]},
+        "stored_fields": "_none_",
+        "docvalue_fields": ["item_id", "category"],
     }
 
 
