@@ -18,6 +18,8 @@ Variants (each one change from ``lean``, the shape the recommender sends):
     knn-50      lean with kNN k=50 (num_candidates 200) instead of 100 (400)
     knn-20      lean with kNN k=20 (num_candidates 100)
     tuned       knn-50 and join-0.05 together
+    knn-postregion-K   tuned, but the kNN pre-filter leaves out the region (the feed's own
+                filter still applies it, after kNN): k=K neighbours, ~1/regions of them eligible
 
     .venv/bin/python bench/bench_engine_query.py [--queries 300] [--users 300]
 
@@ -82,6 +84,26 @@ def _source_shape(body: dict) -> dict:
     return out
 
 
+def _knn_without_region(body: dict, k: int) -> dict:
+    """Return ``body`` with the region term dropped from the kNN pre-filter and kNN k set to ``k``."""
+    body = json.loads(json.dumps(body))
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "knn" in node and isinstance(node["knn"], dict) and "query_vector" in node["knn"]:
+                spec = node["knn"]
+                spec["k"], spec["num_candidates"] = k, max(k, spec["num_candidates"])
+                spec["filter"] = [f for f in spec["filter"] if not (isinstance(f, dict) and "region" in f.get("term", {}))]
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(body["query"])
+    return body
+
+
 def _pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return round(values[min(len(values) - 1, int(len(values) * q))], 2)
@@ -144,6 +166,9 @@ def main() -> int:
     def body_of(variant: str, context: FeedContext) -> dict:
         if variant == "source":
             return _source_shape(build_feed_query(profiles["lean"], context, now=now))
+        if variant.startswith("knn-postregion"):
+            k = int(variant.rsplit("-", 1)[1])
+            return _knn_without_region(build_feed_query(profiles["tuned"], context, now=now), k)
         return build_feed_query(profiles[variant], context, now=now)
 
     for context in contexts[:20]:  # warm caches for every variant

@@ -62,18 +62,20 @@ KNEE_P99_MS = 50.0
 KNEE_FALLBACK_SHARE = 0.01
 
 
-def _variants(store: ProfileStore) -> dict[str, str]:
+def _variants(store: ProfileStore, extra: dict[str, str]) -> dict[str, str]:
     base = store.ensure_default().text
     texts = {
+        **{name: Path(path).read_text() for name, path in extra.items()},
         "full": base,
         "no-rerank": base.replace("blend: 0.5", "blend: 0.0"),
         "no-knn": base.replace("  - type: knn\n    weight: 2.0", "  - type: knn\n    weight: 0.0"),
         "no-join": base.replace("  - type: cohort_popularity\n    weight: 1.0", "  - type: cohort_popularity\n    weight: 0.0"),
     }
     for name, text in texts.items():
-        if name != "full" and text == base:
+        if name not in ("full", *extra) and text == base:
             raise SystemExit(f"could not derive the {name!r} profile from default.yaml; update the bench")
-        store.save(f"bench-{name}", text.replace("name: default", f"name: bench-{name}"), author="bench")
+        text = re.sub(r"(?m)^name: .*$", f"name: bench-{name}", text)
+        store.save(f"bench-{name}", text, author="bench")
     return {name: f"bench-{name}" for name in texts}
 
 
@@ -260,6 +262,12 @@ def main() -> int:
                         help="full,no-rerank,no-knn,no-join,baseline (default: %(default)s)")
     parser.add_argument("--session-items", type=int, default=5,
                         help="recent items each request sends as its session (default: %(default)s; 0: none)")
+    parser.add_argument("--target", default="",
+                        help="HOST:PORT of a recommender already running (default: start one here); "
+                             "its stage means come from --metrics-url")
+    parser.add_argument("--metrics-url", default="", help="Prometheus URL of the --target recommender")
+    parser.add_argument("--profile-file", action="append", default=[], metavar="NAME=YAML",
+                        help="an extra variant: the score profile in YAML saved as bench-NAME (repeatable)")
     parser.add_argument("--warmup", type=int, default=200, help="calls before measuring each variant (default: %(default)s)")
     args = parser.parse_args()
     settings = load_settings()
@@ -269,7 +277,8 @@ def main() -> int:
     wanted = [v for v in args.variants.split(",") if v]
 
     store = ProfileStore(settings.redis, fields=read_item_fields(settings.paths.mappings_dir))
-    profiles = _variants(store)
+    extra = dict(item.split("=", 1) for item in args.profile_file)
+    profiles = _variants(store, extra)
     import pandas as pd
 
     users = pd.read_parquet(settings.paths.data_dir / "synth" / "users.parquet", columns=["user_id", "region"])
@@ -311,7 +320,15 @@ def main() -> int:
 
     rows: list[dict] = []
     serving = [v for v in wanted if v != "baseline"]
-    if serving:
+    if serving and args.target:
+        print(f"recommender at {args.target} (started elsewhere); {_load()}", flush=True)
+        channel = grpc.insecure_channel(args.target)
+        _wait_for(args.target, None)
+        stub = pb_grpc.RecommenderStub(channel)
+        for variant in serving:
+            rows += measure(variant, stub, profiles[variant], args.metrics_url or None)
+        channel.close()
+    elif serving:
         target = f"127.0.0.1:{args.port}"
         env = {**os.environ, "HOTFEED_SERVER_PORT": str(args.port), "HOTFEED_SERVER_METRICS_PORT": str(args.metrics_port),
                "HOTFEED_SERVER_ENGINE_TIMEOUT_MS": str(args.engine_timeout_ms)}

@@ -139,24 +139,29 @@ def rank_by_session_model(
 ) -> list[Candidate]:
     """Return the candidates ordered by the blended score (ties keep the engine's order).
 
-    ``score`` becomes ``(1 - blend) * engine + blend * model`` (both min-max scaled, see
-    ``ranking.blend_scores``); without model scores the engine order stays. With
-    ``explain`` each candidate's components gain ``engine`` and, with a model,
-    ``session_model`` (unknown items, -inf to the model, report 0.0).
+    Sets each candidate's ``score`` to ``(1 - blend) * engine + blend * model`` (both
+    min-max scaled, see ``ranking.blend_scores``); without model scores the engine order
+    stays. With ``explain`` each candidate's components gain ``engine`` and, with a model,
+    ``session_model`` (unknown items, -inf to the model, report 0.0). The candidates are
+    the request's own: they are updated in place, not copied (200 per request).
     """
     if not candidates:
         return []
     scores = blend_scores([c.engine_score for c in candidates], model_scores, blend=blend)
+    rounded = np.round(scores, 6).tolist()
+    order = np.argsort(-scores, kind="stable").tolist()
+    model = None
+    if explain and model_scores is not None:
+        model = np.round(np.nan_to_num(np.asarray(model_scores, dtype=np.float64), neginf=0.0, posinf=0.0), 6).tolist()
     ranked = []
-    for pos in np.argsort(-scores, kind="stable"):
+    for pos in order:
         c = candidates[pos]
-        components = c.components
+        c.score = rounded[pos]
         if explain:
-            components = {**(components or {}), "engine": round(float(c.engine_score), 6)}
-            if model_scores is not None:
-                model = float(model_scores[pos])
-                components["session_model"] = round(model, 6) if np.isfinite(model) else 0.0
-        ranked.append(Candidate(c.item_id, c.engine_score, c.category, round(float(scores[pos]), 6), components))
+            c.components = {**(c.components or {}), "engine": round(float(c.engine_score), 6)}
+            if model is not None:
+                c.components["session_model"] = model[pos]
+        ranked.append(c)
     return ranked
 
 

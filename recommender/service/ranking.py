@@ -38,7 +38,9 @@ def category_key(category: str, *, level: int) -> str:
     """Return the category prefix diversity counts by: level 1 of "a/b/c" is "a"; level 0 the full path."""
     if level <= 0:
         return category
-    return "/".join(category.split("/")[:level])
+    if level == 1:
+        return category.partition("/")[0]
+    return "/".join(category.split("/", level)[:level])
 
 
 def diversify(categories: Sequence[str], *, page_size: int, max_per_category: int | None) -> list[int]:
