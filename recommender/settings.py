@@ -107,6 +107,8 @@ class IndexerSettings(BaseSettings):
     # while the engine indexes the last one (bench/bench_index_full.py measures the choice).
     bulk_concurrency: int = Field(default=2, ge=1, le=16)
     retention_indexes: int = Field(default=2, ge=1, le=20)
+    # Segments a rebuilt index is merged down to before the alias swap; 0 skips the merge.
+    merge_segments: int = Field(default=1, ge=0, le=100)
     # Data import and cleaning (indexer/importers.py, indexer/weblogs.py).
     session_gap_min: float = Field(default=30, gt=0, le=24 * 60)
     burst_min_hits: int = Field(default=3, ge=2, le=1000)
@@ -178,6 +180,13 @@ class ServerSettings(BaseSettings):
     # Empty: no token needed. Otherwise callers send metadata "authorization: Bearer <token>".
     service_token: str = ""
     workers: int = Field(default=16, ge=1, le=256)
+    # Feeds computed at once (the rest wait up to queue_timeout_ms, then get the flagged
+    # popular fallback). 0: twice the CPU count. A feed is mostly CPU (model, ranking, parsing
+    # the engine's answer) and on a small box shared with the engine, 16 at once thrashed 2
+    # cores: 4 cut p99 at 50 feeds/s by a quarter and removed the deadline fallbacks
+    # (docs/performance.md). The wait bound keeps an overload from queueing without limit.
+    concurrent_feeds: int = Field(default=0, ge=0, le=1024)
+    queue_timeout_ms: int = Field(default=80, ge=1, le=60_000)
     # The engine search's deadline; past it the popular fallback serves the page.
     engine_timeout_ms: int = Field(default=80, ge=1, le=60_000)
     # Signs page cursors; set a long random value in production (cursors from other keys are rejected).

@@ -51,6 +51,8 @@ SEARCH_FILTER_PATH = (
 # A bulk chunk of vector documents can take the engine tens of seconds on a busy node (HNSW
 # inserts); timing it out would resend work the engine is still doing.
 BULK_TIMEOUT_MS = 120_000
+# Merging a rebuilt index rewrites it whole (and its HNSW graph): minutes on a small node.
+FORCE_MERGE_TIMEOUT_MS = 1_800_000
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class SearchEngine(Protocol):
     ) -> SearchResult: ...
     def count(self, index: str, query: dict[str, Any] | None = None) -> int: ...
     def refresh(self, index: str) -> None: ...
+    def force_merge(self, index: str, *, max_segments: int = 1) -> None: ...
     def put_index_settings(self, index: str, index_settings: dict[str, Any]) -> None: ...
     def alias_targets(self, alias: str) -> list[str]: ...
     def swap_alias(self, alias: str, new_index: str) -> list[str]: ...
@@ -349,6 +352,13 @@ class RestEngine:
 
     def refresh(self, index: str) -> None:
         self._request("POST", f"/{index}/_refresh", what=f"refreshing {index!r}")
+
+    def force_merge(self, index: str, *, max_segments: int = 1) -> None:
+        """Merge the index down to ``max_segments`` segments; returns when the merge is done."""
+        self._request(
+            "POST", f"/{index}/_forcemerge", params={"max_num_segments": str(max_segments)},
+            what=f"merging {index!r} to {max_segments} segment(s)", timeout_ms=FORCE_MERGE_TIMEOUT_MS,
+        )
 
     def put_index_settings(self, index: str, index_settings: dict[str, Any]) -> None:
         """Change dynamic settings of an index (refresh interval during a bulk load, say)."""

@@ -18,6 +18,7 @@ hit it returned (search_after), excluding everything served.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -198,6 +199,8 @@ class FeedService:
         self.secret = settings.server.cursor_secret
         self._popular_copy: OrderedDict[str, list[str]] = OrderedDict()
         self._popular_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(settings.server.concurrent_feeds or 2 * (os.cpu_count() or 1))
+        self._queue_timeout_s = settings.server.queue_timeout_ms / 1000
 
     @property
     def model_version(self) -> str:
@@ -216,6 +219,19 @@ class FeedService:
         now = now or datetime.now(timezone.utc)
         live = self.profiles.get(req.profile or "default")
         deg = Degradations()
+        if not self._slots.acquire(timeout=self._queue_timeout_s):
+            # More feeds in flight than the cores can compute: answer at once from the popular
+            # list rather than queue without bound (flagged, and counted like any fallback).
+            return self._fallback_page(req, self._new_state(req, live, ()), deg, cause="no free feed slot",
+                                       stage="overload",
+                                       reason="the recommender is overloaded; served the popular fallback")
+        try:
+            return self._serve_feed(req, plan, live, deg, now=now)
+        finally:
+            self._slots.release()
+
+    def _serve_feed(self, req: FeedRequest, plan: FeedPlan, live: LiveProfile, deg: Degradations, *,
+                    now: datetime) -> FeedPage:
         if req.cursor:
             cursor = decode_cursor(req.cursor, secret=self.secret)
             page = self._next_page(req, plan, cursor, live, deg, now=now)
@@ -346,14 +362,7 @@ class FeedService:
                 represented = self._represent_session(session, deg)
                 vector = self._pick_query_vector(represented, viewer)
         seen = tuple(dict.fromkeys([*session, *([req.item_id] if req.item_id else [])]))
-        state = FeedState(
-            feed_id=self.pages.new_id(),
-            profile_name=live.name,
-            profile_version=live.version,
-            model_version=self.model_version,
-            request_key=_request_key(req),
-            served=list(seen),
-        )
+        state = self._new_state(req, live, seen)
         try:
             if plan.needs_item:
                 self._source_item(req)
@@ -363,6 +372,16 @@ class FeedService:
             return self._fallback_page(req, state, deg, cause=exc)
         state.pending = [c.row() for c in self._rank(req, plan, live, represented, candidates, deg)]
         return self._serve(req, state, deg, save_now=not viewer.redis_ok)
+
+    def _new_state(self, req: FeedRequest, live: LiveProfile, seen: tuple[str, ...]) -> FeedState:
+        return FeedState(
+            feed_id=self.pages.new_id(),
+            profile_name=live.name,
+            profile_version=live.version,
+            model_version=self.model_version,
+            request_key=_request_key(req),
+            served=list(seen),
+        )
 
     # -- serving pages ----------------------------------------------------------------------------
     def _serve(self, req: FeedRequest, state: FeedState, deg: Degradations, *, save_now: bool = False) -> FeedPage:
@@ -439,9 +458,11 @@ class FeedService:
             return
         state.pending += [c.row() for c in self._rank(req, plan, live, represented, candidates, deg)]
 
-    def _fallback_page(self, req: FeedRequest, state: FeedState, deg: Degradations, *,
-                       cause: BaseException) -> FeedPage:
-        deg.add("engine", "the search engine did not answer in time; served the popular fallback", cause=cause)
+    def _fallback_page(self, req: FeedRequest, state: FeedState, deg: Degradations, *, cause: BaseException | str,
+                       stage: str = "engine",
+                       reason: str = "the search engine did not answer in time; served the popular fallback",
+                       ) -> FeedPage:
+        deg.add(stage, reason, cause=cause)
         scope = normalize_cohort_value(req.region) or ""
         try:
             ids = self.popular.read(scope or None)
