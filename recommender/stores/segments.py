@@ -50,7 +50,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from recommender.cohorts import AGE_BANDS, ALL_COHORT, GENDERS, normalize_cohort_value, user_cohorts
+from recommender.cohorts import (
+    AGE_BANDS,
+    ALL_COHORT,
+    GENDERS,
+    normalize_cohort_value,
+    platform_cohort,
+    region_cohort,
+    user_cohorts,
+)
 from recommender.errors import InvalidRequest, StoreUnavailable
 from recommender.settings import RedisSettings
 from recommender.stores._redis import open_redis, redis_errors_translated
@@ -440,7 +448,7 @@ class RedisSegmentStore:
     ) -> list[UserSegments]:
         region_tok = normalize_cohort_value(region)
         platform_tok = normalize_cohort_value(platform)
-        args = [self._p, f"region:{region_tok}" if region_tok else "", f"platform:{platform_tok}" if platform_tok else ""]
+        args = [self._p, region_cohort(region_tok) if region_tok else "", platform_cohort(platform_tok) if platform_tok else ""]
         with self._translated("reading user segments"):
             reply = self._read(args=args + user_ids)
         version = reply[0] or None
@@ -470,7 +478,7 @@ class RedisSegmentStore:
         """
         region_tok = normalize_cohort_value(region)
         platform_tok = normalize_cohort_value(platform)
-        args = [self._p, f"region:{region_tok}" if region_tok else "", f"platform:{platform_tok}" if platform_tok else "",
+        args = [self._p, region_cohort(region_tok) if region_tok else "", platform_cohort(platform_tok) if platform_tok else "",
                 user_id or "", session_key or "", max(int(session_items), 1)]
         with self._translated("reading the viewer"):
             ver, cold_list, seg, pref, own, newest_first, centroid = self._read_viewer(args=args)

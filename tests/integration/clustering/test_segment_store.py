@@ -198,3 +198,36 @@ def test_known_users_without_a_cluster_get_the_cold_cluster_of_their_own_region(
     assert store.segments_for("clustered", region="Seoul").cluster == 7
     quiet_many, clustered_many = store.segments_for_many(["quiet", "clustered"], region="Seoul")
     assert (quiet_many.cluster, clustered_many.cluster) == (2, 7)
+
+
+def test_the_viewer_read_matches_the_separate_reads_in_one_round_trip(store, redis_settings):
+    from recommender.stores.sessions import SessionStore
+
+    version = write_version(store, ["v1"], run=3, cold={"region:seoul": 0, "all": 0})
+    store.write_clusters(version, centroids=np.arange(16, dtype=np.float32).reshape(4, 4), summaries={},
+                         cold_clusters={"region:seoul": 1, "all": 0}, meta={}, ttl_s=600)
+    store.publish_version(version)
+    sessions = SessionStore(redis_settings, max_items=3)
+    sessions.append("s-1", ["a", "b", "c", "d"])
+    viewer = store.viewer("v1", region="Seoul", session_key=sessions.key("s-1"), session_items=3)
+    assert viewer.segments == store.segments_for("v1", region="Seoul")
+    assert viewer.session == ("b", "c", "d") == tuple(sessions.recent("s-1"))
+    assert viewer.segments.cluster == 3
+    np.testing.assert_array_equal(viewer.centroid, [12, 13, 14, 15])
+
+
+def test_an_anonymous_viewer_gets_the_cold_start_centroid_of_the_region(store):
+    version = write_version(store, ["v2"], run=2)
+    store.write_clusters(version, centroids=np.arange(12, dtype=np.float32).reshape(3, 4), summaries={},
+                         cold_clusters={"region:busan": 2, "all": 0}, meta={}, ttl_s=600)
+    store.publish_version(version)
+    viewer = store.viewer(None, region=" Busan ")
+    assert viewer.segments.cluster == 2 and viewer.segments.cluster_source == "cold_start"
+    assert viewer.session == ()
+    np.testing.assert_array_equal(viewer.centroid, [8, 9, 10, 11])
+
+
+def test_the_viewer_read_with_redis_down_says_so():
+    down = RedisSegmentStore(RedisSettings(url="redis://127.0.0.1:1/0", timeout_ms=200, key_prefix="x:"))
+    with pytest.raises(StoreUnavailable, match="reading the viewer"):
+        down.viewer("u1")

@@ -274,6 +274,9 @@ def test_an_engine_stopped_mid_test_yields_the_flagged_fallback_within_the_deadl
         page = stub.HomeFeed(pb.HomeFeedRequest(page_size=5, session_id="stop-2"), timeout=5)
         assert page.served_from == pb.SERVED_FROM_FALLBACK
         assert [d.stage for d in page.degradations][:1] == ["engine"]
+        # The client hears what degraded, never where the engine lives or how to restart it.
+        reason = page.degradations[0].reason
+        assert "fallback" in reason and "127.0.0.1" not in reason and "services up" not in reason
         assert len(page.items) == 5
         popular = PopularStore(settings.redis).read()
         assert [i.item_id for i in page.items] == popular[:5]
@@ -303,6 +306,30 @@ def test_redis_down_still_serves_from_the_engine_with_default_segments_and_says_
         assert stages == ["segments", "session", "cursor"]
         assert page.next_cursor == ""
         assert "Redis" in page.degradations[0].reason
+        assert all("redis://" not in d.reason and "services up" not in d.reason for d in page.degradations)
+    finally:
+        channel.close()
+        running.stop(grace_s=0.5)
+
+
+def test_a_feed_that_finds_no_free_slot_gets_the_flagged_fallback_at_once(service_stack):
+    settings = service_stack.settings
+    running = start_server(settings.model_copy(update={
+        "server": ServerSettings(port=0, engine_timeout_ms=5000, metrics_port=0, concurrent_feeds=1, queue_timeout_ms=1),
+    }), port=0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    stub = pb_grpc.RecommenderStub(channel)
+    try:
+        # Hold the only slot, as a feed in flight would.
+        assert running.feeds._slots.acquire(timeout=5)
+        try:
+            busy = stub.HomeFeed(pb.HomeFeedRequest(session_id="slot-1", page_size=5), timeout=10)
+        finally:
+            running.feeds._slots.release()
+        assert busy.served_from == pb.SERVED_FROM_FALLBACK and len(busy.items) == 5
+        assert [d.stage for d in busy.degradations] == ["overload"]
+        free = stub.HomeFeed(pb.HomeFeedRequest(session_id="slot-2", page_size=5), timeout=10)
+        assert free.served_from == pb.SERVED_FROM_ENGINE and list(free.degradations) == []
     finally:
         channel.close()
         running.stop(grace_s=0.5)
