@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from recommender.cli import env_default
 from recommender.settings import Settings
 
 __all__ = ["register"]
@@ -18,12 +19,14 @@ _log = logging.getLogger("hotfeed.gateway")
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``gateway`` to the ``hotfeed`` command."""
     gateway = subparsers.add_parser(
-        "gateway", help="HTTP gateway: feeds and events for apps over the gRPC recommender, profile admin at /admin"
+        "gateway", help="HTTP gateway: feeds and events for apps over the gRPC recommender, profile admin at /admin",
+        description="Run the HTTP gateway: the apps' feed and event endpoints, forwarded to the gRPC recommender "
+        "(`hotfeed serve`), and the score profile admin page at /admin.",
     )
-    gateway.add_argument("--host", default=None, help="listen address (default: settings.gateway.host)")
-    gateway.add_argument("--port", type=int, default=None, help="listen port (default: settings.gateway.port)")
+    gateway.add_argument("--host", default=None, help=f"listen address {env_default('gateway', 'host')}")
+    gateway.add_argument("--port", type=int, default=None, help=f"listen port {env_default('gateway', 'port')}")
     gateway.add_argument("--grpc-target", default=None,
-                         help="recommender host:port (default: settings.gateway.grpc_target)")
+                         help=f"recommender host:port {env_default('gateway', 'grpc_target')}")
     gateway.set_defaults(handler=_serve)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from recommender.cli import env_default
 from recommender.errors import HotfeedError, InvalidRequest
 from recommender.settings import Settings
 
@@ -31,32 +32,45 @@ _log = logging.getLogger("hotfeed.clustering")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``cluster run`` and ``cluster schedule`` to the ``hotfeed`` command."""
-    cluster = subparsers.add_parser("cluster", help="user segments and behaviour clusters into Redis")
+    cluster = subparsers.add_parser(
+        "cluster", help="user segments and behaviour clusters into Redis",
+        description="Compute every active user's segment (cohorts, top categories, behaviour cluster) from the "
+        "events and publish them to Redis (HOTFEED_REDIS_URL) as a new version, once or every N minutes.",
+    )
     sub = cluster.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", type=Path, default=None,
-                       help="folder with events.parquet, items.parquet, users.parquet "
-                            "(default: <paths.data_dir>/synth, as written by `hotfeed data synth`)")
+                       help="folder with events.parquet, items.parquet, users.parquet, as written by "
+                            f"`hotfeed data synth` {env_default('paths', 'data_dir', '/synth')}")
         p.add_argument("--embeddings", type=Path, default=None,
                        help="item embeddings (.npz with item_ids + vectors, or .parquet with item_id + "
                             "embedding); default: category-affinity user vectors")
-        p.add_argument("--k", type=int, default=None, help="fix the number of clusters (default: settings rule)")
+        p.add_argument("--k", type=int, default=None, help="fix the number of clusters, 1-1024; left out, the setting "
+                       f"decides, where 0 picks k by best silhouette {env_default('clustering', 'k')}")
         p.add_argument("--keep-previous", action="store_true", help="keep the replaced version for rollback")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
         p.add_argument("--no-export", action="store_true",
-                       help="skip writing <paths.artifacts_dir>/clustering/user_segments.parquet")
+                       help="skip writing $HOTFEED_PATHS_ARTIFACTS_DIR/clustering/user_segments.parquet")
 
-    run = sub.add_parser("run", help="segment every active user once, publish a new version")
+    run = sub.add_parser(
+        "run", help="segment every active user once, publish a new version",
+        description="Segment every active user once from the data folder's events, write the segments to Redis "
+        "as a new version, and print a summary.",
+    )
     common(run)
     run.add_argument("--now", default=None,
                      help="reference time (ISO-8601); default: the latest event in the data")
     run.set_defaults(handler=_run_once)
 
-    schedule = sub.add_parser("schedule", help="run the clustering job every N minutes until SIGINT/SIGTERM")
+    schedule = sub.add_parser(
+        "schedule", help="run the clustering job every N minutes until SIGINT/SIGTERM",
+        description="Run the clustering job now and then every N minutes until SIGINT or SIGTERM; a failed run "
+        "publishes nothing and the next one tries again.",
+    )
     common(schedule)
     schedule.add_argument("--every-minutes", type=int, default=None,
-                          help="interval (default: settings.clustering.every_minutes)")
+                          help=f"interval in minutes {env_default('clustering', 'every_minutes')}")
     schedule.set_defaults(handler=_run_scheduled)
 
 
@@ -74,11 +88,13 @@ def _one_run(args: argparse.Namespace, settings: Settings, *, now: pd.Timestamp 
         clustering = clustering.model_copy(update={"k": args.k})
     if clustering.torch_threads:
         torch.set_num_threads(clustering.torch_threads)
-    data_dir = args.data or settings.paths.data_dir / "synth"
-    frames = load_frames(data_dir)
-    embeddings = load_item_embeddings(args.embeddings) if args.embeddings else None
     store = open_segment_store(settings.redis)
     try:
+        # Fail in a second, not after a minute of features and k-means, when Redis is down.
+        store.current_version()
+        data_dir = args.data or settings.paths.data_dir / "synth"
+        frames = load_frames(data_dir)
+        embeddings = load_item_embeddings(args.embeddings) if args.embeddings else None
         export = None if args.no_export else settings.paths.artifacts_dir / "clustering" / "user_segments.parquet"
         return run_clustering(frames, store, clustering, now=now, item_embeddings=embeddings,
                               keep_previous=args.keep_previous, export_path=export, progress=not args.no_progress)

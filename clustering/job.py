@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from clustering.features import ItemEmbeddings, UserFeatures, build_user_features
-from clustering.kmeans import KChoice, choose_k, minibatch_kmeans, pick_device, silhouette_on_sample
+from clustering.kmeans import KChoice, choose_k, minibatch_kmeans, silhouette_on_sample
+from recommender.model.device import pick_device
+from recommender.progress import progress_bar
 from recommender.cohorts import normalize_cohort_series, user_cohorts_joined
 from recommender.data_model import read_events, read_items, read_users
 from recommender.errors import NotFound
@@ -217,7 +218,7 @@ def run_clustering(
         now = frames.events["ts"].max() if len(frames.events) else pd.Timestamp.now(tz="UTC")
     now = pd.Timestamp(now)
     now = now.tz_convert("UTC") if now.tzinfo else now.tz_localize("UTC")
-    device = pick_device(settings.device)
+    device = pick_device(settings.device, variable="HOTFEED_CLUSTERING_DEVICE")
     report = ClusteringReport(now=now, device=device.type)
 
     t0 = time.perf_counter()
@@ -252,7 +253,7 @@ def run_clustering(
     t0 = time.perf_counter()
     version = store.start_version()
     report.version = version
-    with tqdm(total=len(segments), desc=f"write segments {version}", unit="user", disable=not progress,
+    with progress_bar(total=len(segments), desc=f"write segments {version}", unit="user", disable=not progress,
               mininterval=0.5) as bar:
         store.write_user_segments(version, segments, ttl_s=ttl_s, progress=bar.update,
                                   batch_users=settings.write_batch_users)

@@ -23,7 +23,6 @@ __all__ = [
     "K_GRID",
     "KMeansResult",
     "KChoice",
-    "pick_device",
     "minibatch_kmeans",
     "assign_clusters",
     "silhouette_on_sample",
@@ -57,18 +56,6 @@ class KChoice:
     k: int
     rule: str
     scores: dict[int, float] = field(default_factory=dict)
-
-
-def pick_device(preference: str = "auto") -> torch.device:
-    """Return cuda when asked for (or "auto" and available), else cpu.
-
-    Raises InvalidRequest when cuda is asked for explicitly and torch sees no GPU.
-    """
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise InvalidRequest("clustering device 'cuda' was asked for but torch sees no GPU; set it to 'auto' or 'cpu'")
-    if preference in ("cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
+from recommender.progress import progress_bar
+from recommender.cli import env_default
 from recommender.data_model import read_frame, validate_events, validate_items, validate_users, write_frame
 from recommender.settings import Settings
 from indexer.importers import REES46_SAMPLE, TAOBAO_SAMPLE, import_rees46, import_taobao, locate_sample, write_import
@@ -83,7 +84,7 @@ def _import_nginx(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _synth(args: argparse.Namespace, settings: Settings) -> int:
-    with tqdm(total=len(SYNTH_STAGES), desc="synth", unit="stage") as bar:
+    with progress_bar(total=len(SYNTH_STAGES), desc="synth", unit="stage") as bar:
         def on_stage(name: str) -> None:
             bar.set_postfix_str(name)
             if name != SYNTH_STAGES[0]:
@@ -126,7 +127,11 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     )
     actions = data.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    imp = actions.add_parser("import", help="import a real sample or an nginx access log")
+    imp = actions.add_parser(
+        "import", help="import a real sample or an nginx access log",
+        description="Import a real public sample (taobao, rees46) or an nginx access log as cleaned items/users/"
+        "events Parquet files; each prints how many rows its rules left out.",
+    )
     sources = imp.add_subparsers(dest="source", metavar="SOURCE", required=True)
     for name, relative, importer, text in (
         ("taobao", TAOBAO_SAMPLE, import_taobao, "the Taobao UserBehavior sample (no header; pv/cart/fav/buy)"),
@@ -134,8 +139,10 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     ):
         p = sources.add_parser(name, help=f"import {text}", description=f"Import {text}; default file: "
                                f"HOTFEED_PATHS_SHARED_DATA_DIR/{relative.as_posix()}.")
-        p.add_argument("--src", type=Path, metavar="PATH", help="the raw file (default: the shared sample)")
-        p.add_argument("--out", type=Path, metavar="DIR", help=f"output folder (default: <data_dir>/{name})")
+        p.add_argument("--src", type=Path, metavar="PATH", help="the raw file "
+                       f"{env_default('paths', 'shared_data_dir', '/' + relative.as_posix())}")
+        p.add_argument("--out", type=Path, metavar="DIR",
+                       help=f"output folder {env_default('paths', 'data_dir', '/' + name)}")
         p.set_defaults(handler=_import_sample(name, relative, importer))
 
     ngx = sources.add_parser(
@@ -145,33 +152,37 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     )
     ngx.add_argument("log", metavar="LOG", help="access log file (.gz accepted)")
     ngx.add_argument("--item-regex", metavar="RE",
-                     help="path regex with a named group item_id (and optionally event_type); "
-                     "default HOTFEED_INDEXER_NGINX_ITEM_REGEX")
-    ngx.add_argument("--burst-hits", type=int, metavar="N", help="hits that make a burst (default 3)")
-    ngx.add_argument("--burst-window-s", type=float, metavar="S", help="burst window in seconds (default 10)")
-    ngx.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: <data_dir>/nginx)")
+                     help="path regex with a named group item_id (and optionally event_type) "
+                     f"{env_default('indexer', 'nginx_item_regex')}")
+    ngx.add_argument("--burst-hits", type=int, metavar="N",
+                     help=f"hits that make a burst {env_default('indexer', 'burst_min_hits')}")
+    ngx.add_argument("--burst-window-s", type=float, metavar="S",
+                     help=f"burst window in seconds {env_default('indexer', 'burst_window_s')}")
+    ngx.add_argument("--out", type=Path, metavar="DIR",
+                     help=f"output folder {env_default('paths', 'data_dir', '/nginx')}")
     ngx.set_defaults(handler=_import_nginx)
 
     syn = actions.add_parser(
         "synth", help="generate a synthetic marketplace (deterministic by seed)",
         description="Generate items, users and events with power-law popularity, cohort-dependent category "
-        "appeal, ~70%% of views on items under 8 h old, drifting sessions and item status changes.",
+        "appeal, ~70% of views on items under 8 h old, drifting sessions and item status changes.",
     )
-    syn.add_argument("--items", type=int, default=100_000, metavar="N", help="items (default 100000)")
-    syn.add_argument("--users", type=int, default=50_000, metavar="M", help="users (default 50000)")
-    syn.add_argument("--days", type=float, default=14, metavar="D", help="days of events (default 14)")
-    syn.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    syn.add_argument("--events", type=int, metavar="E", help="target event count (default 40 per user)")
+    syn.add_argument("--items", type=int, default=100_000, metavar="N", help="items (default: %(default)s)")
+    syn.add_argument("--users", type=int, default=50_000, metavar="M", help="users (default: %(default)s)")
+    syn.add_argument("--days", type=float, default=14, metavar="D", help="days of events (default: %(default)s)")
+    syn.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: %(default)s)")
+    syn.add_argument("--events", type=int, metavar="E", help="target event count (default: 40 per user)")
     syn.add_argument("--end", default=DEFAULT_SYNTH_END.isoformat(), metavar="TIME",
-                     help=f"end of the event window, ISO-8601 or 'now' (default {DEFAULT_SYNTH_END.isoformat()}; "
-                     "use 'now' for a live demo)")
-    syn.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: <data_dir>/synth)")
+                     help="end of the event window, ISO-8601 or 'now'; use 'now' for a live demo "
+                     "(default: %(default)s)")
+    syn.add_argument("--out", type=Path, metavar="DIR",
+                     help=f"output folder {env_default('paths', 'data_dir', '/synth')}")
     syn.set_defaults(handler=_synth)
 
     val = actions.add_parser("validate", help="validate a CSV/Parquet file against the data model",
                              description="Print each bad row (1-based data row, header not counted) with "
                              "its reason and a summary; exit 1 when any row is rejected.")
-    val.add_argument("file", metavar="FILE")
+    val.add_argument("file", metavar="FILE", help="the CSV or Parquet file to check")
     val.add_argument("--kind", required=True, choices=sorted(_VALIDATORS), help="which frame the file holds")
     val.set_defaults(handler=_validate)
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recommender.query import ITEM_RELATION, POPULARITY_RELATION
 from recommender.engine import Doc
 from indexer._time import epoch_ns
 
@@ -29,8 +30,6 @@ __all__ = [
     "popularity_documents",
 ]
 
-ITEM_RELATION = "item"
-POPULARITY_RELATION = "popularity"
 _ENGAGEMENT = {"views": ("view", "click"), "likes": ("like",), "chats": ("chat",), "purchases": ("purchase",)}
 
 

@@ -6,14 +6,17 @@ import argparse
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from recommender.cli import env_default
 from recommender.engine import open_engine
 from recommender.errors import InvalidRequest, NotFound, StoreUnavailable
+from recommender.events import parse_event
 from recommender.settings import Settings
 from recommender.stores.cohort_maxima import CohortMaxima
 from recommender.stores.events import INDEXER_GROUP, EventStream
@@ -67,6 +70,13 @@ def run_full_rebuild(settings: Settings, data_dir: Path, *, show_progress: bool 
 
     engine = open_engine(settings)
     try:
+        # Both services answer before minutes of loading and encoding, or we stop with why.
+        engine.health()
+        check = RedisSegmentStore(settings.redis)
+        try:
+            check.current_version()
+        finally:
+            check.close()
         data = load_marketplace(data_dir)
         clusters = behaviour_clusters(settings, data.users["user_id"].astype(str).tolist())
         return rebuild_index(
@@ -158,17 +168,30 @@ def _push(args: argparse.Namespace, settings: Settings) -> int:
     path = Path(args.file)
     if not path.exists():
         raise NotFound(f"events file {str(path)!r} does not exist")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    for n, line in enumerate(lines, 1):
+    now_s = time.time()
+    good: list[str] = []
+    bad: list[str] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
         try:
-            json.loads(line)
-        except ValueError as exc:
-            raise InvalidRequest(f"{path}:{n}: not a JSON object ({exc}); one event per line") from None
+            parse_event(json.loads(line), now_s=now_s)
+        except (ValueError, InvalidRequest) as exc:
+            bad.append(f"{path}:{n}: {exc}")
+            continue
+        good.append(line)
+    if bad and args.strict:
+        raise InvalidRequest(f"{len(bad)} bad line(s), nothing appended (--strict); first: " + "; ".join(bad[:5]))
+    for problem in bad[:20]:
+        print(problem, file=sys.stderr)
+    if len(bad) > 20:
+        print(f"... and {len(bad) - 20} more bad lines", file=sys.stderr)
     stream = EventStream(settings.redis)
     started = time.monotonic()
-    ids = stream.append(lines)
-    print(f"{len(ids):,} events appended to {stream.key} in {time.monotonic() - started:.2f}s")
-    return 0
+    ids = stream.append(good) if good else []
+    print(f"{len(ids):,} events appended to {stream.key} in {time.monotonic() - started:.2f}s; "
+          f"{len(bad):,} bad line(s) skipped")
+    return 1 if bad else 0
 
 
 def _dead(args: argparse.Namespace, settings: Settings) -> int:
@@ -183,25 +206,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Full rebuilds (new index, alias swap, rollback) and the near-real-time event consumer.",
     )
     actions = index.add_subparsers(dest="action", metavar="ACTION", required=True)
-    full = actions.add_parser("full", help="rebuild the whole index from a data folder and swap the alias")
-    full.add_argument("--data", help="folder with items/users/events.parquet (default: data/synth)")
-    full.add_argument("--quiet", action="store_true", help="no progress bar")
+    full = actions.add_parser(
+        "full", help="rebuild the whole index from a data folder and swap the alias",
+        description="Build a new items index from a data folder (items, model vectors, cohort popularity, "
+        "behaviour clusters from Redis), check it, then point the alias HOTFEED_ENGINE_INDEX_ALIAS at it; "
+        "the previous index is kept for `hotfeed index rollback`.",
+    )
+    full.add_argument("--data", help="folder with items, users and events (.parquet or .csv) "
+                      f"{env_default('paths', 'data_dir', '/synth')}")
+    full.add_argument("--quiet", action="store_true", help="no progress output")
     full.set_defaults(handler=_full)
-    inc = actions.add_parser("incremental", help="consume the event stream into the index")
+    inc = actions.add_parser(
+        "incremental", help="consume the event stream into the index",
+        description="Consume the Redis event stream into the live index (cohort popularity, item status); "
+        "malformed events and events for unknown items go to the dead letters (`hotfeed events dead`).",
+    )
     inc.add_argument("--follow", action="store_true", help="keep consuming until Ctrl-C (default: until idle)")
     inc.set_defaults(handler=_incremental)
-    actions.add_parser("rollback", help="point the alias back at the previous index").set_defaults(handler=_rollback)
-    actions.add_parser("status", help="live index, kept indexes, stream backlog").set_defaults(handler=_status)
-    sched = actions.add_parser("schedule", help="run the incremental consumer and a nightly full rebuild")
-    sched.add_argument("--data", help="folder for the nightly rebuild (default: data/synth)")
+    actions.add_parser(
+        "rollback", help="point the alias back at the previous index",
+        description="Point the alias HOTFEED_ENGINE_INDEX_ALIAS back at the newest index older than the live one.",
+    ).set_defaults(handler=_rollback)
+    actions.add_parser(
+        "status", help="live index, kept indexes, stream backlog",
+        description="Print the live index, the kept indexes and the event stream's backlog as JSON.",
+    ).set_defaults(handler=_status)
+    sched = actions.add_parser(
+        "schedule", help="run the incremental consumer and a nightly full rebuild",
+        description="Run the incremental consumer until SIGINT/SIGTERM, and a full rebuild on the --full-cron "
+        "schedule; a failed rebuild leaves the alias on the previous index.",
+    )
+    sched.add_argument("--data", help=f"folder for the nightly rebuild {env_default('paths', 'data_dir', '/synth')}")
     sched.add_argument("--full-cron", default="0 3 * * *", help="crontab for full rebuilds, UTC (default: 0 3 * * *)")
     sched.set_defaults(handler=_schedule)
 
-    events = subparsers.add_parser("events", help="append events to the stream, read dead letters")
+    events = subparsers.add_parser(
+        "events", help="append events to the stream, read dead letters",
+        description="Append events to the Redis event stream that `hotfeed index incremental` consumes, and read "
+        "the events it rejected (dead letters).",
+    )
     ev_actions = events.add_subparsers(dest="action", metavar="ACTION", required=True)
-    push = ev_actions.add_parser("push", help="append a JSON-lines file of events (see recommender/events.py)")
-    push.add_argument("file")
+    push = ev_actions.add_parser(
+        "push", help="append a JSON-lines file of events (see recommender/events.py)",
+        description="Check a JSON-lines file, one event object per line (formats in recommender/events.py), and "
+        "append its valid events to the Redis event stream; bad lines are listed and make the exit status 1.",
+    )
+    push.add_argument("file", metavar="FILE", help="JSON-lines file of events, e.g. "
+                      '{"type": "view", "item_id": "i1", "user_id": "u1"} per line')
+    push.add_argument("--strict", action="store_true",
+                      help="append nothing when any line is bad (default: append the good lines, list the bad ones "
+                           "with their line numbers and exit 1)")
     push.set_defaults(handler=_push)
-    dead = ev_actions.add_parser("dead", help="print the latest dead-lettered events with their reason")
-    dead.add_argument("--count", type=int, default=20)
+    dead = ev_actions.add_parser(
+        "dead", help="print the latest dead-lettered events with their reason",
+        description="Print the latest dead-lettered events (payload, reason, source id), oldest first, one JSON "
+        "object per line.",
+    )
+    dead.add_argument("--count", type=int, default=20, help="how many to print (default: %(default)s)")
     dead.set_defaults(handler=_dead)

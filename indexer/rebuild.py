@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
+from recommender.progress import progress_bar
 from recommender.data_model import read_events, read_items, read_users
 from recommender.engine import SearchEngine
 from recommender.errors import HotfeedError, NotFound
@@ -75,16 +75,18 @@ class RebuildReport:
 
 
 def load_marketplace(data_dir: Path) -> MarketplaceData:
-    """Return the items, users and events Parquet files of a data folder, validated.
+    """Return the items, users and events files of a data folder, validated.
 
-    Raises NotFound naming the folder and the command that makes the data.
+    Each is ``<name>.parquet`` or, when there is none, ``<name>.csv`` (docs/your-data.md).
+    Raises NotFound naming the folder, the files it lacks and the commands that make them.
     """
-    paths = {name: data_dir / f"{name}.parquet" for name in ("items", "users", "events")}
-    missing = [str(p) for p in paths.values() if not p.exists()]
+    names = ("items", "users", "events")
+    paths = {n: next((p for p in (data_dir / f"{n}.parquet", data_dir / f"{n}.csv") if p.exists()), None) for n in names}
+    missing = [f"{n}.parquet|.csv" for n, p in paths.items() if p is None]
     if missing:
         raise NotFound(
             f"data folder {str(data_dir)!r} lacks {missing}; make it with `hotfeed data synth` "
-            f"or `hotfeed data import taobao|rees46`"
+            f"or `hotfeed data import taobao|rees46`, or put your own files there (docs/your-data.md)"
         )
     items, items_report = read_items(paths["items"])
     users, users_report = read_users(paths["users"])
@@ -180,7 +182,7 @@ def rebuild_index(
         else:
             _log.warning("%s has no parent-join module: popularity children are not indexed", engine.kind)
         for part, total, docs in parts:
-            with tqdm(total=total, desc=f"bulk {part}", unit="doc", disable=not show_progress, mininterval=1,
+            with progress_bar(total=total, desc=f"bulk {part}", unit="doc", disable=not show_progress, mininterval=1,
                       unit_scale=True) as bar:
                 bulk[part] = engine.bulk_upsert(
                     index, docs, chunk_docs=cfg.bulk_chunk_docs, max_retries=cfg.bulk_max_retries,

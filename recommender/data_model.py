@@ -32,6 +32,7 @@ from recommender.errors import InvalidRequest, NotFound
 
 __all__ = [
     "EVENT_TYPES",
+    "EVENTS_FILE_HELP",
     "ITEM_STATUSES",
     "EVENT_COLUMNS",
     "ITEM_COLUMNS",
@@ -56,6 +57,14 @@ ITEM_COLUMNS: tuple[str, ...] = (
     "item_id", "title", "category", "price", "region", "seller_id", "status", "created_at", "bumped_at",
 )
 USER_COLUMNS: tuple[str, ...] = ("user_id", "gender", "birth_year", "region", "platform", "signup_date")
+
+# What an events file must hold, in one sentence for --help texts and error messages.
+EVENTS_FILE_HELP = (
+    "events file: CSV or Parquet with columns ts (ISO-8601 or unix seconds), item_id, event_type "
+    "(view|click|like|cart|chat|purchase) and user_id and/or session_id; sessions are cut at 30-minute "
+    "gaps when session_id is absent. Diginetica/YOOCHOOSE: rename sessionId->session_id, itemId->item_id, "
+    "timestamp/eventdate->ts, add event_type=click (see docs/session-model.md)."
+)
 
 _EXAMPLE_ROWS = 5
 

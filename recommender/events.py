@@ -13,6 +13,7 @@ Two kinds, as JSON objects:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +26,8 @@ __all__ = ["InteractionEvent", "StatusEvent", "Event", "parse_event", "MAX_ID_LE
 MAX_ID_LENGTH = 128
 # Events more than this far in the future are clock errors, not data.
 _MAX_FUTURE_S = 300
+# Platforms become cohort ids and child document ids (capped by the engine at 512 bytes).
+_MAX_PLATFORM_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ def _ts(value: Any, *, now_s: float) -> float:
         raise InvalidRequest(f"event field 'ts' must be ISO-8601 text or unix seconds, got {value!r}")
     if isinstance(value, (int, float)):
         ts = float(value)
+        if not math.isfinite(ts):
+            raise InvalidRequest(f"event field 'ts' must be a finite number of unix seconds, got {value!r}")
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" UTC", "+00:00"))
@@ -75,6 +80,8 @@ def _ts(value: Any, *, now_s: float) -> float:
         ts = (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
     else:
         raise InvalidRequest(f"event field 'ts' must be ISO-8601 text or unix seconds, got {value!r}")
+    if ts < 0:
+        raise InvalidRequest(f"event field 'ts' {value!r} is before 1970; send the time the event happened")
     if ts > now_s + _MAX_FUTURE_S:
         raise InvalidRequest(f"event field 'ts' {value!r} is in the future; send the time the event happened")
     return ts
@@ -87,7 +94,10 @@ def parse_event(raw: Any, *, now_s: float) -> Event:
     """
     if not isinstance(raw, dict):
         raise InvalidRequest(f"an event must be a JSON object, got {type(raw).__name__}: {str(raw)[:80]!r}")
-    kind = raw.get("type")
+    # Files (data_model.py) name the field event_type, the wire names it type: either is taken.
+    kind = raw.get("type", raw.get("event_type"))
+    if "type" in raw and "event_type" in raw and raw["type"] != raw["event_type"]:
+        raise InvalidRequest(f"event has 'type' {raw['type']!r} and 'event_type' {raw['event_type']!r}; send one")
     item_id = _id(raw, "item_id", required=True)
     if kind == "status":
         status = raw.get("status")
@@ -103,6 +113,8 @@ def parse_event(raw: Any, *, now_s: float) -> Event:
     platform = raw.get("platform")
     if platform is not None and not isinstance(platform, str):
         raise InvalidRequest(f"event field 'platform' must be text, got {platform!r}")
+    if platform is not None and len(platform) > _MAX_PLATFORM_LENGTH:
+        raise InvalidRequest(f"event field 'platform' {platform[:40]!r}... is longer than {_MAX_PLATFORM_LENGTH} characters")
     return InteractionEvent(
         item_id=item_id,
         event_type=kind,

@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recommender.errors import ConfigError
+from recommender.redact import redact
 
 __all__ = [
     "REPO_ROOT",
@@ -29,6 +30,7 @@ __all__ = [
     "GatewaySettings",
     "Settings",
     "load_settings",
+    "env_var",
 ]
 
 # The package is installed editable from the repository, so repository-level folders
@@ -49,8 +51,15 @@ class EngineSettings(BaseSettings):
     kind: EngineKind = Field(
         default="opensearch", validation_alias=AliasChoices("kind", "HOTFEED_ENGINE", "HOTFEED_ENGINE_KIND")
     )
-    # Empty means the local default port of the chosen engine (see services).
+    # Empty means the local default port of the chosen engine (see services). Basic-auth
+    # credentials may sit in the URL (https://user:password@host:9200) or in username/password.
     url: str = ""
+    # Elasticsearch API key (the base64 "id:key" form Kibana shows); sent as "ApiKey ...".
+    api_key: str = ""
+    username: str = ""
+    password: str = ""
+    # CA bundle (PEM) to verify an https engine with, e.g. Elasticsearch 8's http_ca.crt.
+    ca_file: Path | None = None
     timeout_ms: int = Field(default=10_000, ge=1, le=600_000)
     index_alias: str = Field(default="hotfeed-items", pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     embedding_dims: int = Field(default=64, ge=2, le=4096)
@@ -162,7 +171,17 @@ class ModelSettings(BaseSettings):
 
     # "auto" picks cuda when torch sees a GPU, else cpu.
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    checkpoint: Path = REPO_ROOT / "artifacts" / "model" / "model.pt"
+    # The one default that `hotfeed train`, the demo, `index full` and `serve` share. "none"
+    # serves without a model (engine order, no session vectors). A checkpoint set here that
+    # does not exist stops `serve`; only the unset default may be missing (with a warning).
+    checkpoint: Path | None = REPO_ROOT / "artifacts" / "model" / "model.pt"
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _checkpoint_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+            return None
+        return value
     # torch intra-op threads of the recommender process. 1: a feed's model calls are small,
     # and more threads spin on cores the engine and the other requests need.
     serving_threads: int = Field(default=1, ge=0, le=256)
@@ -227,16 +246,33 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
 
+def env_var(section: type[BaseSettings], field: str) -> str:
+    """Return the environment variable a section's field is read from ("HOTFEED_ENGINE_URL")."""
+    info = section.model_fields.get(field)
+    alias = getattr(info, "validation_alias", None) if info is not None else None
+    choices = getattr(alias, "choices", ()) or ()
+    named = [c for c in choices if isinstance(c, str) and c.startswith("HOTFEED_")]
+    if named:
+        return named[0]
+    return f"{section.model_config.get('env_prefix', 'HOTFEED_')}{field}".upper()
+
+
 def load_settings() -> Settings:
     """Return settings read from ``HOTFEED_*`` environment variables.
 
-    Raises ConfigError naming the variable and the bad value when one does not validate.
+    Raises ConfigError naming every variable that does not validate, its value (passwords in
+    URLs masked) and what is wrong with it.
     """
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']} (got {err.get('input')!r})"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid HOTFEED_* settings: {problems}") from None
+    sections: dict[str, BaseSettings] = {}
+    problems: list[str] = []
+    for name, field in Settings.model_fields.items():
+        section = field.annotation
+        try:
+            sections[name] = section()
+        except ValidationError as exc:
+            for err in exc.errors():
+                where = env_var(section, str(err["loc"][0])) if err["loc"] else f"HOTFEED_{name.upper()}_*"
+                problems.append(f"{where}={redact(err.get('input'))!r}: {err['msg']}")
+    if problems:
+        raise ConfigError("invalid settings: " + "; ".join(problems))
+    return Settings(**sections)

@@ -6,7 +6,8 @@
 
 Sizes are small by default so it finishes in a few minutes on 2 cores; `--items`,
 `--users`, `--days` and `--epochs` scale it. Every step runs the same code as its `hotfeed`
-command; the demo's data and model live in data/demo and artifacts/demo.
+command; the demo's data lives in data/demo, its model at the default checkpoint
+(HOTFEED_MODEL_CHECKPOINT, artifacts/model/model.pt), where `hotfeed serve` finds it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.engine import open_engine
 from recommender.errors import HotfeedError
+from recommender.redact import redact_url
 from recommender.services.local import local_services
 from recommender.settings import load_settings
 
@@ -102,17 +104,23 @@ def _burst(target: str, user_ids: list[str], region: str, *, requests: int, clie
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=20_000)
-    parser.add_argument("--users", type=int, default=8_000)
-    parser.add_argument("--days", type=float, default=7)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--requests", type=int, default=200, help="HomeFeed calls in the timed burst")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the burst")
+    parser.add_argument("--items", type=int, default=20_000, help="items in the synthetic marketplace "
+                        "(default: %(default)s)")
+    parser.add_argument("--users", type=int, default=8_000, help="users in the synthetic marketplace "
+                        "(default: %(default)s)")
+    parser.add_argument("--days", type=float, default=7, help="days of synthetic events (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs of the session model "
+                        "(default: %(default)s)")
+    parser.add_argument("--requests", type=int, default=200, help="HomeFeed calls in the timed burst "
+                        "(default: %(default)s)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the burst (default: %(default)s)")
     args = parser.parse_args()
 
     base = load_settings()
     data_dir = base.paths.data_dir / "demo"
-    checkpoint = base.paths.artifacts_dir / "demo" / "tailnet.pt"
+    # The default checkpoint (HOTFEED_MODEL_CHECKPOINT) that `hotfeed train` writes and
+    # `hotfeed serve` loads, so serving after the demo reranks with the demo's model.
+    checkpoint = base.model.checkpoint or base.paths.artifacts_dir / "model" / "model.pt"
 
     env = {**os.environ, "HOTFEED_MODEL_CHECKPOINT": str(checkpoint)}
     settings = base.model_copy(update={"model": base.model.model_copy(update={"checkpoint": checkpoint})})
@@ -122,7 +130,7 @@ def main() -> int:
         print("   " + service.up().line(), flush=True)
     engine = open_engine(settings)
     caps = engine.capabilities()
-    print(f"   engine for the demo: {caps.kind} {caps.version} at {settings.engine.url} "
+    print(f"   engine for the demo: {caps.kind} {caps.version} at {redact_url(settings.engine.url)} "
           f"(join={'yes' if caps.join else 'no'}, knn={'yes' if caps.knn else 'no'})")
     _done(t)
 
@@ -201,7 +209,8 @@ def main() -> int:
     _done(t)
     running.stop(grace_s=1)
     engine.close()
-    print("\ndemo done. Services keep running (`hotfeed services down` stops them).")
+    print(f"\ndemo done. Services keep running (`hotfeed services down` stops them); `hotfeed serve` "
+          f"serves this index with the demo's model ({checkpoint}).")
     return 0
 
 

@@ -24,6 +24,7 @@ import urllib3
 
 from recommender.engine import dialect
 from recommender.errors import EngineUnavailable, InvalidRequest, NotFound
+from recommender.redact import redact, redact_url
 from recommender.settings import EngineSettings
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
     "SearchResult",
     "SearchEngine",
     "RestEngine",
-    "redacted_url",
+    "auth_headers",
     "translate_http_error",
 ]
 
@@ -161,6 +162,7 @@ def translate_http_error(status: int | None, reason: str, *, what: str, url: str
     No answer, 429 and 5xx mean the engine is unavailable; 404 is NotFound; other 4xx
     mean the request was wrong.
     """
+    url, reason = redact_url(url), redact(reason)
     if status is None or status == 429 or status >= 500:
         return EngineUnavailable(
             f"search engine at {url!r} is unavailable while {what}: {reason}. "
@@ -183,10 +185,12 @@ def _error_reason(body: Any) -> str:
     return str(body)[:300]
 
 
-def redacted_url(url: str) -> str:
-    """Return ``url`` without its user and password (for messages and logs)."""
-    parsed = urllib3.util.parse_url(url)
-    return parsed._replace(auth=None).url if parsed.auth else url
+def auth_headers(settings: EngineSettings) -> dict[str, str]:
+    """Return the Authorization header for the engine: API key, else user/password (settings or URL)."""
+    if settings.api_key:
+        return {"authorization": f"ApiKey {settings.api_key}"}
+    user_pass = f"{settings.username}:{settings.password}" if settings.username else urllib3.util.parse_url(settings.url).auth
+    return dict(urllib3.make_headers(basic_auth=user_pass)) if user_pass else {}
 
 
 class _SearchConnection:
@@ -197,17 +201,16 @@ class _SearchConnection:
     Credentials in the URL become a basic-auth header.
     """
 
-    def __init__(self, url: str, *, maxsize: int = 16):
-        parsed = urllib3.util.parse_url(url)
-        headers = {"content-type": "application/json", "accept": "application/json"}
-        if parsed.auth:
-            headers.update(urllib3.make_headers(basic_auth=parsed.auth))
+    def __init__(self, settings: EngineSettings, *, maxsize: int = 16):
+        parsed = urllib3.util.parse_url(settings.url)
+        headers = {"content-type": "application/json", "accept": "application/json", **auth_headers(settings)}
         self._prefix = (parsed.path or "").rstrip("/")
+        tls = {"ca_certs": str(settings.ca_file)} if settings.ca_file and parsed.scheme == "https" else {}
         self._pool = urllib3.connection_from_url(
             parsed._replace(auth=None, path=None, query=None, fragment=None).url,
-            maxsize=maxsize, block=False, retries=False, headers=headers,
+            maxsize=maxsize, block=False, retries=False, headers=headers, **tls,
         )
-        self.url = redacted_url(url)
+        self.url = redact_url(settings.url)
 
     def post_json(self, path: str, body: bytes, *, params: dict[str, str], timeout_s: float, what: str) -> Any:
         """Return the decoded answer of a POST; raises our errors (``translate_http_error``)."""
@@ -235,7 +238,7 @@ class RestEngine:
         self.settings = settings
         self.mappings_dir = mappings_dir
         self._capabilities: Capabilities | None = None
-        self._search_http = _SearchConnection(settings.url)
+        self._search_http = _SearchConnection(settings)
 
     # -- primitives each backend implements ---------------------------------------------------
     def _request(

@@ -23,10 +23,10 @@ from typing import Any
 from recommender.errors import ConfigError
 from recommender.settings import EngineSettings
 
-__all__ = ["load_items_mapping", "render_items_index", "render_search", "supports_knn", "VECTOR_TYPE"]
+__all__ = ["ITEMS_MAPPING_FILE", "load_items_mapping", "render_items_index", "render_search", "supports_knn", "VECTOR_TYPE"]
 
 VECTOR_TYPE = "hotfeed_vector"
-_ITEMS_FILE = "items.json"
+ITEMS_MAPPING_FILE = "items.json"
 
 
 def load_items_mapping(mappings_dir: Path) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def load_items_mapping(mappings_dir: Path) -> dict[str, Any]:
 
     Raises ConfigError when the file is missing or not JSON.
     """
-    path = mappings_dir / _ITEMS_FILE
+    path = mappings_dir / ITEMS_MAPPING_FILE
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:

@@ -12,8 +12,8 @@ from recommender.engine.base import (
     BULK_FILTER_PATH,
     BULK_TIMEOUT_MS,
     RestEngine,
+    auth_headers,
     error_reason,
-    redacted_url,
     translate_http_error,
 )
 from recommender.settings import EngineSettings
@@ -30,7 +30,8 @@ class ElasticsearchEngine(RestEngine):
     def __init__(self, settings: EngineSettings, *, mappings_dir: Path):
         super().__init__(settings, mappings_dir=mappings_dir)
         self._client = Elasticsearch(
-            settings.url, request_timeout=settings.timeout_ms / 1000, max_retries=0, retry_on_timeout=False
+            settings.url, request_timeout=settings.timeout_ms / 1000, max_retries=0, retry_on_timeout=False,
+            headers=auth_headers(settings), **({"ca_certs": str(settings.ca_file)} if settings.ca_file else {}),
         )
 
     def _call(self, method: str, path: str, *, body: Any, params: Any, what: str, timeout_ms: int | None,
@@ -42,9 +43,9 @@ class ElasticsearchEngine(RestEngine):
         try:
             response = client.perform_request(method, path, params=params, headers=headers, body=body)
         except elasticsearch.ApiError as exc:
-            raise translate_http_error(exc.meta.status, error_reason(exc.body), what=what, url=redacted_url(self.settings.url)) from None
+            raise translate_http_error(exc.meta.status, error_reason(exc.body), what=what, url=self.settings.url) from None
         except elasticsearch.TransportError as exc:  # connection refused, timeout, TLS
-            raise translate_http_error(None, f"{type(exc).__name__}: {exc}", what=what, url=redacted_url(self.settings.url)) from None
+            raise translate_http_error(None, f"{type(exc).__name__}: {exc}", what=what, url=self.settings.url) from None
         return response.body if method != "HEAD" else True
 
     def _request(self, method, path, *, body=None, params=None, what, timeout_ms=None):

@@ -12,8 +12,8 @@ from recommender.engine.base import (
     BULK_FILTER_PATH,
     BULK_TIMEOUT_MS,
     RestEngine,
+    auth_headers,
     error_reason,
-    redacted_url,
     translate_http_error,
 )
 from recommender.settings import EngineSettings
@@ -28,6 +28,7 @@ class OpenSearchEngine(RestEngine):
         super().__init__(settings, mappings_dir=mappings_dir)
         self._client = OpenSearch(
             [settings.url], timeout=settings.timeout_ms / 1000, max_retries=0, retry_on_timeout=False,
+            headers=auth_headers(settings), **({"ca_certs": str(settings.ca_file)} if settings.ca_file else {}),
             # Concurrent bulk writes each hold a connection; urllib3's default keeps only one.
             pool_maxsize=8,
         )
@@ -44,7 +45,7 @@ class OpenSearchEngine(RestEngine):
             if isinstance(exc, (opensearchpy.ConnectionError, opensearchpy.ConnectionTimeout)):
                 status = None
             reason = error_reason(exc.info) if status is not None else f"{type(exc).__name__}: {exc.error}"
-            raise translate_http_error(status, reason, what=what, url=redacted_url(self.settings.url)) from None
+            raise translate_http_error(status, reason, what=what, url=self.settings.url) from None
 
     def _request(self, method, path, *, body=None, params=None, what, timeout_ms=None):
         return self._call(method, path, body=body, params=params, what=what, timeout_ms=timeout_ms)

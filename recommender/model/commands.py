@@ -4,22 +4,41 @@ when a command runs so `hotfeed --help` does not load torch."""
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
+from recommender.cli import env_default, setting_value
+from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP
+from recommender.errors import HotfeedError
 from recommender.model.metrics import DEFAULT_METRICS
 from recommender.settings import Settings
 
-__all__ = ["register", "MODEL_NAMES", "FORMAT_HELP"]
+__all__ = ["register", "MODEL_NAMES"]
 
 # The names of recommender.model.network.MODELS (a unit test keeps the two equal).
 MODEL_NAMES = ("gru4rec", "sasrec", "tailnet")
 
-FORMAT_HELP = (
-    "events file: CSV or Parquet with columns ts (ISO-8601 or unix seconds), item_id, event_type "
-    "(view|click|like|cart|chat|purchase) and user_id and/or session_id; sessions are cut at 30-minute "
-    "gaps when session_id is absent. Diginetica/YOOCHOOSE: rename sessionId->session_id, itemId->item_id, "
-    "timestamp/eventdate->ts, add event_type=click (see docs/session-model.md)."
-)
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_configs() -> dict[str, dict]:
+    from recommender.model.config import load_model_config
+
+    return {name: load_model_config(name) for name in MODEL_NAMES}
+
+
+def _param_default(key: str) -> str:
+    """Help text for a hyper-parameter flag: where its default comes from and what it is now."""
+    params = setting_value("model", "params")
+    if isinstance(params, dict) and key in params:
+        return f"(default: $HOTFEED_MODEL_PARAMS {key} = {params[key]})".replace("%", "%%")
+    try:
+        shipped = {name: config[key] for name, config in _shipped_configs().items()}
+    except (HotfeedError, KeyError):
+        return "(default: recommender/model/configs/<model>.yaml)"
+    values = set(shipped.values())
+    shown = str(values.pop()) if len(values) == 1 else ", ".join(f"{m} {v}" for m, v in shipped.items())
+    return f"(default: {shown}, from recommender/model/configs/<model>.yaml)"
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -27,31 +46,39 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-days", type=float, default=1.0, help="sessions ending in the last N days are the test "
                    "set, the N days before that validation (default 1; spans under 4N: the last 20%% of sessions)")
     p.add_argument("--min-item-support", type=int, default=5, help="drop items seen fewer times (default 5)")
-    p.add_argument("--gap-minutes", type=float, default=30.0, help="session cut when session_id is absent")
+    p.add_argument("--gap-minutes", type=float, default=30.0, help="inactivity in minutes that ends a session "
+                   "when session_id is absent (default: %(default)s)")
     p.add_argument("--train-days", type=float, help="train on sessions of the last N days before validation only "
                    "(default: all); models and baselines see the same sessions")
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, metavar="YAML", help="hyper-parameter file overriding configs/<model>.yaml")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one hyper-parameter (repeatable)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: HOTFEED_MODEL_DEVICE (auto)")
+    p.add_argument("--config", type=Path, metavar="YAML", help="hyper-parameter file (any subset of keys) "
+                   "overriding recommender/model/configs/<model>.yaml (default: none)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one hyper-parameter, e.g. "
+                   "--set lr=0.002; repeatable (default: none)")
+    p.add_argument("--epochs", type=int,
+                   help=f"maximum epochs, early stopping may end sooner {_param_default('epochs')}")
+    p.add_argument("--seed", type=int, help=f"random seed {_param_default('seed')}")
+    p.add_argument("--batch-size", type=int, help=f"session prefixes per optimizer step {_param_default('batch_size')}")
+    p.add_argument("--lr", type=float, help=f"learning rate {_param_default('lr')}")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks cuda when torch sees a GPU "
+                   f"{env_default('model', 'device')}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` and `eval` subcommands."""
     train = subparsers.add_parser(
         "train", help="train a session model on an events file and write a checkpoint",
-        description="Train tailnet, sasrec or gru4rec on sessions built from an events file.",
+        description="Train tailnet, sasrec or gru4rec on sessions built from an events file and write a checkpoint. "
+        "Hyper-parameters: recommender/model/configs/<model>.yaml, overridden by --config, then "
+        "HOTFEED_MODEL_PARAMS (JSON), then flags.",
     )
     _add_data_flags(train)
-    train.add_argument("--model", choices=MODEL_NAMES, default="tailnet")
+    train.add_argument("--model", choices=MODEL_NAMES, default="tailnet", help="session model to train "
+                       "(default: %(default)s)")
     train.add_argument("--out", type=Path, metavar="PATH", help="checkpoint file (.pt) or directory "
-                       "(writes <model>.pt); default HOTFEED_MODEL_CHECKPOINT")
+                       f"(writes <model>.pt) {env_default('model', 'checkpoint')}")
     _add_training_flags(train)
     train.set_defaults(handler=run_train)
 
@@ -61,12 +88,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "write results.json and one PNG bar chart per metric into --out.",
     )
     _add_data_flags(ev)
-    ev.add_argument("--models", default="tailnet,sasrec,gru4rec", help="comma-separated models to train and evaluate")
+    ev.add_argument("--models", default="tailnet,sasrec,gru4rec", help="comma-separated models to train and "
+                    "evaluate (default: %(default)s)")
     ev.add_argument("--checkpoint", type=Path, action="append", metavar="PT",
-                    help="evaluate this trained checkpoint instead of training (repeatable)")
-    ev.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated, e.g. HR@20,Tail@20")
+                    help="evaluate this trained checkpoint instead of training; repeatable (default: none, "
+                    "train each of --models)")
+    ev.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric names "
+                    "(default: %(default)s)")
     ev.add_argument("--out", type=Path, metavar="DIR", help="report folder (results.json, charts, trained "
-                    "checkpoints); default <artifacts>/eval/<events name>")
+                    f"checkpoints) {env_default('paths', 'artifacts_dir', '/eval/<events name>')}")
     _add_training_flags(ev)
     ev.set_defaults(handler=run_eval)
 

@@ -15,8 +15,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from recommender.progress import progress_bar
 from recommender.model.data import PrefixExamples, SessionSplit, prefix_examples
 from recommender.model.metrics import DEFAULT_METRICS, RankedLists, metric_by_name
 from recommender.model.network import SessionModel
@@ -57,7 +57,7 @@ def rank_top_k(
     """Return (topk [N, k] item indices best first, targets [N]) for every prefix in ``examples``."""
     out = np.zeros((len(examples), k), dtype=np.int64)
     starts = range(0, len(examples), batch_size)
-    for start in tqdm(starts, desc=progress, disable=progress is None, leave=False, unit="batch"):
+    for start in progress_bar(starts, desc=progress or "", disable=progress is None, leave=False, unit="batch"):
         end = start + batch_size
         lengths = examples.lengths[start:end]
         items = examples.items[start:end, : int(lengths.max())]

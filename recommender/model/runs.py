@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from recommender.data_model import read_events
-from recommender.errors import InvalidRequest, NotFound
-from recommender.model.commands import FORMAT_HELP
+from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP, read_events
+from recommender.errors import ConfigError, InvalidRequest, NotFound
 from recommender.model.baselines import Popularity, SessionItemKNN, SessionPopularity
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
@@ -78,6 +77,8 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     config = _config(args.model, args, settings)
     split = _split_of(args)
     out = args.out or settings.model.checkpoint
+    if out is None:
+        raise ConfigError("HOTFEED_MODEL_CHECKPOINT is 'none' and no --out was given; pass --out PATH.pt")
     path = out if out.suffix == ".pt" else out / f"{args.model}.pt"
     trainer = Trainer(config, device=device)
     model = trainer.build(args.model, split)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from recommender.progress import progress_bar
 from recommender.model.checkpoint import save_checkpoint
 from recommender.model.data import SessionSplit, iterate_batches, prefix_examples
 from recommender.model.evaluate import ModelScorer, rank_top_k
@@ -109,7 +109,7 @@ class Trainer:
             model.train()
             total, batches = 0.0, 0
             n_batches = -(-len(examples) // int(cfg["batch_size"]))
-            bar = tqdm(
+            bar = progress_bar(
                 iterate_batches(examples, batch_size=int(cfg["batch_size"]), shuffle=True, generator=rng, device=self.device),
                 total=n_batches, desc=f"{model.name} epoch {epoch}", disable=not self.progress, leave=False, unit="batch",
             )

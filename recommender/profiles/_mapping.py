@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from recommender.engine.dialect import ITEMS_MAPPING_FILE, load_items_mapping
 from recommender.errors import ConfigError
 from recommender.settings import REPO_ROOT
 
@@ -43,13 +43,11 @@ def read_item_fields(mappings_dir: Path) -> ItemFields:
 
     Raises ConfigError when the file is missing or has no ``mappings.properties``.
     """
-    path = Path(mappings_dir) / "items.json"
+    path = Path(mappings_dir) / ITEMS_MAPPING_FILE
+    doc = load_items_mapping(Path(mappings_dir))
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
         props = doc["mappings"]["properties"]
-    except FileNotFoundError:
-        raise ConfigError(f"items mapping {str(path)!r} does not exist; set HOTFEED_PATHS_MAPPINGS_DIR to es_mappings/") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise ConfigError(f"items mapping {str(path)!r} has no readable mappings.properties ({exc}); restore it from git") from None
     try:
         source = str(path.resolve().relative_to(REPO_ROOT))

@@ -4,6 +4,7 @@
 the feed and similar-items queries. No client, no I/O, no clock.
 """
 
+from recommender.query._fields import ITEM_RELATION, POPULARITY_RELATION
 from recommender.query._context import COHORT_KIND_TYPES, MAX_PAGE_SIZE, FeedContext, SearchAfter, cohort_type
 from recommender.query.build import (
     FEED_SORT,
@@ -25,6 +26,8 @@ __all__ = [
     "COHORT_KIND_TYPES",
     "COMPONENT_BUILDERS",
     "FEED_SORT",
+    "ITEM_RELATION",
+    "POPULARITY_RELATION",
     "MAX_PAGE_SIZE",
     "ComponentBuilder",
     "ComponentInputs",

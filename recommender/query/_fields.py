@@ -15,6 +15,7 @@ __all__ = [
     "EMBEDDING",
     "COHORT",
     "SCORE",
+    "ITEM_RELATION",
     "POPULARITY_RELATION",
     "CATEGORY",
     "HIT_FIELDS",
@@ -32,7 +33,8 @@ EMBEDDING = "embedding"
 # Popularity children.
 COHORT = "cohort"
 SCORE = "score"
-# Child type of the join field `relation` (item -> popularity).
+# Parent and child types of the join field `relation` (es_mappings/items.json: item -> popularity).
+ITEM_RELATION = "item"
 POPULARITY_RELATION = "popularity"
 # What a feed hit carries, read from doc values: the rerank and the category cap need nothing
 # else. Hits never load stored fields (``stored_fields: _none_``): the stored-fields block

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from recommender.cli import env_default
 from recommender.settings import Settings
 
 __all__ = ["register"]
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Redis (HOTFEED_REDIS_URL) and the session model checkpoint (HOTFEED_MODEL_CHECKPOINT). "
         "Health checking and reflection are on; Prometheus metrics on HOTFEED_SERVER_METRICS_PORT.",
     )
-    parser.add_argument("--port", type=int, help="listen port (default HOTFEED_SERVER_PORT, 50051)")
-    parser.add_argument("--engine-timeout-ms", type=int, help="engine deadline before the fallback (default 80)")
+    parser.add_argument("--port", type=int, help=f"listen port; 0 picks a free one {env_default('server', 'port')}")
+    parser.add_argument("--engine-timeout-ms", type=int, help="engine search deadline in ms; past it the popular "
+                        f"fallback serves the page {env_default('server', 'engine_timeout_ms')}")
     parser.set_defaults(handler=_serve)

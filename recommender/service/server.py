@@ -17,8 +17,9 @@ from grpc_reflection.v1alpha import reflection
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.engine import open_engine
-from recommender.errors import ServiceSetupError
+from recommender.errors import ConfigError, ServiceSetupError
 from recommender.profiles import read_item_fields
+from recommender.redact import redact_url
 from recommender.service.feeds import FeedService
 from recommender.service.profile_cache import ProfileCache
 from recommender.service.servicer import RecommenderServicer, TokenInterceptor
@@ -34,7 +35,16 @@ _SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 
 def _load_scorer(settings: Settings):
     path = settings.model.checkpoint
+    if path is None:
+        _log.info("HOTFEED_MODEL_CHECKPOINT=none: serving without the session model (engine order, no session vectors)")
+        return None
     if not path.exists():
+        if "checkpoint" in settings.model.model_fields_set:
+            raise ConfigError(
+                f"HOTFEED_MODEL_CHECKPOINT={str(path)!r} does not exist; train one there "
+                f"(`hotfeed train --events FILE --out {path}`) or set HOTFEED_MODEL_CHECKPOINT=none "
+                f"to serve without the session model"
+            )
         _log.warning("no session model at %s: rerank and session vectors are off (train one: hotfeed train)", path)
         return None
     import torch
@@ -114,7 +124,7 @@ def start_server(settings: Settings, *, port: int | None = None) -> RunningServe
     for name in ("", _SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     _log.info("recommender listening on %s:%d (engine %s, index %s)", settings.server.host, bound,
-              settings.engine.url, settings.engine.index_alias)
+              redact_url(settings.engine.url), settings.engine.index_alias)
     return RunningServer(server, bound, feeds, profiles, health_servicer, stores)
 
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import redis
 
 from recommender.errors import StoreUnavailable
+from recommender.redact import redact, redact_url
 from recommender.settings import RedisSettings
 
 __all__ = ["open_redis", "redis_errors_translated"]
@@ -36,5 +37,6 @@ def redis_errors_translated(what: str, url: str) -> Iterator[None]:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise StoreUnavailable(
-            f"Redis at {url!r} is unavailable while {what}: {exc}. Start it with `hotfeed services up`."
+            f"Redis at {redact_url(url)!r} is unavailable while {what}: {redact(exc)}. "
+            f"Start it with `hotfeed services up`."
         ) from exc

@@ -60,6 +60,7 @@ from recommender.cohorts import (
     user_cohorts,
 )
 from recommender.errors import InvalidRequest, StoreUnavailable
+from recommender.redact import redact_url
 from recommender.settings import RedisSettings
 from recommender.stores._redis import open_redis, redis_errors_translated
 
@@ -594,7 +595,7 @@ class RedisSegmentStore:
                         conn.read_response()
                 except redis.ResponseError as exc:
                     raise StoreUnavailable(
-                        f"Redis at {self._settings.url!r} refused a segment write of version {version!r}: "
+                        f"Redis at {redact_url(self._settings.url)!r} refused a segment write of version {version!r}: "
                         f"{exc}. Check its memory limit (maxmemory) and that nothing else writes "
                         f"under the key prefix {self._p!r}."
                     ) from exc

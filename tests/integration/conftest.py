@@ -151,7 +151,7 @@ def service_stack(opensearch_settings: Settings, tmp_path_factory) -> Iterator[S
         update={
             "engine": opensearch_settings.engine.model_copy(update={"index_alias": f"hftest-{token}-svc"}),
             "redis": redis,
-            "model": ModelSettings(checkpoint=tmp_path_factory.mktemp("model") / "none.pt"),
+            "model": ModelSettings(checkpoint=None),
             # Generous deadline: the test machine is small and shared; deadline behaviour has its own test.
             "server": ServerSettings(port=0, engine_timeout_ms=5000, metrics_port=0, profile_poll_ms=100),
         }

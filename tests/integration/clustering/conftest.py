@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from clustering.job import Frames
 from recommender.data_model import validate_events, validate_items, validate_users
@@ -14,14 +13,6 @@ from recommender.stores.segments import RedisSegmentStore
 
 NOW = pd.Timestamp("2026-11-01T00:00:00Z")
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    # Tiny k-means batches run 10-30x slower with spinning OpenMP threads on a busy 2-core box.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import torch
 
 from recommender.data_model import validate_events, validate_items, validate_users
 
 NOW = pd.Timestamp("2026-11-01T00:00:00Z")
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    # The k-means batches are tiny; on a loaded 2-core box spinning OpenMP threads make
-    # them 10-30x slower, so the unit suite pins torch to one thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture

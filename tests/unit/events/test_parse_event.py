@@ -42,3 +42,25 @@ def test_a_status_event_is_parsed():
 def test_bad_events_are_rejected_with_the_field_and_value(raw, message):
     with pytest.raises(InvalidRequest, match=message):
         parse_event(raw, now_s=NOW)
+
+
+def test_files_and_wire_name_the_event_type_alike():
+    wire = parse_event({"type": "click", "item_id": "i1", "user_id": "u"}, now_s=NOW)
+    file = parse_event({"event_type": "click", "item_id": "i1", "user_id": "u"}, now_s=NOW)
+    assert wire == file
+
+
+def test_two_different_event_types_are_refused():
+    with pytest.raises(InvalidRequest, match="'type' 'click' and 'event_type' 'view'"):
+        parse_event({"type": "click", "event_type": "view", "item_id": "i1", "user_id": "u"}, now_s=NOW)
+
+
+@pytest.mark.parametrize("ts", [float("nan"), float("inf"), float("-inf"), -1e300])
+def test_non_finite_or_ancient_times_are_refused(ts):
+    with pytest.raises(InvalidRequest, match="'ts'"):
+        parse_event({"type": "view", "item_id": "i1", "user_id": "u", "ts": ts}, now_s=NOW)
+
+
+def test_an_overlong_platform_is_refused_before_it_reaches_a_document_id():
+    with pytest.raises(InvalidRequest, match="'platform'.*longer than 64"):
+        parse_event({"type": "view", "item_id": "i1", "user_id": "u", "platform": "x" * 600}, now_s=NOW)

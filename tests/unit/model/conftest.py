@@ -5,19 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from recommender.data_model import validate_events
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    # The models here are tiny: a second intra-op thread only adds contention, and on a busy
-    # 2-core machine it made the suite many times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def chain_events(*, n_items: int = 30, n_sessions: int = 240, length: int = 5, days: int = 6, seed: int = 0) -> pd.DataFrame:

@@ -25,11 +25,27 @@ def test_short_engine_variable_selects_elasticsearch_and_its_port(monkeypatch):
 
 def test_unknown_engine_name_is_rejected_with_the_value(monkeypatch):
     monkeypatch.setenv("HOTFEED_ENGINE", "solr")
-    with pytest.raises(ConfigError, match="kind.*'solr'"):
+    with pytest.raises(ConfigError, match="HOTFEED_ENGINE='solr'"):
         load_settings()
 
 
 def test_out_of_range_number_is_rejected_with_the_value(monkeypatch):
     monkeypatch.setenv("HOTFEED_ENGINE_TIMEOUT_MS", "-5")
-    with pytest.raises(ConfigError, match="timeout_ms.*'-5'"):
+    with pytest.raises(ConfigError, match="HOTFEED_ENGINE_TIMEOUT_MS='-5'"):
         load_settings()
+
+
+def test_a_bad_value_names_its_variable_and_masks_passwords(monkeypatch):
+    monkeypatch.setenv("HOTFEED_SERVER_PORT", "not-a-port")
+    monkeypatch.setenv("HOTFEED_REDIS_TIMEOUT_MS", "0")
+    monkeypatch.setenv("HOTFEED_ENGINE_EMBEDDING_DIMS", "https://app:s3cret@es:9200")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "HOTFEED_SERVER_PORT='not-a-port'" in message and "HOTFEED_REDIS_TIMEOUT_MS='0'" in message
+    assert "HOTFEED_ENGINE_EMBEDDING_DIMS='https://app:***@es:9200'" in message and "s3cret" not in message
+
+
+def test_model_checkpoint_none_switches_the_model_off(monkeypatch):
+    monkeypatch.setenv("HOTFEED_MODEL_CHECKPOINT", "none")
+    assert load_settings().model.checkpoint is None
