@@ -75,7 +75,9 @@ def create_app(settings: Settings, *, channel: grpc.Channel | None = None) -> Fa
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         # One id per request, passed on to the recommender so its logs join with ours.
         given = request.headers.get(_REQUEST_ID_HEADER, "")
-        request.state.request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        # It travels on as gRPC metadata, which takes printable ASCII only; anything else is replaced.
+        ok = 0 < len(given) <= 128 and given.isascii() and given.isprintable()
+        request.state.request_id = given if ok else uuid.uuid4().hex
         response = await call_next(request)
         response.headers[_REQUEST_ID_HEADER] = request.state.request_id
         return response

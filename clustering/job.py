@@ -33,7 +33,7 @@ from recommender.cohorts import normalize_cohort_series, user_cohorts_joined
 from recommender.data_model import read_events, read_items, read_users
 from recommender.errors import NotFound
 from recommender.settings import ClusteringSettings
-from recommender.stores.segments import SegmentStore
+from recommender.stores.segments import SegmentWriter
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -197,7 +197,7 @@ def pick_cold_start_clusters(segments: pd.DataFrame) -> dict[str, int]:
 
 def run_clustering(
     frames: Frames,
-    store: SegmentStore,
+    store: SegmentWriter,
     settings: ClusteringSettings,
     *,
     now: pd.Timestamp | None = None,

@@ -35,7 +35,7 @@ from recommender.events import InteractionEvent, StatusEvent, parse_event
 from recommender.settings import Settings
 from recommender.stores.cohort_maxima import CohortMaxima
 from recommender.stores.events import INDEXER_GROUP, EventStream, StreamEntry
-from recommender.stores.segments import SegmentStore
+from recommender.stores.segments import SegmentReader
 from indexer.documents import POPULARITY_RELATION, child_doc_id
 
 __all__ = ["BatchReport", "IncrementalIndexer", "default_consumer_name"]
@@ -80,7 +80,7 @@ class IncrementalIndexer:
         self,
         engine: SearchEngine,
         stream: EventStream,
-        segments: SegmentStore,
+        segments: SegmentReader,
         maxima: CohortMaxima,
         settings: Settings,
         *,

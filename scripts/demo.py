@@ -29,7 +29,7 @@ from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.engine import open_engine
 from recommender.errors import HotfeedError
 from recommender.redact import redact_url
-from recommender.services.local import local_services
+from devservices.local import local_services
 from recommender.settings import load_settings
 
 HOTFEED = [sys.executable, "-m", "recommender.cli"]

@@ -53,7 +53,12 @@ def decode_cursor(token: str, *, secret: str) -> Cursor:
         payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (ValueError, TypeError):
         raise InvalidRequest(f"cursor {token[:40]!r} is malformed; {_RESTART}") from None
-    if not signature or not hmac.compare_digest(signature, _sign(payload, secret)):
+    # Bytes, not text: compare_digest refuses non-ASCII text with a TypeError.
+    if not signature or not hmac.compare_digest(signature.encode("utf-8", "replace"), _sign(payload, secret).encode()):
         raise InvalidRequest(f"cursor {token[:40]!r} is malformed or forged; {_RESTART}")
-    data = json.loads(payload)
-    return Cursor(feed_id=str(data["f"]), page=int(data["p"]), profile_version=str(data["v"]))
+    try:
+        data = json.loads(payload)
+        return Cursor(feed_id=str(data["f"]), page=int(data["p"]), profile_version=str(data["v"]))
+    except (ValueError, TypeError, KeyError):
+        # Signed by our secret yet not ours: a leaked secret or an old format; either way, restart.
+        raise InvalidRequest(f"cursor {token[:40]!r} does not hold a feed position; {_RESTART}") from None

@@ -36,6 +36,7 @@ from recommender.errors import EngineUnavailable, InvalidRequest, NotFound, Stor
 from recommender.events import MAX_ID_LENGTH
 from recommender.query import MAX_PAGE_SIZE, FeedContext, SearchAfter, build_feed_query, build_similar_items_query
 from recommender.query import read_component_scores
+from recommender.segments import UserSegments, ViewerRecord
 from recommender.service import metrics
 from recommender.service.cursors import Cursor, decode_cursor, encode_cursor
 from recommender.service.pipeline import (
@@ -56,7 +57,7 @@ from recommender.service.profile_cache import LiveProfile, ProfileCache
 from recommender.settings import Settings
 from recommender.stores.feed_pages import FeedPageStore, FeedState
 from recommender.stores.popular import PopularStore
-from recommender.stores.segments import RedisSegmentStore, UserSegments, ViewerRecord
+from recommender.stores.segments import SegmentReader
 from recommender.stores.sessions import SessionStore
 
 __all__ = ["FeedKind", "FeedRequest", "FeedItem", "FeedPage", "FeedService", "ItemCache"]
@@ -178,7 +179,7 @@ class FeedService:
         *,
         engine: SearchEngine,
         profiles: ProfileCache,
-        segments: RedisSegmentStore,
+        segments: SegmentReader,
         sessions: SessionStore,
         pages: FeedPageStore,
         popular: PopularStore,

@@ -175,13 +175,18 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         histories: dict[str, list[str]] = {}
         rejections = []
         for n, event in enumerate(request.events):
+            try:
+                ts = event.ts.ToDatetime(tzinfo=timezone.utc).isoformat() if event.HasField("ts") else None
+            except (ValueError, OverflowError, OSError) as exc:
+                rejections.append(pb.EventRejection(index=n, reason=f"event field 'ts' is not a valid time: {exc}"))
+                continue
             wire = {
                 "type": _EVENT_TYPE_NAMES.get(event.type, f"unknown({event.type})"),
                 "item_id": event.item_id,
                 "user_id": event.user_id or None,
                 "session_id": event.session_id or None,
                 "platform": event.platform or None,
-                "ts": event.ts.ToDatetime(tzinfo=timezone.utc).isoformat() if event.HasField("ts") else None,
+                "ts": ts,
             }
             try:
                 parsed = parse_event(wire, now_s=now_s)

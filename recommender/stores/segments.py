@@ -21,170 +21,62 @@ atomic script that moves ``seg:current``. Every read is one Lua script that foll
 pointer and reads the hashes in the same atomic step, so a reader sees the old version or
 the new one, never a mix, even while an old version is being deleted.
 
-Defaults (``segments_for``), in order of precedence:
+Defaults (``segments_for``) follow the precedence rules of ``merge_user_segments`` in
+recommender/segments.py; the read scripts (recommender/stores/_segments_lua.py) pick the
+cold-start cluster of rule 4 (stored region, stored platform, request region, request
+platform, ``all``) in the same atomic step.
 
-1. Declared preferences (gender, age band, liked and disliked categories) beat inferred ones.
-2. Inferred segments from the published version.
-3. The request's region and platform fill in what is still unknown; an anonymous or
-   unknown user thus gets ``["region:<r>", "platform:<p>", "all"]``, or just ``["all"]``.
-4. A user without a behaviour cluster gets a cold-start cluster (for its centroid as the
-   kNN query vector): the one of its stored region, then stored platform, then the
-   request's region, then platform, then ``all``; cold-start clusters never enter the
-   cohort list.
+Two roles share this store: ``SegmentReader`` is what the recommender and indexer read per
+request, ``SegmentWriter`` what the clustering job writes; ``SegmentStore`` is both.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import redis
 
-from recommender.cohorts import (
-    AGE_BANDS,
-    ALL_COHORT,
-    GENDERS,
-    normalize_cohort_value,
-    platform_cohort,
-    region_cohort,
-    user_cohorts,
-)
+from recommender.cohorts import normalize_cohort_value, platform_cohort, region_cohort
 from recommender.errors import InvalidRequest, StoreUnavailable
 from recommender.redact import redact_url
+from recommender.segments import (
+    USER_SEGMENT_FIELDS,
+    DeclaredPreferences,
+    UserSegments,
+    ViewerRecord,
+    decode_centroid,
+    encode_centroid,
+    merge_user_segments,
+)
 from recommender.settings import RedisSettings
 from recommender.stores._redis import open_redis, redis_errors_translated
+from recommender.stores._resp import _pack_hset_expire
+from recommender.stores._segments_lua import _PUBLISH_LUA, _READ_LUA, _VIEWER_LUA
 
 __all__ = [
-    "USER_SEGMENT_FIELDS",
-    "ClusterSource",
-    "ViewerRecord",
-    "DeclaredPreferences",
-    "UserSegments",
+    "SegmentReader",
+    "SegmentWriter",
     "SegmentStore",
     "RedisSegmentStore",
     "open_segment_store",
-    "encode_centroid",
-    "decode_centroid",
 ]
-
-USER_SEGMENT_FIELDS: tuple[str, ...] = (
-    "gender", "age_band", "region", "platform", "cluster", "top_categories", "price_band",
-    "typical_price", "engagement", "cohorts", "version", "updated_at",
-)
-ClusterSource = Literal["user", "cold_start", "none"]
-_MAX_CATEGORIES = 200
-
-
-def _clean_categories(values: Sequence[str] | None, *, what: str) -> tuple[str, ...]:
-    if values is None:
-        return ()
-    if isinstance(values, str):
-        raise InvalidRequest(f"{what} must be a list of category paths, got the string {values!r}; wrap it in a list")
-    out = tuple(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
-    if len(out) > _MAX_CATEGORIES:
-        raise InvalidRequest(f"{what} has {len(out)} categories; at most {_MAX_CATEGORIES} are kept per user")
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class DeclaredPreferences:
-    """What a user told us about themselves; it beats anything the clustering job inferred.
-
-    Raises InvalidRequest for a gender outside GENDERS or an age band outside AGE_BANDS.
-    """
-
-    gender: str | None = None
-    age_band: str | None = None
-    liked_categories: tuple[str, ...] = ()
-    disliked_categories: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        gender = self.gender or None
-        if gender is not None and gender not in GENDERS:
-            raise InvalidRequest(f"declared gender {gender!r} is not one of {list(GENDERS)!r}; leave it empty instead")
-        band = self.age_band or None
-        if band is not None and band not in AGE_BANDS:
-            raise InvalidRequest(f"declared age_band {band!r} is not one of {list(AGE_BANDS)!r}")
-        liked = _clean_categories(self.liked_categories, what="liked_categories")
-        disliked = _clean_categories(self.disliked_categories, what="disliked_categories")
-        both = sorted(set(liked) & set(disliked))
-        if both:
-            raise InvalidRequest(f"categories {both!r} are both liked and disliked; keep each in one list")
-        object.__setattr__(self, "gender", gender)
-        object.__setattr__(self, "age_band", band)
-        object.__setattr__(self, "liked_categories", liked)
-        object.__setattr__(self, "disliked_categories", disliked)
-
-    def to_hash(self) -> dict[str, str]:
-        """Return the Redis hash fields (JSON lists for the categories)."""
-        out = {
-            "liked_categories": json.dumps(list(self.liked_categories)),
-            "disliked_categories": json.dumps(list(self.disliked_categories)),
-        }
-        if self.gender:
-            out["gender"] = self.gender
-        if self.age_band:
-            out["age_band"] = self.age_band
-        return out
-
-    @classmethod
-    def from_hash(cls, fields: Mapping[str, str]) -> "DeclaredPreferences":
-        """Return preferences from a Redis hash as written by ``to_hash``."""
-        return cls(
-            gender=fields.get("gender") or None,
-            age_band=fields.get("age_band") or None,
-            liked_categories=tuple(json.loads(fields.get("liked_categories") or "[]")),
-            disliked_categories=tuple(json.loads(fields.get("disliked_categories") or "[]")),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class UserSegments:
-    """The segments of one viewer, ready for the query: cohorts, filters and cluster.
-
-    ``cohorts`` run from the most specific to ``all``. ``disliked_categories`` are meant as
-    must-not filters. ``cluster`` is the user's behaviour cluster, or a cold-start cluster
-    when ``cluster_source == "cold_start"`` (use its centroid, not a cohort).
-    """
-
-    user_id: str | None
-    cohorts: tuple[str, ...] = (ALL_COHORT,)
-    known: bool = False
-    declared: bool = False
-    gender: str | None = None
-    age_band: str | None = None
-    region: str | None = None
-    platform: str | None = None
-    cluster: int | None = None
-    cluster_source: ClusterSource = "none"
-    top_categories: tuple[str, ...] = ()
-    liked_categories: tuple[str, ...] = ()
-    disliked_categories: tuple[str, ...] = ()
-    price_band: str | None = None
-    typical_price: float | None = None
-    engagement: str | None = None
-    version: str | None = None
-    updated_at: float | None = None
 
 
 @runtime_checkable
-class SegmentStore(Protocol):
-    """Where user segments live: written by the clustering job, read on every request."""
+class SegmentReader(Protocol):
+    """The per-request reads of user segments (the recommender and the indexer)."""
 
     def segments_for(
         self, user_id: str | None, *, region: str | None = None, platform: str | None = None
     ) -> UserSegments:
-        """Return the viewer's segments; defaults for anonymous or unknown users (module docstring)."""
+        """Return the viewer's segments; defaults for anonymous or unknown users (recommender/segments.py)."""
         ...
 
     def segments_for_many(
@@ -193,16 +85,15 @@ class SegmentStore(Protocol):
         """Return segments for several users, all read from one version."""
         ...
 
+    def viewer(
+        self, user_id: str | None, *, region: str | None = None, platform: str | None = None,
+        session_key: str | None = None, session_items: int = 50,
+    ) -> ViewerRecord:
+        """Return the viewer's segments, session items and cluster centroid in one read."""
+        ...
+
     def declared_preferences(self, user_id: str) -> DeclaredPreferences | None:
         """Return the user's declared preferences, or None when they declared none."""
-        ...
-
-    def set_declared_preferences(self, user_id: str, prefs: DeclaredPreferences) -> None:
-        """Store (replace) the user's declared preferences."""
-        ...
-
-    def clear_declared_preferences(self, user_id: str) -> None:
-        """Forget the user's declared preferences."""
         ...
 
     def current_version(self) -> str | None:
@@ -220,6 +111,11 @@ class SegmentStore(Protocol):
     def cluster_summaries(self, *, version: str | None = None) -> dict[int, dict]:
         """Return {cluster id: summary} of a version (the published one by default)."""
         ...
+
+
+@runtime_checkable
+class SegmentWriter(Protocol):
+    """The writes of user segments: the clustering job's versioned batch, and declared preferences."""
 
     def start_version(self, *, now: datetime | None = None) -> str:
         """Return a fresh version id, registered for cleanup."""
@@ -247,136 +143,18 @@ class SegmentStore(Protocol):
         """Delete the keys of every started version not in ``keep``; return keys deleted."""
         ...
 
+    def set_declared_preferences(self, user_id: str, prefs: DeclaredPreferences) -> None:
+        """Store (replace) the user's declared preferences."""
+        ...
 
-def encode_centroid(vector: np.ndarray) -> str:
-    """Return a vector as base64 of little-endian float32 bytes."""
-    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
-
-
-def decode_centroid(text: str) -> np.ndarray:
-    """Return the float32 vector encoded by ``encode_centroid``."""
-    return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
+    def clear_declared_preferences(self, user_id: str) -> None:
+        """Forget the user's declared preferences."""
+        ...
 
 
-# The segment read shared by both scripts below: follow the pointer, then read one user's
-# segment and preference hashes of that version, and the cold-start cluster of the user's own
-# region/platform when the user has no cluster. Keys are built in the script because they
-# depend on the pointer; that is fine on a single Redis (not Redis Cluster).
-_SEGMENT_LUA = """
-local function read_user(p, ver, cold_key, uid)
-  local seg = {}
-  if ver then seg = redis.call('HGETALL', p .. 'seg:' .. ver .. ':u:' .. uid) end
-  local pref = redis.call('HGETALL', p .. 'pref:' .. uid)
-  local own = ''
-  local cluster = nil
-  if #seg > 0 then
-    local f = {}
-    for j = 1, #seg, 2 do f[seg[j]] = seg[j + 1] end
-    cluster = f['cluster']
-    if not cluster and (f['region'] or f['platform']) then
-      local c = redis.call('HMGET', cold_key, 'region:' .. (f['region'] or ''), 'platform:' .. (f['platform'] or ''))
-      own = c[1] or c[2] or ''
-    end
-  end
-  return seg, pref, own, cluster
-end
-"""
-
-# One atomic step for many users. ARGV: prefix, region cohort, platform cohort, user ids...
-# Reply: version, the request's cold-start clusters (region, platform, all), then per user:
-# segment hash, preference hash, own cold-start cluster ('' when none).
-_READ_LUA = _SEGMENT_LUA + """
-local p = ARGV[1]
-local ver = redis.call('GET', p .. 'seg:current')
-local out = {ver or ''}
-local cold_key = ver and (p .. 'seg:' .. ver .. ':cold')
-if ver then
-  out[2] = redis.call('HMGET', cold_key, ARGV[2], ARGV[3], 'all')
-else
-  out[2] = {}
-end
-for i = 4, #ARGV do
-  local seg, pref, own = read_user(p, ver, cold_key, ARGV[i])
-  out[#out + 1] = seg
-  out[#out + 1] = pref
-  out[#out + 1] = own
-end
-return out
-"""
-
-# Everything a feed request needs from Redis, in one round trip. ARGV: prefix, region
-# cohort, platform cohort, user id ('' anonymous), session key ('' none), session items.
-# Reply: version, cold-start clusters, segment hash, preference hash, own cold-start
-# cluster, the session's items newest first, and the centroid of the cluster the viewer
-# ends up with (their own, else the cold-start one; '' when none), as ``_merge`` picks it.
-_VIEWER_LUA = _SEGMENT_LUA + """
-local p = ARGV[1]
-local ver = redis.call('GET', p .. 'seg:current')
-local cold_key = ver and (p .. 'seg:' .. ver .. ':cold')
-local cold = {}
-if ver then cold = redis.call('HMGET', cold_key, ARGV[2], ARGV[3], 'all') end
-local seg, pref, own, cluster = {}, {}, '', nil
-if ARGV[4] ~= '' then seg, pref, own, cluster = read_user(p, ver, cold_key, ARGV[4]) end
-local session = {}
-if ARGV[5] ~= '' then session = redis.call('LRANGE', ARGV[5], 0, tonumber(ARGV[6]) - 1) end
-if not cluster and own ~= '' then cluster = own end
-if not cluster then cluster = cold[1] or cold[2] or cold[3] end
-local centroid = ''
-if ver and cluster then centroid = redis.call('HGET', p .. 'seg:' .. ver .. ':centroids', cluster) or '' end
-return {ver or '', cold, seg, pref, own, session, centroid}
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class ViewerRecord:
-    """What one feed request reads from Redis: segments, recent session items, cluster centroid.
-
-    ``session`` is oldest first. ``centroid`` belongs to ``segments.cluster`` (None when the
-    viewer has no cluster or the run wrote no centroid).
-    """
-
-    segments: "UserSegments"
-    session: tuple[str, ...] = ()
-    centroid: np.ndarray | None = None
-
-
-# Publishing only versions that were started keeps a typo from pointing readers at nothing.
-_PUBLISH_LUA = """
-if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  return redis.error_reply('unknown version ' .. ARGV[1])
-end
-local old = redis.call('GET', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[1])
-return old
-"""
-
-
-def _resp_bulk(values: pa.Array) -> pa.Array:
-    """Return each value as a RESP bulk string (``$<bytes>\\r\\n<value>\\r\\n``); null stays null."""
-    lengths = pc.cast(pc.binary_length(values), pa.string())
-    return pc.binary_join_element_wise("$", lengths, "\r\n", values, "\r\n", "")
-
-
-def _pack_hset_expire(key_prefix: str, chunk: pd.DataFrame, fields: list[str]) -> bytes:
-    """Return RESP bytes of ``HSET key f v ...`` + ``EXPIRE key ttl`` for every row of ``chunk``.
-
-    Built column-wise with pyarrow because redis-py packs each command argument by argument
-    in Python, which capped a million-user write at about 15k users/s; this runs about 3x
-    faster. Null values leave their field out of that row's HSET.
-    """
-    keys = _resp_bulk(pc.binary_join_element_wise(key_prefix, pa.array(chunk["user_id"].astype(str), pa.string()), ""))
-    n_args = np.full(len(chunk), 2, dtype=np.int64)
-    parts: list[pa.Array] = []
-    for name in fields:
-        values = pa.array(chunk[name].astype("string").to_numpy(dtype=object, na_value=None), pa.string())
-        n_args += 2 * (~np.asarray(values.is_null())).astype(np.int64)
-        name_bulk = f"${len(name.encode())}\r\n{name}\r\n"
-        parts.append(pc.fill_null(pc.binary_join_element_wise(name_bulk, _resp_bulk(values), ""), ""))
-    header = pc.binary_join_element_wise("*", pa.array(n_args.astype(str)), "\r\n$4\r\nHSET\r\n", "")
-    ttl = _resp_bulk(pa.array(chunk["ttl"].astype(str), pa.string()))
-    expire = pc.binary_join_element_wise("*3\r\n$6\r\nEXPIRE\r\n", keys, ttl, "")
-    rows = pc.binary_join_element_wise(header, keys, *parts, expire, "")
-    return "".join(rows.to_pylist()).encode()
+@runtime_checkable
+class SegmentStore(SegmentReader, SegmentWriter, Protocol):
+    """Where user segments live: written by the clustering job, read on every request."""
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
@@ -394,7 +172,7 @@ def _user_key_ok(user_id: str) -> str:
 
 
 class RedisSegmentStore:
-    """SegmentStore on one Redis (layout in the module docstring)."""
+    """SegmentReader and SegmentWriter on one Redis (layout in the module docstring)."""
 
     def __init__(self, settings: RedisSettings, *, client: redis.Redis | None = None):
         self._settings = settings
@@ -455,11 +233,12 @@ class RedisSegmentStore:
         version = reply[0] or None
         cold = next((int(c) for c in (reply[1] or []) if c is not None), None)
         if anonymous:
-            return [_merge(None, {}, {}, version=version, region=region_tok, platform=platform_tok, cold=cold)]
+            return [merge_user_segments(None, {}, {}, version=version, region=region_tok, platform=platform_tok,
+                                        cold=cold)]
         return [
-            _merge(uid, _pairs(reply[2 + 3 * i]), _pairs(reply[3 + 3 * i]), version=version,
-                   region=region_tok, platform=platform_tok,
-                   cold=int(reply[4 + 3 * i]) if reply[4 + 3 * i] else cold)
+            merge_user_segments(uid, _pairs(reply[2 + 3 * i]), _pairs(reply[3 + 3 * i]), version=version,
+                                region=region_tok, platform=platform_tok,
+                                cold=int(reply[4 + 3 * i]) if reply[4 + 3 * i] else cold)
             for i, uid in enumerate(user_ids)
         ]
 
@@ -484,8 +263,8 @@ class RedisSegmentStore:
         with self._translated("reading the viewer"):
             ver, cold_list, seg, pref, own, newest_first, centroid = self._read_viewer(args=args)
         cold = int(own) if own else next((int(c) for c in (cold_list or []) if c is not None), None)
-        segments = _merge(user_id or None, _pairs(seg), _pairs(pref), version=ver or None, region=region_tok,
-                          platform=platform_tok, cold=cold)
+        segments = merge_user_segments(user_id or None, _pairs(seg), _pairs(pref), version=ver or None,
+                                       region=region_tok, platform=platform_tok, cold=cold)
         return ViewerRecord(
             segments=segments,
             session=tuple(reversed(newest_first)),
@@ -692,67 +471,6 @@ class RedisSegmentStore:
     def close(self) -> None:
         """Close the client's connections."""
         self._r.close()
-
-
-def _merge(
-    user_id: str | None,
-    seg: dict[str, str],
-    pref: dict[str, str],
-    *,
-    version: str | None,
-    region: str | None,
-    platform: str | None,
-    cold: int | None,
-) -> UserSegments:
-    """Return one viewer's segments from the stored hashes and the request context."""
-    declared = DeclaredPreferences.from_hash(pref) if pref else None
-    known = bool(seg)
-    gender = (declared.gender if declared else None) or seg.get("gender")
-    age_band = (declared.age_band if declared else None) or seg.get("age_band")
-    user_region = seg.get("region") or region
-    user_platform = seg.get("platform") or platform
-    cluster = int(seg["cluster"]) if seg.get("cluster") else None
-    overridden = declared is not None and (
-        (declared.gender and declared.gender != seg.get("gender"))
-        or (declared.age_band and declared.age_band != seg.get("age_band"))
-    )
-    filled = (not seg.get("region") and region) or (not seg.get("platform") and platform)
-    if seg.get("cohorts") and not overridden and not filled:
-        cohorts = tuple(seg["cohorts"].split(","))
-    else:
-        cohorts = tuple(user_cohorts(
-            gender=gender, age_band=age_band, region=user_region, platform=user_platform, cluster=cluster,
-        ))
-    liked = declared.liked_categories if declared else ()
-    disliked = declared.disliked_categories if declared else ()
-    inferred = tuple(json.loads(seg["top_categories"])) if seg.get("top_categories") else ()
-    top = tuple(dict.fromkeys(liked + tuple(c for c in inferred if c not in set(disliked))))
-    if cluster is not None:
-        source: ClusterSource = "user"
-    elif cold is not None:
-        cluster, source = cold, "cold_start"
-    else:
-        source = "none"
-    return UserSegments(
-        user_id=user_id,
-        cohorts=cohorts,
-        known=known,
-        declared=declared is not None,
-        gender=gender,
-        age_band=age_band,
-        region=normalize_cohort_value(user_region),
-        platform=normalize_cohort_value(user_platform),
-        cluster=cluster,
-        cluster_source=source,
-        top_categories=top,
-        liked_categories=liked,
-        disliked_categories=disliked,
-        price_band=seg.get("price_band"),
-        typical_price=float(seg["typical_price"]) if seg.get("typical_price") else None,
-        engagement=seg.get("engagement"),
-        version=version,
-        updated_at=float(seg["updated_at"]) if seg.get("updated_at") else None,
-    )
 
 
 def open_segment_store(settings: RedisSettings) -> RedisSegmentStore:

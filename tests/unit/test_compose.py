@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from recommender.services import versions
+from devservices import versions
 from recommender.settings import REPO_ROOT
 
 

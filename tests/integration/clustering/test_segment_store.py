@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from recommender.errors import InvalidRequest, StoreUnavailable
+from recommender.segments import DeclaredPreferences
 from recommender.settings import RedisSettings
-from recommender.stores.segments import DeclaredPreferences, RedisSegmentStore
+from recommender.stores.segments import RedisSegmentStore
 
 
 def write_version(store, users: list[str], *, run: int, ttl_s: int = 600, cold: dict | None = None) -> str:

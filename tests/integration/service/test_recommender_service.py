@@ -97,6 +97,26 @@ def test_record_events_accepts_good_events_and_explains_rejections(stub, service
     assert item not in {i.item_id for i in page.items}
 
 
+def test_an_impossible_event_time_rejects_that_event_only(stub, service_stack):
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    item = _active(service_stack)[3]
+    answer = stub.RecordEvents(pb.RecordEventsRequest(events=[
+        pb.Event(item_id=item, type=pb.EVENT_TYPE_VIEW, session_id="ev-ts", ts=Timestamp(seconds=253402300800)),
+        pb.Event(item_id=item, type=pb.EVENT_TYPE_VIEW, session_id="ev-ts", ts=Timestamp(seconds=1, nanos=2_000_000_000)),
+        pb.Event(item_id=item, type=pb.EVENT_TYPE_VIEW, session_id="ev-ts"),
+    ]))
+    assert (answer.accepted, answer.rejected) == (1, 2)
+    assert all("'ts'" in r.reason for r in answer.rejections)
+
+
+@pytest.mark.parametrize("cursor", ["abc.é", "é"])
+def test_a_non_ascii_cursor_is_invalid_argument(stub, cursor):
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.HomeFeed(pb.HomeFeedRequest(page_size=5, cursor=cursor))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 @pytest.mark.parametrize("size", [0, 10_000])
 def test_page_size_out_of_bounds_is_invalid(stub, size):
     code, details = _code(stub.HomeFeed, pb.HomeFeedRequest(page_size=size))

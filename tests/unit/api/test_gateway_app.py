@@ -196,3 +196,9 @@ def test_package_exports_create_app_lazily() -> None:
     spec.loader.exec_module(package)
     assert package.__all__ == ["create_app"]
     assert package.create_app is api.app.create_app
+
+
+def test_a_non_ascii_request_id_is_replaced_not_forwarded(client: TestClient) -> None:
+    response = client.get("/healthz", headers={"X-Request-ID": "réq-ü".encode("latin-1")})
+    assert response.status_code == 200
+    assert len(response.headers["X-Request-ID"]) == 32 and response.headers["X-Request-ID"].isascii()

@@ -31,3 +31,21 @@ def test_an_edited_cursor_is_rejected():
 def test_malformed_cursors_are_rejected_with_the_fix(token):
     with pytest.raises(InvalidRequest, match="without a cursor"):
         decode_cursor(token, secret="s")
+
+
+@pytest.mark.parametrize("token", ["abc.é", "é.é", "abc.\x00"])
+def test_non_ascii_cursors_are_invalid_not_internal_errors(token):
+    with pytest.raises(InvalidRequest, match="without a cursor"):
+        decode_cursor(token, secret="s")
+
+
+def test_a_signed_token_that_holds_no_feed_position_is_invalid():
+    import base64
+    import hashlib
+    import hmac
+
+    payload = b"not json at all"
+    body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    sig = base64.urlsafe_b64encode(hmac.new(b"s", payload, hashlib.sha256).digest()[:16]).decode().rstrip("=")
+    with pytest.raises(InvalidRequest, match="does not hold a feed position"):
+        decode_cursor(f"{body}.{sig}", secret="s")

@@ -1,4 +1,4 @@
-"""Segment value types (recommender/stores/segments.py) that need no Redis."""
+"""Segment value types (recommender/segments.py): no Redis needed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recommender.errors import InvalidRequest
-from recommender.stores.segments import DeclaredPreferences, UserSegments, decode_centroid, encode_centroid
+from recommender.segments import DeclaredPreferences, UserSegments, decode_centroid, encode_centroid
 
 
 def test_declared_preferences_round_trip_through_a_hash():

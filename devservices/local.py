@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recommender.errors import ServiceSetupError
-from recommender.services import versions
-from recommender.services.maven import fetch_artifact
+from devservices import versions
+from devservices.maven import fetch_artifact
 from recommender.settings import ServicesSettings
 
 __all__ = ["ServiceStatus", "LocalService", "RedisService", "OpenSearchNode", "ElasticsearchNode", "local_services"]

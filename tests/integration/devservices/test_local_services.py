@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from recommender.errors import ServiceSetupError
-from recommender.services.local import ElasticsearchNode, OpenSearchNode, RedisService
+from devservices.local import ElasticsearchNode, OpenSearchNode, RedisService
 
 
 def _hotfeed(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

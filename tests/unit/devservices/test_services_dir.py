@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from recommender.services.local import _reachable_dir
+from devservices.local import _reachable_dir
 
 
 def test_a_services_dir_under_a_private_folder_moves_to_a_stand_in_when_root(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from recommender.services.local import local_services
+from devservices.local import local_services
 from recommender.settings import Settings
 
 __all__ = ["register"]

@@ -1,1 +1,0 @@
-"""Local services for development, tests and the demo (`hotfeed services up|down|status`)."""
