@@ -172,11 +172,12 @@ class IncrementalIndexer:
                 dead.append((entry, f"unknown item {event.item_id!r}"))
 
         if interactions:
-            ok_ids, unknown, written = self._apply_interactions(interactions, now_s=now_s)
+            ok_ids, unknown, written, refused = self._apply_interactions(interactions, now_s=now_s)
+            dead += refused
             acked += ok_ids
             dead += [(entry, f"unknown item {event.item_id!r}") for entry, event in unknown]
             report.children_written = written
-            report.failed = len(interactions) - len(ok_ids) - len(unknown)
+            report.failed = len(interactions) - len(ok_ids) - len(unknown) - len(refused)
 
         self.stream.dead_letter(GROUP, dead)
         self.stream.ack(GROUP, acked)
@@ -199,25 +200,27 @@ class IncrementalIndexer:
 
     def _apply_interactions(
         self, batch: list[tuple[StreamEntry, InteractionEvent]], *, now_s: float
-    ) -> tuple[list[str], list[tuple[StreamEntry, InteractionEvent]], int]:
+    ) -> tuple[list[str], list[tuple[StreamEntry, InteractionEvent]], int, list[tuple[StreamEntry, str]]]:
+        """Return (acknowledged entry ids, entries of unknown items, children written, refused entries + reason)."""
         items = sorted({event.item_id for _, event in batch})
         parents = self.engine.mget(self.index, [(item, None) for item in items])
         existing = {item for item, source in zip(items, parents) if source is not None}
         unknown = [(entry, event) for entry, event in batch if event.item_id not in existing]
         known = [(entry, event) for entry, event in batch if event.item_id in existing]
         if not known:
-            return [], unknown, 0
+            return [], unknown, 0, []
 
         cohorts_of = self._viewer_cohorts([event for _, event in known])
         added: dict[tuple[str, str], float] = defaultdict(float)
         window_counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(_WINDOWS_S, 0))
-        entries_of: dict[str, list[str]] = defaultdict(list)
+        # Which entries each child document carries, so a refused child blames only them.
+        entries_of: dict[str, list[StreamEntry]] = defaultdict(list)
         for (entry, event), cohorts in zip(known, cohorts_of):
             age_s = max(now_s - event.ts, 0.0)
             weight = self.weights.get(event.event_type, 0.0) * half_life_decay(age_s, self.half_life_s)
-            entries_of[event.item_id].append(entry.id)
             for cohort in cohorts:
                 key = (event.item_id, cohort)
+                entries_of[child_doc_id(*key)].append(entry)
                 added[key] += weight
                 for name, span in _WINDOWS_S.items():
                     window_counts[key][name] += int(age_s < span)
@@ -254,9 +257,19 @@ class IncrementalIndexer:
                 )
             )
         result = self.engine.bulk_upsert(self.index, docs, max_retries=self.settings.indexer.bulk_max_retries)
-        failed_items = {doc_id.split("|", 1)[0] for doc_id, _ in result.failed}
-        if failed_items:
-            _log.warning("popularity writes failed for %d items; their events stay pending", len(failed_items))
         self.maxima.raise_to({c: w for c, w in raised.items()}, now_s=now_s)
-        ok_ids = [entry_id for item, ids in entries_of.items() if item not in failed_items for entry_id in ids]
-        return ok_ids, unknown, result.ok
+        # A document the engine refused (4xx) can never be written: its events go to the dead
+        # letters with the engine's reason, and only they. Other failures stay pending and
+        # are replayed; every entry with no failed document is acknowledged.
+        reasons = dict(result.failed)
+        refused: dict[str, tuple[StreamEntry, str]] = {}
+        for doc_id in result.refused:
+            for entry in entries_of.get(doc_id, ()):
+                refused.setdefault(entry.id, (entry, f"engine refused popularity document {doc_id[:80]!r}: {reasons[doc_id]}"))
+        refused_docs = set(result.refused)
+        pending = {e.id for doc_id in reasons if doc_id not in refused_docs for e in entries_of.get(doc_id, ())}
+        pending -= set(refused)
+        if pending:
+            _log.warning("popularity writes failed for %d events; they stay pending and are replayed", len(pending))
+        ok_ids = [entry.id for entry, _ in known if entry.id not in pending and entry.id not in refused]
+        return ok_ids, unknown, result.ok, list(refused.values())

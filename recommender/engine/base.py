@@ -52,6 +52,8 @@ SEARCH_FILTER_PATH = (
 # A bulk chunk of vector documents can take the engine tens of seconds on a busy node (HNSW
 # inserts); timing it out would resend work the engine is still doing.
 BULK_TIMEOUT_MS = 120_000
+# Both engines refuse a document id longer than this many UTF-8 bytes.
+MAX_DOC_ID_BYTES = 512
 # Merging a rebuilt index rewrites it whole (and its HNSW graph): minutes on a small node.
 FORCE_MERGE_TIMEOUT_MS = 1_800_000
 
@@ -84,6 +86,9 @@ class Doc:
 class BulkResult:
     ok: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (doc id, reason)
+    # Ids among ``failed`` that the engine refused for the document itself (4xx: an id too
+    # long, a mapping conflict): sending them again cannot succeed.
+    refused: list[str] = field(default_factory=list)
     retries: int = 0
     seconds: float = 0.0
 
@@ -395,6 +400,7 @@ class RestEngine:
         def merge(part: BulkResult) -> None:
             result.ok += part.ok
             result.failed += part.failed
+            result.refused += part.refused
             result.retries += part.retries
             if progress is not None:
                 progress.update(part.ok + len(part.failed))
@@ -424,8 +430,21 @@ class RestEngine:
         return result
 
     def _write_chunk(self, index: str, chunk: list[Doc], *, max_retries: int) -> BulkResult:
-        """Return the outcome of one chunk, retried as ``bulk_upsert`` describes."""
+        """Return the outcome of one chunk, retried as ``bulk_upsert`` describes.
+
+        Documents whose id the engine would refuse are refused here: both engines fail the
+        whole bulk request for one over-long id, which would take every other document down.
+        """
         result = BulkResult()
+        sendable = []
+        for doc in chunk:
+            size = len(doc.id.encode("utf-8"))
+            if size > MAX_DOC_ID_BYTES:
+                result.failed.append((doc.id, f"document id of {size} bytes is longer than the engines' {MAX_DOC_ID_BYTES}"))
+                result.refused.append(doc.id)
+            else:
+                sendable.append(doc)
+        chunk = sendable
         what = f"bulk indexing into {index!r}"
         # Each document is serialized once; a retry sends the same bytes of the rejected ones.
         pending = [(doc, _bulk_lines(index, doc)) for doc in chunk]
@@ -451,6 +470,7 @@ class RestEngine:
                             retry.append((doc, lines))
                         else:
                             result.failed.append((doc.id, _error_reason(outcome)))
+                            result.refused.append(doc.id)
             if retry and attempt < max_retries:
                 attempt += 1
                 result.retries += 1

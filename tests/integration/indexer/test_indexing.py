@@ -171,3 +171,27 @@ def test_a_sold_item_vanishes_from_search_after_its_status_event(engine, setting
     EventStream(settings.redis).append([{"type": "status", "item_id": item, "status": "sold"}])
     assert _indexer(engine, settings).run_until_idle().status_updates == 1
     assert item not in _active_ids(engine, settings)
+
+
+def test_an_event_whose_document_the_engine_refuses_dead_letters_alone(engine, settings, market):
+    import numpy as np
+    import pandas as pd
+
+    _rebuild(engine, market, settings)
+    # A viewer whose stored cohort makes a child id longer than the engine's 512-byte limit.
+    store = RedisSegmentStore(settings.redis)
+    version = store.start_version()
+    store.write_user_segments(version, pd.DataFrame({"user_id": ["poison"], "cohorts": ["region:" + "x" * 600 + ",all"]}),
+                              ttl_s=np.array([600]))
+    store.publish_version(version)
+    good_item, poison_item = sorted(_active_ids(engine, settings))[:2]
+    stream = EventStream(settings.redis)
+    stream.append([json.dumps({"type": "like", "item_id": good_item, "session_id": f"s{n}"}) for n in range(3)]
+                  + [json.dumps({"type": "like", "item_id": poison_item, "user_id": "poison"})])
+    before = (_child(engine, settings, good_item) or {}).get("count_1h", 0)
+    report = _indexer(engine, settings).run_until_idle()
+    assert (report.read, report.dead, report.acked, report.failed) == (4, 1, 4, 0)
+    [dead] = stream.dead_letters()
+    assert "refused popularity document" in dead["reason"] and "512" in dead["reason"] and "poison" in dead["e"]
+    assert _child(engine, settings, good_item)["count_1h"] == before + 3
+    assert stream.backlog(GROUP)["pending"] == 0
