@@ -21,6 +21,7 @@ from recommender.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
+from recommender.redact import redact
 
 __all__ = ["HTTP_STATUS_BY_GRPC_CODE", "HTTP_STATUS_BY_ERROR", "http_status_of", "install_error_handlers"]
 
@@ -65,24 +66,36 @@ def _grpc_error(request: Request, exc: grpc.RpcError) -> JSONResponse:
     code: grpc.StatusCode = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
     status = http_status_of(code)
-    target = request.app.state.settings.gateway.grpc_target
+    # Clients hear what failed; where it lives and how to restart it is for the log only.
     if code == grpc.StatusCode.UNAVAILABLE:
-        detail = f"the recommender at {target!r} is unavailable ({details}); start it with `hotfeed serve`"
+        detail = "the recommender is unavailable; retry shortly"
+        target = request.app.state.settings.gateway.grpc_target
+        _log.warning("the recommender at %r is unavailable (%s); start it with `hotfeed serve`", target, details)
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        deadline_ms = request.app.state.settings.gateway.deadline_ms
-        detail = f"the recommender at {target!r} did not answer within {deadline_ms} ms; retry"
+        detail = f"the recommender did not answer within {request.app.state.settings.gateway.deadline_ms} ms; retry"
+    elif status >= 500:
+        detail = f"the recommender failed ({code.name}); retry, and report the X-Request-ID if it persists"
     else:
         detail = details or f"the recommender answered {code.name}"
     if status >= 500:
-        _log.warning("%s %s -> %d: gRPC %s %s", request.method, request.url.path, status, code.name, details)
+        _log.warning("%s %s -> %d: gRPC %s %s", request.method, request.url.path, status, code.name, redact(details))
     return JSONResponse({"detail": detail}, status_code=status)
+
+
+_UNAVAILABLE_DETAIL = {
+    StoreUnavailable: "the profile and session store is unavailable; retry shortly",
+    EngineUnavailable: "the search engine is unavailable; retry shortly",
+}
 
 
 def _hotfeed_error(request: Request, exc: HotfeedError) -> JSONResponse:
     status = http_status_of(exc)
+    detail = str(exc)
     if status >= 500:
-        _log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+        _log.warning("%s %s -> %d: %s", request.method, request.url.path, status, redact(exc))
+        detail = next((d for cls, d in _UNAVAILABLE_DETAIL.items() if isinstance(exc, cls)),
+                      "the gateway failed; retry, and report the X-Request-ID if it persists")
+    return JSONResponse({"detail": detail}, status_code=status)
 
 
 def _where(loc: tuple) -> str:

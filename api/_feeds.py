@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from api._identity import viewer_id
 from api._proto import FeedParams, events_request, feed_json, feed_request, record_events_json
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
@@ -28,7 +29,7 @@ _Categories = Annotated[list[str], Query(description="repeat the parameter for s
 
 def feed_params(
     request: Request,
-    user_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH, description="absent for logged-out viewers")] = None,
+    user_id: Annotated[str | None, Depends(viewer_id)],
     session_id: _IdParam = "",
     region: Annotated[str, Query(max_length=64)] = "",
     page_size: Annotated[int | None, Query(ge=1, le=_UINT32_MAX, description="absent: settings.gateway.default_page_size")] = None,
@@ -38,7 +39,14 @@ def feed_params(
     excluded_categories: _Categories = [],
     preferred_categories: _Categories = [],
 ) -> FeedParams:
-    """Return the common feed parameters of a query string (FastAPI dependency)."""
+    """Return the common feed parameters of a query string (FastAPI dependency).
+
+    The viewer is the user of the request's signed token (api/_identity.py); a ``user_id`` in
+    the query is refused rather than ignored, so a client relying on it learns at once.
+    """
+    if "user_id" in request.query_params:
+        raise InvalidRequest("user_id is not a query parameter: the viewer comes from the signed token "
+                             "(Authorization: Bearer <token>); leave it out for a logged-out feed")
     return FeedParams(
         user_id=user_id or None,
         session_id=session_id,
@@ -109,8 +117,8 @@ def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter
         response = call(stub.SimilarItems, feed_request(pb.SimilarItemsRequest, params, item_id=item_id), request)
         return feed_json(response, explain=params.explain)
 
-    def forward_events(events: list[Any], request: Request) -> dict[str, Any]:
-        message, positions, local_rejections = events_request(events)
+    def forward_events(events: list[Any], request: Request, user: str | None) -> dict[str, Any]:
+        message, positions, local_rejections = events_request(events, user_id=user)
         if message.events:
             response = call(stub.RecordEvents, message, request)
         else:
@@ -119,7 +127,7 @@ def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter
         return record_events_json(response, positions=positions, local_rejections=local_rejections)
 
     @router.post("/v1/events")
-    async def record_events(request: Request) -> dict[str, Any]:
+    async def record_events(request: Request, user: Annotated[str | None, Depends(viewer_id)]) -> dict[str, Any]:
         """Return how many events were accepted, and why each rejected one was (index into the list).
 
         The body is a JSON list of wire events (recommender/events.py), at most
@@ -136,6 +144,6 @@ def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter
                 f"the body of POST /v1/events must be a JSON list of events, got a {type(events).__name__}; "
                 f"wrap a single event in [...]"
             )
-        return await run_in_threadpool(forward_events, events, request)
+        return await run_in_threadpool(forward_events, events, request, user)
 
     return router

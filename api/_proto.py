@@ -89,18 +89,31 @@ def _event_message(event: InteractionEvent) -> pb.Event:
     )
 
 
-def events_request(raw_events: list[Any], *, now_s: float | None = None) -> tuple[pb.RecordEventsRequest, list[int], list[dict[str, Any]]]:
+def events_request(
+    raw_events: list[Any], *, user_id: str | None = None, now_s: float | None = None
+) -> tuple[pb.RecordEventsRequest, list[int], list[dict[str, Any]]]:
     """Return the RecordEvents request of the events that parse, their positions in ``raw_events``,
     and a rejection ``{"index", "reason"}`` for each one that does not.
 
-    Status events are rejected here: item status changes come from the marketplace backend
-    through the event stream (`hotfeed events push`), never from apps.
+    ``user_id`` is the signed-in viewer (None: logged out). An event's own ``user_id`` must be
+    that user or absent (then it becomes that user); a logged-out caller sends none. Status
+    events are rejected here: item status changes come from the marketplace backend through
+    the event stream (`hotfeed events push`), never from apps.
     """
     now = time.time() if now_s is None else now_s
     messages: list[pb.Event] = []
     positions: list[int] = []
     rejections: list[dict[str, Any]] = []
     for index, raw in enumerate(raw_events):
+        claimed = raw.get("user_id") if isinstance(raw, dict) else None
+        if claimed not in (None, "") and str(claimed) != user_id:
+            rejections.append({"index": index, "reason": (
+                "user_id must be the signed-in user of the token; leave it out" if user_id
+                else "user_id needs a signed-in user (Authorization: Bearer <token>); logged-out events carry session_id only"
+            )})
+            continue
+        if isinstance(raw, dict) and user_id:
+            raw = {**raw, "user_id": user_id}
         try:
             event = parse_event(raw, now_s=now)
         except InvalidRequest as exc:

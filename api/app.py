@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from api._admin import admin_router
 from api._errors import install_error_handlers
 from api._feeds import feeds_router
+from api._identity import TokenVerifier
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.profiles import read_item_fields
 from recommender.settings import Settings
@@ -68,6 +69,10 @@ def create_app(settings: Settings, *, channel: grpc.Channel | None = None) -> Fa
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.token_verifier = TokenVerifier.from_settings(settings.gateway)
+    if app.state.token_verifier is None:
+        _log.warning("no HOTFEED_GATEWAY_JWT_SECRET or HOTFEED_GATEWAY_JWT_PUBLIC_KEY_FILE: every viewer is logged "
+                     "out and user tokens are refused")
     app.state.store = store
     install_error_handlers(app)
 

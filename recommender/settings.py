@@ -230,6 +230,14 @@ class GatewaySettings(BaseSettings):
     deadline_ms: int = Field(default=1_000, ge=1, le=60_000)
     # Page size of a feed request that names none (the recommender refuses page_size 0).
     default_page_size: int = Field(default=20, ge=1, le=1_000)
+    # Who the viewer is comes only from a signed token (Authorization: Bearer <JWT>, the user
+    # in "sub"): HS256 with jwt_secret, or RS256/ES256 with the PEM public key in
+    # jwt_public_key_file. With neither set, every viewer is logged out and tokens are refused.
+    jwt_secret: str = ""
+    jwt_public_key_file: Path | None = None
+    jwt_audience: str = "hotfeed"
+    # Empty: any issuer.
+    jwt_issuer: str = ""
 
 
 class Settings(BaseSettings):

@@ -27,6 +27,7 @@ from recommender.errors import (
     Unauthenticated,
 )
 from recommender.events import InteractionEvent, parse_event
+from recommender.redact import redact
 from recommender.service import metrics
 from recommender.service.feeds import FeedPage, FeedRequest, FeedService
 from recommender.stores.events import EventStream
@@ -54,6 +55,10 @@ _EVENT_TYPE_NAMES = {
     pb.EVENT_TYPE_CART: "cart",
     pb.EVENT_TYPE_CHAT: "chat",
     pb.EVENT_TYPE_PURCHASE: "purchase",
+}
+_UNAVAILABLE = {
+    StoreUnavailable: "the session and event store is unavailable; retry shortly",
+    EngineUnavailable: "the search engine is unavailable; retry shortly",
 }
 _SERVED_FROM = {"engine": pb.SERVED_FROM_ENGINE, "fallback": pb.SERVED_FROM_FALLBACK}
 
@@ -136,8 +141,10 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         except HotfeedError as exc:
             code = _status_of(exc)
             metrics.RPC_ERRORS.labels(rpc=rpc, code=code.name).inc()
-            _log.info("rpc=%s request_id=%s status=%s error=%r", rpc, request_id, code.name, str(exc))
-            context.abort(code, str(exc))
+            _log.info("rpc=%s request_id=%s status=%s error=%r", rpc, request_id, code.name, redact(exc))
+            # A store or engine outage names the part, not where it lives or how to restart it.
+            message = _UNAVAILABLE.get(type(exc), str(exc)) if code == grpc.StatusCode.UNAVAILABLE else str(exc)
+            context.abort(code, message)
         except Exception:
             metrics.RPC_ERRORS.labels(rpc=rpc, code="INTERNAL").inc()
             _log.exception("rpc=%s request_id=%s status=INTERNAL", rpc, request_id)

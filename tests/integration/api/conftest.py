@@ -13,6 +13,18 @@ from recommender.settings import RedisSettings, Settings
 
 # Nothing listens on port 1: admin-only tests must not depend on a recommender.
 NO_RECOMMENDER = "127.0.0.1:1"
+# Signs the viewer tokens of the feed tests (the login service's key, in production).
+JWT_SECRET = "integration-test-signing-secret-0123456789"
+
+
+def token_for(user_id: str, *, exp_in_s: float = 300) -> dict[str, str]:
+    """Return the Authorization header of a signed-in ``user_id``."""
+    import time
+
+    import jwt
+
+    token = jwt.encode({"sub": user_id, "aud": "hotfeed", "exp": int(time.time() + exp_in_s)}, JWT_SECRET, algorithm="HS256")
+    return {"Authorization": f"Bearer {token}"}
 
 
 def gateway_settings(base: Settings, *, redis: RedisSettings, grpc_target: str, token: str = "") -> Settings:
@@ -20,7 +32,9 @@ def gateway_settings(base: Settings, *, redis: RedisSettings, grpc_target: str, 
     return base.model_copy(
         update={
             "redis": redis,
-            "gateway": base.gateway.model_copy(update={"grpc_target": grpc_target, "deadline_ms": 10_000}),
+            "gateway": base.gateway.model_copy(
+                update={"grpc_target": grpc_target, "deadline_ms": 10_000, "jwt_secret": JWT_SECRET}
+            ),
             "server": base.server.model_copy(update={"service_token": token}),
         }
     )

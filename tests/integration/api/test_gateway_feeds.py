@@ -8,6 +8,8 @@ import uuid
 
 from fastapi.testclient import TestClient
 
+from tests.integration.api.conftest import token_for
+
 
 def _active(stack) -> list[str]:
     items = stack.market.items
@@ -19,7 +21,7 @@ def _user(stack) -> str:
 
 
 def test_home_feed_page_has_the_documented_shape(feed_client: TestClient, service_stack) -> None:
-    response = feed_client.get("/v1/feed/home", params={"user_id": _user(service_stack), "page_size": 5})
+    response = feed_client.get("/v1/feed/home", params={"page_size": 5}, headers=token_for(_user(service_stack)))
     assert response.status_code == 200, response.text
     page = response.json()
     assert set(page) == {"items", "next_cursor", "profile_version", "model_version", "served_from", "degradations"}
@@ -65,10 +67,11 @@ def test_product_feed_needs_a_user(feed_client: TestClient, service_stack) -> No
     item = _active(service_stack)[0]
     anonymous = feed_client.get("/v1/feed/product", params={"item_id": item, "page_size": 5})
     assert anonymous.status_code == 401 and "user_id" in anonymous.json()["detail"]
-    page = feed_client.get("/v1/feed/product", params={"item_id": item, "user_id": _user(service_stack), "page_size": 5})
+    page = feed_client.get("/v1/feed/product", params={"item_id": item, "page_size": 5},
+                           headers=token_for(_user(service_stack)))
     assert page.status_code == 200
     assert len(page.json()["items"]) == 5 and item not in {i["item_id"] for i in page.json()["items"]}
-    missing = feed_client.get("/v1/feed/product", params={"user_id": _user(service_stack)})
+    missing = feed_client.get("/v1/feed/product", headers=token_for(_user(service_stack)))
     assert missing.status_code == 422 and "'item_id' is required" in missing.json()["detail"]
 
 
@@ -136,3 +139,33 @@ def test_health_and_request_id(feed_client: TestClient) -> None:
     response = feed_client.get("/healthz", headers={"X-Request-ID": "req-42"})
     assert response.json()["recommender"] == "SERVING"
     assert response.headers["X-Request-ID"] == "req-42"
+
+
+def test_a_token_for_one_user_cannot_read_or_post_as_another(feed_client: TestClient, service_stack) -> None:
+    alice, bob = (str(u) for u in service_stack.market.users["user_id"].iloc[:2])
+    item = _active(service_stack)[4]
+    as_bob = feed_client.get("/v1/feed/home", params={"user_id": bob, "page_size": 5}, headers=token_for(alice))
+    assert as_bob.status_code == 400 and "signed token" in as_bob.json()["detail"]
+    posted = feed_client.post("/v1/events", headers=token_for(alice), json=[
+        {"type": "like", "item_id": item, "user_id": bob},
+        {"type": "like", "item_id": item},
+    ])
+    assert posted.status_code == 200
+    answer = posted.json()
+    assert (answer["accepted"], answer["rejected"]) == (1, 1) and answer["rejections"][0]["index"] == 0
+    # The accepted like is alice's: her next feed leaves the item out, bob's history is untouched.
+    mine = feed_client.get("/v1/feed/home", params={"page_size": 50}, headers=token_for(alice)).json()
+    assert item not in {i["item_id"] for i in mine["items"]}
+    from recommender.stores.sessions import SessionStore
+
+    assert item not in SessionStore(service_stack.settings.redis).recent(bob)
+    assert item in SessionStore(service_stack.settings.redis).recent(alice)
+
+
+def test_an_expired_or_tampered_token_is_401(feed_client: TestClient, service_stack) -> None:
+    user = _user(service_stack)
+    expired = feed_client.get("/v1/feed/home", headers=token_for(user, exp_in_s=-10))
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+    header = token_for(user)["Authorization"]
+    tampered = feed_client.get("/v1/feed/home", headers={"Authorization": header[:-4] + "AAAA"})
+    assert tampered.status_code == 401

@@ -88,7 +88,7 @@ def client() -> Iterator[TestClient]:
         ({"page_size": "0"}, "query parameter 'page_size' '0': Input should be greater than or equal to 1"),
         ({"page_size": "many"}, "query parameter 'page_size' 'many'"),
         ({"explain": "perhaps"}, "query parameter 'explain' 'perhaps'"),
-        ({"user_id": "u" * 200}, "query parameter 'user_id'"),
+        ({"session_id": "s" * 200}, "query parameter 'session_id'"),
     ],
 )
 def test_bad_feed_parameters_are_422_naming_the_parameter(client: TestClient, query: dict, expected: str) -> None:
@@ -98,7 +98,7 @@ def test_bad_feed_parameters_are_422_naming_the_parameter(client: TestClient, qu
 
 
 def test_product_feed_without_item_id_is_422(client: TestClient) -> None:
-    response = client.get("/v1/feed/product", params={"user_id": "u1"})
+    response = client.get("/v1/feed/product")
     assert response.status_code == 422
     assert response.json() == {"detail": "query parameter 'item_id' is required; add it"}
 

@@ -70,7 +70,7 @@ def test_events_request_forwards_good_events_and_rejects_the_rest_locally() -> N
         "not an object",
         {"type": "view", "item_id": "i2", "session_id": "s1"},
     ]
-    request, positions, rejections = events_request(raw, now_s=NOW_S)
+    request, positions, rejections = events_request(raw, user_id="42", now_s=NOW_S)
     assert positions == [0, 3]
     first, second = request.events
     assert (first.item_id, first.user_id, first.type, first.platform) == ("i1", "42", pb.EVENT_TYPE_CLICK, "android")
@@ -90,3 +90,22 @@ def test_record_events_json_points_server_rejections_into_the_callers_list() -> 
         "rejected": 2,
         "rejections": [{"index": 1, "reason": "status"}, {"index": 3, "reason": "unknown item"}],
     }
+
+
+def test_an_event_for_another_user_is_rejected_and_a_missing_user_is_the_signed_in_one() -> None:
+    raw = [
+        {"type": "view", "item_id": "i1", "user_id": "mallory"},
+        {"type": "view", "item_id": "i2"},
+    ]
+    request, positions, rejections = events_request(raw, user_id="alice", now_s=NOW_S)
+    assert positions == [1] and request.events[0].user_id == "alice"
+    assert rejections == [{"index": 0, "reason": "user_id must be the signed-in user of the token; leave it out"}]
+
+
+def test_a_logged_out_caller_cannot_name_a_user() -> None:
+    request, positions, rejections = events_request(
+        [{"type": "view", "item_id": "i1", "user_id": "alice"}, {"type": "view", "item_id": "i1", "session_id": "s"}],
+        now_s=NOW_S,
+    )
+    assert positions == [1] and request.events[0].user_id == ""
+    assert "needs a signed-in user" in rejections[0]["reason"]
