@@ -24,7 +24,7 @@ services-down: install
 	$(HOTFEED) services down
 
 demo: services
-	$(BIN)/python scripts/demo.py
+	HOTFEED_DEV_MODE=1 $(BIN)/python scripts/demo.py
 
 test: services
 	$(BIN)/pytest tests

@@ -23,6 +23,7 @@ from api._errors import install_error_handlers
 from api._feeds import feeds_router
 from api._identity import TokenVerifier
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
+from recommender.errors import ConfigError
 from recommender.profiles import read_item_fields
 from recommender.settings import Settings
 from recommender.stores.profiles import ProfileStore
@@ -68,6 +69,10 @@ def create_app(settings: Settings, *, channel: grpc.Channel | None = None) -> Fa
         summary="Home feed, product feed, similar items and events for apps; score profile admin.",
         lifespan=lifespan,
     )
+    if not settings.server.service_token and not settings.server.dev_mode:
+        raise ConfigError("HOTFEED_SERVER_SERVICE_TOKEN is not set, so anyone reaching the gateway could edit score "
+                          "profiles; set it (the admin API and page then need it) or HOTFEED_DEV_MODE=1 on a "
+                          "development machine")
     app.state.settings = settings
     app.state.token_verifier = TokenVerifier.from_settings(settings.gateway)
     if app.state.token_verifier is None:

@@ -330,7 +330,7 @@ def main() -> int:
         channel.close()
     elif serving:
         target = f"127.0.0.1:{args.port}"
-        env = {**os.environ, "HOTFEED_SERVER_PORT": str(args.port), "HOTFEED_SERVER_METRICS_PORT": str(args.metrics_port),
+        env = {**os.environ, "HOTFEED_DEV_MODE": "1", "HOTFEED_SERVER_PORT": str(args.port), "HOTFEED_SERVER_METRICS_PORT": str(args.metrics_port),
                "HOTFEED_SERVER_ENGINE_TIMEOUT_MS": str(args.engine_timeout_ms)}
         metrics_url = f"http://127.0.0.1:{args.metrics_port}/metrics"
         log = open(RESULTS / "serve.log", "w")

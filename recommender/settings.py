@@ -38,6 +38,8 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 EngineKind = Literal["opensearch", "elasticsearch"]
+# The public default cursor secret: fine on a laptop, a forgery kit in production.
+DEV_CURSOR_SECRET = "hotfeed-local-cursor-secret"
 _DEFAULT_ENGINE_PORTS = {"opensearch": 9200, "elasticsearch": 9201}
 
 
@@ -209,7 +211,11 @@ class ServerSettings(BaseSettings):
     # The engine search's deadline; past it the popular fallback serves the page.
     engine_timeout_ms: int = Field(default=80, ge=1, le=60_000)
     # Signs page cursors; set a long random value in production (cursors from other keys are rejected).
-    cursor_secret: str = "hotfeed-local-cursor-secret"
+    # `serve` refuses to start with this default outside dev mode.
+    cursor_secret: str = DEV_CURSOR_SECRET
+    # HOTFEED_DEV_MODE=1 (make demo, make test, local experiments) lets `serve` and `gateway`
+    # start with the default cursor secret and no service token; without it they refuse.
+    dev_mode: bool = Field(default=False, validation_alias=AliasChoices("dev_mode", "HOTFEED_DEV_MODE"))
     feed_ttl_s: int = Field(default=1800, ge=10, le=7 * 86_400)
     session_ttl_s: int = Field(default=6 * 3600, ge=60, le=30 * 86_400)
     session_max_items: int = Field(default=50, ge=1, le=1000)

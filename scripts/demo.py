@@ -116,6 +116,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the burst (default: %(default)s)")
     args = parser.parse_args()
 
+    # The demo is a development run: the public cursor secret and no service token are fine here.
+    os.environ.setdefault("HOTFEED_DEV_MODE", "1")
     base = load_settings()
     data_dir = base.paths.data_dir / "demo"
     # The default checkpoint (HOTFEED_MODEL_CHECKPOINT) that `hotfeed train` writes and

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+
+# Servers started by the tests run with the development defaults (the public cursor secret,
+# no service token), which production refuses; the tests of that refusal turn it off.
+os.environ.setdefault("HOTFEED_DEV_MODE", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -23,7 +23,7 @@ from recommender.redact import redact_url
 from recommender.service.feeds import FeedService
 from recommender.service.profile_cache import ProfileCache
 from recommender.service.servicer import RecommenderServicer, TokenInterceptor
-from recommender.settings import Settings
+from recommender.settings import DEV_CURSOR_SECRET, Settings
 from recommender.stores import ServingStores, open_stores
 from recommender.stores.profiles import ProfileStore
 
@@ -81,6 +81,11 @@ def start_server(settings: Settings, *, port: int | None = None) -> RunningServe
 
     Raises ServiceSetupError when the port cannot be bound.
     """
+    if settings.server.cursor_secret == DEV_CURSOR_SECRET and not settings.server.dev_mode:
+        raise ConfigError("HOTFEED_SERVER_CURSOR_SECRET is the public default, so anyone could forge page cursors; "
+                          "set a long random value (or HOTFEED_DEV_MODE=1 on a development machine)")
+    if settings.server.dev_mode:
+        _log.warning("HOTFEED_DEV_MODE=1: insecure defaults allowed (default cursor secret, no service token)")
     fields = read_item_fields(settings.paths.mappings_dir)
     stores = open_stores(settings)
     profiles = ProfileCache(ProfileStore(settings.redis, fields=fields, client=stores.client), fields=fields,

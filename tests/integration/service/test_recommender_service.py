@@ -360,3 +360,16 @@ def test_a_feed_that_finds_no_free_slot_gets_the_flagged_fallback_at_once(servic
     finally:
         channel.close()
         running.stop(grace_s=0.5)
+
+
+def test_serve_refuses_the_public_cursor_secret_outside_dev_mode(service_stack):
+    from recommender.errors import ConfigError
+
+    settings = service_stack.settings
+    production = settings.model_copy(update={"server": ServerSettings(port=0, metrics_port=0, dev_mode=False)})
+    with pytest.raises(ConfigError, match="HOTFEED_SERVER_CURSOR_SECRET"):
+        start_server(production, port=0)
+    secret = production.model_copy(update={"server": ServerSettings(port=0, metrics_port=0, dev_mode=False,
+                                                                   cursor_secret="a-long-random-secret-0123456789")})
+    running = start_server(secret, port=0)
+    running.stop(grace_s=0.1)

@@ -202,3 +202,12 @@ def test_a_non_ascii_request_id_is_replaced_not_forwarded(client: TestClient) ->
     response = client.get("/healthz", headers={"X-Request-ID": "réq-ü".encode("latin-1")})
     assert response.status_code == 200
     assert len(response.headers["X-Request-ID"]) == 32 and response.headers["X-Request-ID"].isascii()
+
+
+def test_the_gateway_refuses_to_start_without_a_service_token_outside_dev_mode() -> None:
+    settings = _settings()
+    settings = settings.model_copy(update={"server": settings.server.model_copy(update={"dev_mode": False})})
+    with pytest.raises(ConfigError, match="HOTFEED_SERVER_SERVICE_TOKEN"):
+        api.app.create_app(settings)
+    secured = settings.model_copy(update={"server": settings.server.model_copy(update={"service_token": "t"})})
+    assert api.app.create_app(secured) is not None
