@@ -169,11 +169,45 @@ def validate_profile(data: Mapping[str, Any], *, fields: ItemFields) -> ScorePro
     return profile
 
 
+# A profile is a few kilobytes and a few levels deep; anything far beyond is a mistake or an
+# attack (a 400-byte alias bomb expands to tens of megabytes; 100k nested lists overflow the
+# parser's recursion), refused before it is built.
+MAX_PROFILE_BYTES = 64 * 1024
+MAX_PROFILE_DEPTH = 16
+
+
+def _check_yaml_shape(text: str | bytes) -> None:
+    """Raise ProfileRejected for a profile too long, too deep, or using YAML anchors/aliases.
+
+    Walks the parser's event stream, which is iterative: nothing is built or expanded yet.
+    """
+    size = len(text.encode("utf-8") if isinstance(text, str) else text)
+    if size > MAX_PROFILE_BYTES:
+        raise ProfileRejected(f"profile is {size} bytes; at most {MAX_PROFILE_BYTES} are accepted")
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                mark = event.start_mark
+                raise ProfileRejected(f"profile uses a YAML anchor or alias at line {mark.line + 1}; write values out")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_PROFILE_DEPTH:
+                    raise ProfileRejected(f"profile nests deeper than {MAX_PROFILE_DEPTH} levels at line "
+                                          f"{event.start_mark.line + 1}; a profile is a few levels deep")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # safe_load below reports the syntax error with its position
+
+
 def parse_profile(text: str | bytes, *, fields: ItemFields) -> ScoreProfile:
     """Return the validated profile written as YAML (JSON is YAML too) in ``text``.
 
-    Raises ProfileRejected for unparseable YAML (with line and column) or an invalid profile.
+    Raises ProfileRejected for an oversized, over-deep or aliased document, unparseable YAML
+    (with line and column) or an invalid profile.
     """
+    _check_yaml_shape(text)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -284,3 +284,19 @@ def test_public_names_are_exactly_all() -> None:
 
     public = {name for name in vars(profiles_pkg) if not name.startswith("_")}
     assert public == set(profiles_pkg.__all__)
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(fields) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    with pytest.raises(ProfileRejected, match="anchor or alias at line 1"):
+        parse_profile(bomb, fields=fields)
+
+
+def test_a_deeply_nested_profile_is_refused_not_a_crash(fields) -> None:
+    with pytest.raises(ProfileRejected, match="deeper than 16 levels"):
+        parse_profile("[" * 20_000 + "]" * 20_000, fields=fields)
+
+
+def test_an_oversized_profile_is_refused(fields) -> None:
+    with pytest.raises(ProfileRejected, match="at most 65536"):
+        parse_profile("# " + "x" * 70_000, fields=fields)
