@@ -18,6 +18,7 @@ from recommender.errors import (
     InvalidRequest,
     NotFound,
     ProfileRejected,
+    RateLimited,
     StoreUnavailable,
     Unauthenticated,
 )
@@ -44,6 +45,7 @@ HTTP_STATUS_BY_ERROR: tuple[tuple[type[HotfeedError], int], ...] = (
     (ProfileRejected, 422),
     (InvalidRequest, 400),
     (Unauthenticated, 401),
+    (RateLimited, 429),
     (NotFound, 404),
     (StoreUnavailable, 503),
     (EngineUnavailable, 503),
@@ -95,7 +97,8 @@ def _hotfeed_error(request: Request, exc: HotfeedError) -> JSONResponse:
         _log.warning("%s %s -> %d: %s", request.method, request.url.path, status, redact(exc))
         detail = next((d for cls, d in _UNAVAILABLE_DETAIL.items() if isinstance(exc, cls)),
                       "the gateway failed; retry, and report the X-Request-ID if it persists")
-    return JSONResponse({"detail": detail}, status_code=status)
+    headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))} if isinstance(exc, RateLimited) else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def _where(loc: tuple) -> str:

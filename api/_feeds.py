@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api._identity import viewer_id
+from api._limits import RateLimiter
 from api._proto import FeedParams, events_request, feed_json, feed_request, record_events_json
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
@@ -87,6 +88,7 @@ def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter
     """Return the router of the public feed and event endpoints, calling ``stub``."""
     router = APIRouter(tags=["feeds"])
     timeout_s = settings.gateway.deadline_ms / 1000
+    limiter = RateLimiter(settings.gateway.events_per_minute)
 
     def call(method: Callable[..., Any], message: Any, request: Request) -> Any:
         return method(message, timeout=timeout_s, metadata=call_metadata(request, settings))
@@ -144,6 +146,8 @@ def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter
                 f"the body of POST /v1/events must be a JSON list of events, got a {type(events).__name__}; "
                 f"wrap a single event in [...]"
             )
+        caller = f"user:{user}" if user else f"addr:{request.client.host if request.client else 'unknown'}"
+        limiter.take(caller, len(events))
         return await run_in_threadpool(forward_events, events, request, user)
 
     return router

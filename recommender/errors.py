@@ -4,6 +4,7 @@
     ├── InvalidRequest           a caller sent something malformed (gRPC INVALID_ARGUMENT, HTTP 400)
     │   └── ProfileRejected      a score profile failed validation (HTTP 422)
     ├── Unauthenticated          a call lacks a token or a user it needs (UNAUTHENTICATED, HTTP 401)
+    ├── RateLimited              a caller sent more than its share (RESOURCE_EXHAUSTED, HTTP 429)
     ├── NotFound                 an id, index, profile or file does not exist (NOT_FOUND, HTTP 404)
     ├── ConfigError              settings or a checkpoint are unusable (fix the config, then restart)
     ├── ServiceSetupError        a local service could not be installed or started
@@ -21,6 +22,7 @@ __all__ = [
     "InvalidRequest",
     "ProfileRejected",
     "Unauthenticated",
+    "RateLimited",
     "NotFound",
     "ConfigError",
     "ServiceSetupError",
@@ -43,6 +45,14 @@ class ProfileRejected(InvalidRequest):
 
 class Unauthenticated(HotfeedError):
     """Raised when a call needs a service token or a user id and has none."""
+
+
+class RateLimited(HotfeedError):
+    """Raised when a caller exceeds its rate; ``retry_after_s`` says when it may send again."""
+
+    def __init__(self, message: str, *, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotFound(HotfeedError):

@@ -244,6 +244,8 @@ class GatewaySettings(BaseSettings):
     jwt_audience: str = "hotfeed"
     # Empty: any issuer.
     jwt_issuer: str = ""
+    # Events one caller (signed-in user, else client address) may post per minute; 0: no limit.
+    events_per_minute: int = Field(default=600, ge=0, le=1_000_000)
 
 
 class Settings(BaseSettings):

@@ -532,6 +532,10 @@ class RestEngine:
         take it only as a URL parameter).
         """
         rendered = dialect.render_search(self.kind, body)
+        if timeout_ms is not None and "timeout" not in rendered:
+            # The engine stops collecting at the deadline and answers with what it has, rather
+            # than working on for a caller that has already moved on to the fallback.
+            rendered["timeout"] = f"{max(int(timeout_ms * 0.8), 1)}ms"
         params = {"filter_path": SEARCH_FILTER_PATH}
         if named_scores:
             params["include_named_queries_score"] = "true"

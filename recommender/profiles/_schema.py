@@ -102,8 +102,9 @@ class Knn(_ComponentBase):
     """Nearest neighbours of the query vector on the item embedding, boosted by ``weight``."""
 
     type: Literal["knn"]
-    k: int = Field(default=100, ge=1, le=10_000)
-    num_candidates: int = Field(default=400, ge=1, le=10_000)
+    # Bounded to what a feed search can afford within its deadline (docs/performance.md).
+    k: int = Field(default=100, ge=1, le=1_000)
+    num_candidates: int = Field(default=400, ge=1, le=2_000)
 
     @model_validator(mode="after")
     def _candidates_cover_k(self) -> "Knn":
@@ -233,7 +234,8 @@ class ScoreProfile(_Model):
     name: Annotated[str, Field(pattern=_NAME_RE)]
     description: str = ""
     # Engine hits fetched per search: the rerank sees these, the page is cut from them.
-    candidates: int = Field(default=200, ge=1, le=10_000)
+    # Every candidate is fetched, parsed and reranked per request: 1,000 is the most that fits.
+    candidates: int = Field(default=200, ge=1, le=1_000)
     filters: Filters = Filters()
     components: tuple[Component, ...]
     rerank: Rerank = Rerank()

@@ -23,6 +23,7 @@ from recommender.errors import (
     HotfeedError,
     InvalidRequest,
     NotFound,
+    RateLimited,
     StoreUnavailable,
     Unauthenticated,
 )
@@ -42,6 +43,7 @@ STATUS_OF: tuple[tuple[type[HotfeedError], grpc.StatusCode], ...] = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
+    (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (EngineUnavailable, grpc.StatusCode.UNAVAILABLE),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
