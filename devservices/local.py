@@ -209,6 +209,10 @@ class RedisService(LocalService):
                     f"logfile {self.home / 'redis.log'}",
                     "appendonly yes",
                     "save ''",
+                    # Feed pages, sessions and segments expire; under memory pressure only keys
+                    # with a TTL are evicted, never profiles, preferences or the event stream.
+                    "maxmemory 1gb",
+                    "maxmemory-policy volatile-lru",
                     "protected-mode yes",
                 ]
             )
