@@ -11,10 +11,18 @@ from starlette.concurrency import run_in_threadpool
 
 from api._identity import viewer_id
 from api._limits import RateLimiter
-from api._proto import FeedParams, events_request, feed_json, feed_request, record_events_json
+from api._proto import (
+    FeedParams,
+    events_request,
+    feed_json,
+    feed_request,
+    preferences_json,
+    preferences_message,
+    record_events_json,
+)
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
-from recommender.errors import InvalidRequest
+from recommender.errors import InvalidRequest, Unauthenticated
 from recommender.events import MAX_ID_LENGTH
 from recommender.settings import Settings
 
@@ -22,6 +30,8 @@ __all__ = ["MAX_EVENTS_BODY_BYTES", "feed_params", "call_metadata", "feeds_route
 
 # About 1000 events of a few hundred bytes each, the recommender's default batch limit.
 MAX_EVENTS_BODY_BYTES = 1024 * 1024
+# 200 liked and 200 disliked category paths fit comfortably.
+MAX_PREFERENCES_BODY_BYTES = 128 * 1024
 
 _UINT32_MAX = 2**32 - 1
 _IdParam = Annotated[str, Query(max_length=MAX_ID_LENGTH)]
@@ -127,6 +137,29 @@ def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter
             # Nothing valid to forward: answer without a round trip.
             response = pb.RecordEventsResponse()
         return record_events_json(response, positions=positions, local_rejections=local_rejections)
+
+    def signed_in(user: str | None) -> str:
+        if not user:
+            raise Unauthenticated("preferences belong to a signed-in user: send 'Authorization: Bearer <token>'")
+        return user
+
+    @router.get("/v1/me/preferences")
+    def get_preferences(request: Request, user: Annotated[str | None, Depends(viewer_id)]) -> dict[str, Any]:
+        """Return what the signed-in user declared (gender, age band, liked and disliked categories)."""
+        answer = call(stub.GetPreferences, pb.GetPreferencesRequest(user_id=signed_in(user)), request)
+        return preferences_json(answer)
+
+    @router.put("/v1/me/preferences")
+    async def put_preferences(request: Request, user: Annotated[str | None, Depends(viewer_id)]) -> dict[str, Any]:
+        """Replace the signed-in user's preferences; their next feed follows them (disliked categories never show)."""
+        user = signed_in(user)
+        body = await _read_body(request, limit_bytes=MAX_PREFERENCES_BODY_BYTES)
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"the body is not JSON ({exc}); send a JSON object of preferences") from None
+        message = pb.SetPreferencesRequest(user_id=user, preferences=preferences_message(data))
+        return preferences_json(await run_in_threadpool(call, stub.SetPreferences, message, request))
 
     @router.post("/v1/events")
     async def record_events(request: Request, user: Annotated[str | None, Depends(viewer_id)]) -> dict[str, Any]:

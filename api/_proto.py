@@ -12,7 +12,10 @@ from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender.errors import InvalidRequest
 from recommender.events import InteractionEvent, StatusEvent, parse_event
 
-__all__ = ["FeedParams", "feed_request", "feed_json", "events_request", "record_events_json"]
+__all__ = [
+    "FeedParams", "feed_request", "feed_json", "preferences_json", "preferences_message", "events_request",
+    "record_events_json",
+]
 
 _SERVED_FROM_PREFIX = "SERVED_FROM_"
 
@@ -141,3 +144,35 @@ def record_events_json(
         rejections.append({"index": index, "reason": rejection.reason})
     rejections.sort(key=lambda r: r["index"])
     return {"accepted": response.accepted, "rejected": len(rejections), "rejections": rejections}
+
+
+_PREFERENCE_KEYS = ("gender", "age_band", "liked_categories", "disliked_categories")
+
+
+def preferences_message(data: Any) -> pb.Preferences:
+    """Return the Preferences message of a JSON object; InvalidRequest names a wrong key or type."""
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"preferences must be a JSON object with {list(_PREFERENCE_KEYS)}, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_PREFERENCE_KEYS))
+    if unknown:
+        raise InvalidRequest(f"unknown preference field(s) {unknown}; use {list(_PREFERENCE_KEYS)}")
+    for key in ("gender", "age_band"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise InvalidRequest(f"preference {key!r} must be text or null, got {data[key]!r}")
+    for key in ("liked_categories", "disliked_categories"):
+        value = data.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidRequest(f"preference {key!r} must be a list of category paths, got {value!r:.80}")
+    return pb.Preferences(gender=data.get("gender") or "", age_band=data.get("age_band") or "",
+                          liked_categories=data.get("liked_categories") or [],
+                          disliked_categories=data.get("disliked_categories") or [])
+
+
+def preferences_json(message: pb.Preferences) -> dict[str, Any]:
+    """Return the JSON object of a Preferences message (null for what was not declared)."""
+    return {
+        "gender": message.gender or None,
+        "age_band": message.age_band or None,
+        "liked_categories": list(message.liked_categories),
+        "disliked_categories": list(message.disliked_categories),
+    }

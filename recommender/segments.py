@@ -44,6 +44,7 @@ USER_SEGMENT_FIELDS: tuple[str, ...] = (
 )
 ClusterSource = Literal["user", "cold_start", "none"]
 _MAX_CATEGORIES = 200
+_MAX_CATEGORY_LENGTH = 128
 
 
 def _clean_categories(values: Sequence[str] | None, *, what: str) -> tuple[str, ...]:
@@ -54,6 +55,9 @@ def _clean_categories(values: Sequence[str] | None, *, what: str) -> tuple[str, 
     out = tuple(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
     if len(out) > _MAX_CATEGORIES:
         raise InvalidRequest(f"{what} has {len(out)} categories; at most {_MAX_CATEGORIES} are kept per user")
+    long = [v for v in out if len(v) > _MAX_CATEGORY_LENGTH]
+    if long:
+        raise InvalidRequest(f"{what} holds {long[0][:40]!r}...; a category path is at most {_MAX_CATEGORY_LENGTH} characters")
     return out
 
 

@@ -113,7 +113,7 @@ def start_server(settings: Settings, *, port: int | None = None) -> RunningServe
         interceptors=[TokenInterceptor(settings.server.service_token)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
-    servicer = RecommenderServicer(feeds, stores.events, stores.sessions,
+    servicer = RecommenderServicer(feeds, stores.events, stores.sessions, preferences=stores.segments,
                                    max_events=settings.server.max_events_per_call)
     pb_grpc.add_RecommenderServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()

@@ -27,11 +27,13 @@ from recommender.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
-from recommender.events import InteractionEvent, parse_event
+from recommender.events import MAX_ID_LENGTH, InteractionEvent, parse_event
 from recommender.redact import redact
 from recommender.service import metrics
 from recommender.service.feeds import FeedPage, FeedRequest, FeedService
+from recommender.segments import DeclaredPreferences
 from recommender.stores.events import EventStream
+from recommender.stores.segments import RedisSegmentStore
 from recommender.stores.sessions import SessionStore
 
 __all__ = ["RecommenderServicer", "STATUS_OF", "TokenInterceptor"]
@@ -126,11 +128,27 @@ def _feed_response(page: FeedPage) -> pb.FeedResponse:
     )
 
 
+def _user_id(value: str) -> str:
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidRequest(f"user_id {value[:40]!r} must be 1..{MAX_ID_LENGTH} characters")
+    return value
+
+
+def _preferences_message(prefs: DeclaredPreferences | None) -> pb.Preferences:
+    if prefs is None:
+        return pb.Preferences()
+    return pb.Preferences(gender=prefs.gender or "", age_band=prefs.age_band or "",
+                          liked_categories=list(prefs.liked_categories),
+                          disliked_categories=list(prefs.disliked_categories))
+
+
 class RecommenderServicer(pb_grpc.RecommenderServicer):
-    def __init__(self, feeds: FeedService, events: EventStream, sessions: SessionStore, *, max_events: int):
+    def __init__(self, feeds: FeedService, events: EventStream, sessions: SessionStore, *,
+                 preferences: RedisSegmentStore, max_events: int):
         self.feeds = feeds
         self.events = events
         self.sessions = sessions
+        self.preferences = preferences
         self.max_events = max_events
 
     def _call(self, rpc: str, context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
@@ -172,6 +190,22 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return self._call(
             "SimilarItems", context, lambda: _feed_response(self.feeds.feed(_feed_request("similar", request)))
         )
+
+    def GetPreferences(self, request, context):
+        return self._call("GetPreferences", context, lambda: _preferences_message(
+            self.preferences.declared_preferences(_user_id(request.user_id))))
+
+    def SetPreferences(self, request, context):
+        def set_() -> pb.Preferences:
+            user = _user_id(request.user_id)
+            p = request.preferences
+            prefs = DeclaredPreferences(gender=p.gender or None, age_band=p.age_band or None,
+                                        liked_categories=tuple(p.liked_categories),
+                                        disliked_categories=tuple(p.disliked_categories))
+            self.preferences.set_declared_preferences(user, prefs)
+            return _preferences_message(prefs)
+
+        return self._call("SetPreferences", context, set_)
 
     def RecordEvents(self, request, context):
         return self._call("RecordEvents", context, lambda: self._record(request))

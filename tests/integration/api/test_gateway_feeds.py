@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.integration.api.conftest import token_for
@@ -169,3 +170,36 @@ def test_an_expired_or_tampered_token_is_401(feed_client: TestClient, service_st
     header = token_for(user)["Authorization"]
     tampered = feed_client.get("/v1/feed/home", headers={"Authorization": header[:-4] + "AAAA"})
     assert tampered.status_code == 401
+
+
+def test_a_disliked_category_set_through_the_api_is_gone_from_the_next_feed(feed_client: TestClient, service_stack) -> None:
+    user = str(service_stack.market.users["user_id"].iloc[5])
+    auth = token_for(user)
+    before = feed_client.get("/v1/feed/home", params={"page_size": 30}, headers=auth).json()
+    items = service_stack.market.items.set_index("item_id")["category"]
+    shown = [str(items[i["item_id"]]).split("/")[0] for i in before["items"]]
+    top = max(set(shown), key=shown.count)
+    saved = feed_client.put("/v1/me/preferences", headers=auth, json={"gender": "f", "disliked_categories": [top]})
+    assert saved.status_code == 200, saved.text
+    assert saved.json() == {"gender": "f", "age_band": None, "liked_categories": [], "disliked_categories": [top]}
+    assert feed_client.get("/v1/me/preferences", headers=auth).json()["disliked_categories"] == [top]
+    after = feed_client.get("/v1/feed/home", params={"page_size": 30}, headers=auth).json()
+    assert after["items"] and all(not str(items[i["item_id"]]).startswith(top) for i in after["items"])
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ({"gender": "x"}, 400, "gender"),
+    ({"age_band": "ancient"}, 400, "age_band"),
+    ({"liked_categories": ["a"], "disliked_categories": ["a"]}, 400, "both liked and disliked"),
+    ({"favourite_colour": "blue"}, 400, "unknown preference field"),
+    ({"liked_categories": "shoes"}, 400, "list of category paths"),
+    ([1, 2], 400, "JSON object"),
+])
+def test_bad_preferences_are_4xx_naming_the_field(feed_client: TestClient, service_stack, body, status, message) -> None:
+    response = feed_client.put("/v1/me/preferences", headers=token_for("u-prefs"), json=body)
+    assert response.status_code == status and message in response.json()["detail"]
+
+
+def test_preferences_need_a_signed_in_user(feed_client: TestClient) -> None:
+    assert feed_client.get("/v1/me/preferences").status_code == 401
+    assert feed_client.put("/v1/me/preferences", json={"gender": "m"}).status_code == 401

@@ -100,6 +100,14 @@ def test_record_events_never_fails_on_input(stub, events):
     _call(stub.RecordEvents, pb.RecordEventsRequest(events=events))
 
 
+@_RUNS
+@given(user_id=_text, gender=_text, age_band=_text, liked=_ids, disliked=_ids)
+def test_preferences_never_fail_on_input(stub, user_id, gender, age_band, liked, disliked):
+    prefs = pb.Preferences(gender=gender, age_band=age_band, liked_categories=liked, disliked_categories=disliked)
+    _call(stub.SetPreferences, pb.SetPreferencesRequest(user_id=user_id, preferences=prefs))
+    _call(stub.GetPreferences, pb.GetPreferencesRequest(user_id=user_id))
+
+
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | _text,
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(_text, inner, max_size=5),

@@ -178,7 +178,8 @@ def test_gateway_entry_point_is_declared() -> None:
         (api._admin, ["admin_router", "stored_json"]),
         (api._errors, ["HTTP_STATUS_BY_GRPC_CODE", "HTTP_STATUS_BY_ERROR", "http_status_of", "install_error_handlers"]),
         (api._feeds, ["MAX_EVENTS_BODY_BYTES", "feed_params", "call_metadata", "feeds_router"]),
-        (api._proto, ["FeedParams", "feed_request", "feed_json", "events_request", "record_events_json"]),
+        (api._proto, ["FeedParams", "feed_request", "feed_json", "preferences_json", "preferences_message",
+                      "events_request", "record_events_json"]),
     ],
 )
 def test_exported_names_are_exact(module, names: list[str]) -> None:

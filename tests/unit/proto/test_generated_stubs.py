@@ -16,8 +16,10 @@ def _service():  # type: ignore[no-untyped-def]
     return recommender_pb2.DESCRIPTOR.services_by_name["Recommender"]
 
 
-def test_service_has_the_four_methods() -> None:
-    assert [m.name for m in _service().methods] == ["HomeFeed", "ProductFeed", "SimilarItems", "RecordEvents"]
+def test_service_has_the_documented_methods() -> None:
+    assert [m.name for m in _service().methods] == [
+        "HomeFeed", "ProductFeed", "SimilarItems", "RecordEvents", "GetPreferences", "SetPreferences",
+    ]
 
 
 def test_methods_take_and_return_the_documented_messages() -> None:
@@ -27,6 +29,8 @@ def test_methods_take_and_return_the_documented_messages() -> None:
         "ProductFeed": ("ProductFeedRequest", "FeedResponse"),
         "SimilarItems": ("SimilarItemsRequest", "FeedResponse"),
         "RecordEvents": ("RecordEventsRequest", "RecordEventsResponse"),
+        "GetPreferences": ("GetPreferencesRequest", "Preferences"),
+        "SetPreferences": ("SetPreferencesRequest", "Preferences"),
     }
 
 
