@@ -16,7 +16,7 @@ import pytest
 
 from recommender.cli import build_parser, env_default, main
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # Nested commands the walk must reach; if one is missing, discovery is broken, not the help.
 EXPECTED = {
