@@ -140,6 +140,8 @@ class UserSegments:
     engagement: str | None = None
     version: str | None = None
     updated_at: float | None = None
+    # When the declared preferences were last set (unix seconds); None when there are none.
+    declared_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +226,7 @@ def merge_user_segments(
         engagement=seg.get("engagement"),
         version=version,
         updated_at=float(seg["updated_at"]) if seg.get("updated_at") else None,
+        declared_at=float(pref["updated_at"]) if pref.get("updated_at") else None,
     )
 
 

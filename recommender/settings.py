@@ -220,6 +220,9 @@ class ServerSettings(BaseSettings):
     session_ttl_s: int = Field(default=6 * 3600, ge=60, le=30 * 86_400)
     session_max_items: int = Field(default=50, ge=1, le=1000)
     max_events_per_call: int = Field(default=1000, ge=1, le=100_000)
+    # Redis timeout of the recommender (one round trip per feed takes ~1 ms): past it a feed
+    # degrades to default segments instead of waiting out HOTFEED_REDIS_TIMEOUT_MS.
+    redis_timeout_ms: int = Field(default=100, ge=1, le=60_000)
     profile_poll_ms: int = Field(default=250, ge=10, le=60_000)
     # 0 switches the Prometheus endpoint off.
     metrics_port: int = Field(default=9464, ge=0, le=65535)

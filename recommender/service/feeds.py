@@ -364,6 +364,7 @@ class FeedService:
                 vector = self._pick_query_vector(represented, viewer)
         seen = tuple(dict.fromkeys([*session, *([req.item_id] if req.item_id else [])]))
         state = self._new_state(req, live, seen)
+        state.declared_at = viewer.segments.declared_at
         try:
             if plan.needs_item:
                 self._source_item(req)
@@ -415,8 +416,9 @@ class FeedService:
         now: datetime,
     ) -> FeedPage | None:
         """Return the next page of a saved feed, or None to restart from the first page (and say why)."""
+        declared_key = self.segments.pref_key(req.user_id) if req.user_id else None
         try:
-            state = self.pages.load(cursor.feed_id)
+            state, declared_at = self.pages.load(cursor.feed_id, declared_key=declared_key)
         except StoreUnavailable as exc:
             deg.add("cursor", "saved feed unreadable (Redis down); restarted from the first page", cause=exc)
             return None
@@ -426,6 +428,9 @@ class FeedService:
         if state.request_key != _request_key(req):
             raise InvalidRequest("cursor belongs to another feed (user, session, region, item or profile differ); "
                                  "send the request without a cursor to start from the first page")
+        if req.user_id and declared_at != state.declared_at:
+            deg.add("cursor", "your preferences changed; restarted from the first page")
+            return None
         if state.profile_version != live.version:
             deg.add("cursor", f"profile {live.name!r} changed from version {state.profile_version} to "
                               f"{live.version}; restarted from the first page")

@@ -34,7 +34,8 @@ class ServingStores:
 
 def open_stores(settings: Settings) -> ServingStores:
     """Return the recommender's stores sharing one Redis client (connections are made lazily)."""
-    client = open_redis(settings.redis)
+    # A hung Redis must degrade a feed like a dead one, within the request's budget.
+    client = open_redis(settings.redis, timeout_ms=min(settings.redis.timeout_ms, settings.server.redis_timeout_ms))
     return ServingStores(
         client=client,
         segments=RedisSegmentStore(settings.redis, client=client),

@@ -14,13 +14,14 @@ from recommender.settings import RedisSettings
 __all__ = ["open_redis", "redis_errors_translated"]
 
 
-def open_redis(settings: RedisSettings, *, decode_responses: bool = True) -> redis.Redis:
+def open_redis(settings: RedisSettings, *, decode_responses: bool = True, timeout_ms: int | None = None) -> redis.Redis:
     """Return a Redis client for ``settings.url`` with the configured timeouts.
 
-    The client connects lazily; the first command raises StoreUnavailable (through
-    ``redis_errors_translated``) if Redis is not there.
+    ``timeout_ms`` overrides ``settings.timeout_ms`` (the recommender's request path uses a
+    shorter one). The client connects lazily; the first command raises StoreUnavailable
+    (through ``redis_errors_translated``) if Redis is not there.
     """
-    timeout_s = settings.timeout_ms / 1000
+    timeout_s = (timeout_ms if timeout_ms is not None else settings.timeout_ms) / 1000
     return redis.Redis.from_url(
         settings.url,
         decode_responses=decode_responses,

@@ -49,20 +49,24 @@ class FeedState:
     served_from: str = "engine"
     # The engine list ran out under the profile's candidate window and continued without it.
     widened: bool = False
+    # The viewer's declared preferences as of the first page (their updated_at; None: none).
+    declared_at: float | None = None
 
     def encode(self) -> bytes:
         """Return the state as compact JSON (rows as arrays, not objects)."""
         return orjson.dumps(
             [self.feed_id, self.profile_name, self.profile_version, self.model_version, self.request_key,
-             self.pending, self.served, self.engine_after, self.pages, self.served_from, self.widened]
+             self.pending, self.served, self.engine_after, self.pages, self.served_from, self.widened,
+             self.declared_at]
         )
 
     @classmethod
     def decode(cls, raw: bytes | str) -> "FeedState":
         """Return the state ``encode`` wrote."""
-        (feed_id, name, version, model, key, pending, served, after, pages, served_from, widened) = orjson.loads(raw)
+        (feed_id, name, version, model, key, pending, served, after, pages, served_from, widened,
+         declared_at) = orjson.loads(raw)
         return cls(feed_id, name, version, model, key, [tuple(row) for row in pending], served, after, pages,
-                   served_from, widened)
+                   served_from, widened, declared_at)
 
 
 class FeedPageStore:
@@ -97,15 +101,24 @@ class FeedPageStore:
             self._queued[state.feed_id] = state.encode()
             self._wake.notify()
 
-    def load(self, feed_id: str) -> FeedState | None:
-        """Return the saved (or still queued) state, or None when it expired or never existed."""
+    def load(self, feed_id: str, *, declared_key: str | None = None) -> tuple[FeedState | None, float | None]:
+        """Return (the saved or still queued state or None, the viewer's declared-preferences time).
+
+        ``declared_key`` is the viewer's preference hash (read in the same round trip, so a
+        scroll notices preferences set since its first page); None reads no preferences.
+        """
         with self._wake:
             queued = self._queued.get(feed_id)
-        if queued is not None:
-            return FeedState.decode(queued)
         with redis_errors_translated("loading a feed page", self.settings.url):
-            raw = self.client.get(self._key(feed_id))
-        return FeedState.decode(raw) if raw else None
+            pipe = self.client.pipeline(transaction=False)
+            if queued is None:
+                pipe.get(self._key(feed_id))
+            if declared_key:
+                pipe.hget(declared_key, "updated_at")
+            replies = pipe.execute() if (queued is None or declared_key) else []
+        raw = queued if queued is not None else (replies.pop(0) if replies else None)
+        declared_at = float(replies[0]) if declared_key and replies and replies[0] else None
+        return (FeedState.decode(raw) if raw else None), declared_at
 
     def flush(self, timeout_s: float = 5.0) -> None:
         """Wait until every queued state was written (or dropped because Redis is down)."""

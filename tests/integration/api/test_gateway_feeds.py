@@ -203,3 +203,16 @@ def test_bad_preferences_are_4xx_naming_the_field(feed_client: TestClient, servi
 def test_preferences_need_a_signed_in_user(feed_client: TestClient) -> None:
     assert feed_client.get("/v1/me/preferences").status_code == 401
     assert feed_client.put("/v1/me/preferences", json={"gender": "m"}).status_code == 401
+
+
+def test_a_scroll_restarts_cleanly_when_the_user_changes_preferences(feed_client: TestClient, service_stack) -> None:
+    user = str(service_stack.market.users["user_id"].iloc[6])
+    auth = token_for(user)
+    first = feed_client.get("/v1/feed/home", params={"page_size": 5, "session_id": "prefs-scroll"}, headers=auth).json()
+    assert first["next_cursor"]
+    assert feed_client.put("/v1/me/preferences", headers=auth, json={"age_band": "25-34"}).status_code == 200
+    again = feed_client.get("/v1/feed/home", headers=auth,
+                            params={"page_size": 5, "session_id": "prefs-scroll", "cursor": first["next_cursor"]}).json()
+    assert [d["stage"] for d in again["degradations"]] == ["cursor"]
+    assert "preferences changed" in again["degradations"][0]["reason"]
+    assert len(again["items"]) == 5
