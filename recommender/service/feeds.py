@@ -57,7 +57,7 @@ from recommender.service.profile_cache import LiveProfile, ProfileCache
 from recommender.settings import Settings
 from recommender.stores.feed_pages import FeedPageStore, FeedState
 from recommender.stores.popular import PopularStore
-from recommender.stores.segments import SegmentReader
+from recommender.stores.segments import RedisSegmentStore
 from recommender.stores.sessions import SessionStore
 
 __all__ = ["FeedKind", "FeedRequest", "FeedItem", "FeedPage", "FeedService", "ItemCache"]
@@ -179,7 +179,9 @@ class FeedService:
         *,
         engine: SearchEngine,
         profiles: ProfileCache,
-        segments: SegmentReader,
+        # Redis itself, not only a SegmentReader: a next page reads the saved feed and the
+        # viewer's preference hash (pref_key) in one round trip.
+        segments: RedisSegmentStore,
         sessions: SessionStore,
         pages: FeedPageStore,
         popular: PopularStore,

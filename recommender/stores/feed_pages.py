@@ -120,11 +120,6 @@ class FeedPageStore:
         declared_at = float(replies[0]) if declared_key and replies and replies[0] else None
         return (FeedState.decode(raw) if raw else None), declared_at
 
-    def flush(self, timeout_s: float = 5.0) -> None:
-        """Wait until every queued state was written (or dropped because Redis is down)."""
-        with self._wake:
-            self._wake.wait_for(lambda: not self._queued, timeout=timeout_s)
-
     def close(self) -> None:
         """Write what is queued, then stop the writer thread."""
         with self._wake:
