@@ -501,22 +501,29 @@ class FeedService:
                 _log.warning("popular fallback not copied for %r: %s", scope or "global", exc)
 
     def warm(self, *, searches: int = 5) -> None:
-        """Run a few first pages so caches (global ordinals, HNSW graph, torch kernels) load before traffic."""
+        """Run a few first pages so caches (global ordinals, HNSW graph, torch kernels) load before traffic.
+
+        Called before the server takes calls: the warm-up searches get the engine client's own
+        timeout, not the feed deadline, because the first ones after an index swap are slow and
+        a search cut off at the deadline would leave the caches cold.
+        """
         started = time.perf_counter()
         served = 0
-        for n in range(searches):
-            try:
-                page = self.feed(FeedRequest(kind="home", session_id=f"warm-up-{n}", page_size=5))
-            except Exception as exc:  # noqa: BLE001 - warming is best effort; serving reports real faults
-                _log.warning("warm-up feed failed: %s", exc)
-                continue
-            served += page.served_from == "engine"
-        if self.scorer is not None:
-            try:
-                known = self.scorer.vocab.to_list()[:200]
-                self.scorer.score(known[:3], known)
-            except Exception as exc:  # noqa: BLE001
-                _log.warning("warm-up scoring failed: %s", exc)
+        known = self.scorer.vocab.to_list()[:200] if self.scorer is not None else []
+        deadline_ms, self.engine_timeout_ms = self.engine_timeout_ms, self.settings.engine.timeout_ms
+        try:
+            for n in range(searches):
+                # A session of known items, so kNN and the rerank run too.
+                session = tuple(known[n * 3:(n + 1) * 3])
+                try:
+                    page = self.feed(FeedRequest(kind="home", session_id=f"warm-up-{n}", page_size=5,
+                                                 recent_item_ids=session))
+                except Exception as exc:  # noqa: BLE001 - warming is best effort; serving reports real faults
+                    _log.warning("warm-up feed failed: %s", exc)
+                    continue
+                served += page.served_from == "engine"
+        finally:
+            self.engine_timeout_ms = deadline_ms
         _log.info("warmed up: %d of %d feeds engine-served in %.0f ms", served, searches,
                   (time.perf_counter() - started) * 1000)
 
