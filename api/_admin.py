@@ -7,16 +7,16 @@ feed calls with the gRPC ``profile`` field set, so they show what serving would 
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from api._feeds import call_metadata, feed_params
+from api._identity import service_token_check
 from api._proto import FeedParams, feed_json, feed_request
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
@@ -45,19 +45,7 @@ def stored_json(stored: StoredProfile, *, active_version: str | None = None) -> 
 
 
 def _require_token(settings: Settings):
-    token = settings.server.service_token
-
-    def check(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not token:
-            return
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise Unauthenticated("admin endpoints need the header `Authorization: Bearer <service token>`")
-        # Constant-time: the token guards every profile.
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise Unauthenticated("the bearer token is not the service token; use HOTFEED_SERVER_SERVICE_TOKEN's value")
-
-    return check
+    return service_token_check(settings, what="admin endpoints")
 
 
 def admin_router(store: ProfileStore, stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter:

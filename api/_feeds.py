@@ -9,13 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api._identity import viewer_id
+from api._identity import service_token_check, viewer_id
 from api._limits import RateLimiter
 from api._proto import (
     FeedParams,
     events_request,
     feed_json,
     feed_request,
+    listings_request,
     preferences_json,
     preferences_message,
     record_events_json,
@@ -182,5 +183,32 @@ def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter
         caller = f"user:{user}" if user else f"addr:{request.client.host if request.client else 'unknown'}"
         limiter.take(caller, len(events))
         return await run_in_threadpool(forward_events, events, request, user)
+
+    @router.post("/v1/items", dependencies=[Depends(service_token_check(settings, what="listing writes"))])
+    async def record_listings(request: Request) -> dict[str, Any]:
+        """Return how many listings were accepted, and why each rejected one was (index into the list).
+
+        For the marketplace backend, with the service token: a JSON list of listings created or
+        edited (item events of recommender/events.py, "type" optional). They reach feeds within
+        seconds, through the event stream and the near-real-time indexer.
+        """
+        body = await _read_body(request, limit_bytes=MAX_EVENTS_BODY_BYTES)
+        try:
+            listings = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"the body of POST /v1/items is not JSON ({exc}); send a JSON list of listings") from None
+        if not isinstance(listings, list):
+            raise InvalidRequest(f"the body of POST /v1/items must be a JSON list of listings, got a "
+                                 f"{type(listings).__name__}; wrap a single listing in [...]")
+
+        def forward() -> dict[str, Any]:
+            message, positions, local_rejections = listings_request(listings)
+            if message.listings:
+                response = call(stub.RecordEvents, message, request)
+            else:
+                response = pb.RecordEventsResponse()
+            return record_events_json(response, positions=positions, local_rejections=local_rejections)
+
+        return await run_in_threadpool(forward)
 
     return router

@@ -10,14 +10,16 @@ so nobody can be anybody by default.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
+from typing import Annotated
 
 import jwt
-from fastapi import Request
+from fastapi import Header, Request
 
 from recommender.errors import ConfigError, Unauthenticated
 from recommender.events import MAX_ID_LENGTH
-from recommender.settings import GatewaySettings
+from recommender.settings import GatewaySettings, Settings
 
 __all__ = ["TokenVerifier", "viewer_id"]
 
@@ -88,3 +90,22 @@ def viewer_id(request: Request) -> str | None:
         raise Unauthenticated("this gateway accepts no user tokens; send the request without Authorization "
                               "for a logged-out feed")
     return verifier.user_of(token.strip())
+
+
+def service_token_check(settings: Settings, *, what: str):
+    """Return a FastAPI dependency that lets a request through only with the service token
+    (``Authorization: Bearer <HOTFEED_SERVER_SERVICE_TOKEN>``); with no token set (development
+    mode only: the gateway refuses to start otherwise) everything passes."""
+    token = settings.server.service_token
+
+    def check(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not token:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise Unauthenticated(f"{what} need the header `Authorization: Bearer <service token>`")
+        # Constant-time: the token guards profiles and the catalogue.
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise Unauthenticated("the bearer token is not the service token; use HOTFEED_SERVER_SERVICE_TOKEN's value")
+
+    return check

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender.errors import InvalidRequest
-from recommender.events import InteractionEvent, StatusEvent, parse_event
+from recommender.events import InteractionEvent, ItemEvent, StatusEvent, parse_event
 
 __all__ = [
     "FeedParams", "feed_request", "feed_json", "preferences_json", "preferences_message", "events_request",
@@ -80,10 +80,8 @@ def feed_json(response: pb.FeedResponse, *, explain: bool) -> dict[str, Any]:
 
 
 def _event_message(event: InteractionEvent) -> pb.Event:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(round(event.ts * 1e9)))
     return pb.Event(
-        ts=ts,
+        ts=_timestamp(event.ts),
         user_id=event.user_id or "",
         session_id=event.session_id or "",
         item_id=event.item_id,
@@ -122,16 +120,51 @@ def events_request(
         except InvalidRequest as exc:
             rejections.append({"index": index, "reason": str(exc)})
             continue
-        if isinstance(event, StatusEvent):
+        if isinstance(event, (StatusEvent, ItemEvent)):
             rejections.append({
                 "index": index,
-                "reason": "status events are not accepted by the gateway; the marketplace backend sends item "
-                "status changes to the event stream (`hotfeed events push`)",
+                "reason": f"{'status' if isinstance(event, StatusEvent) else 'item'} events are not accepted from "
+                "apps; the marketplace backend sends listings and status changes to POST /v1/items with the "
+                "service token",
             })
             continue
         messages.append(_event_message(event))
         positions.append(index)
     return pb.RecordEventsRequest(events=messages), positions, rejections
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(round(seconds * 1e9)))
+    return ts
+
+
+def listings_request(
+    raw_listings: list[Any], *, now_s: float | None = None
+) -> tuple[pb.RecordEventsRequest, list[int], list[dict[str, Any]]]:
+    """Return the RecordEvents request of the listings that parse (item events; "type" may be
+    left out), their positions in ``raw_listings``, and a rejection for each one that does not."""
+    now = time.time() if now_s is None else now_s
+    messages: list[pb.Listing] = []
+    positions: list[int] = []
+    rejections: list[dict[str, Any]] = []
+    for index, raw in enumerate(raw_listings):
+        if isinstance(raw, dict) and raw.get("type", "item") != "item":
+            rejections.append({"index": index, "reason": f"a listing has 'type' 'item' or none, got {raw['type']!r}; "
+                               "send interactions to POST /v1/events"})
+            continue
+        try:
+            event = parse_event({**raw, "type": "item"} if isinstance(raw, dict) else raw, now_s=now)
+        except InvalidRequest as exc:
+            rejections.append({"index": index, "reason": str(exc)})
+            continue
+        fields = event.changes()
+        for name in ("created_at", "bumped_at"):
+            if name in fields:
+                fields[name] = _timestamp(fields[name])
+        messages.append(pb.Listing(item_id=event.item_id, **fields))
+        positions.append(index)
+    return pb.RecordEventsRequest(listings=messages), positions, rejections
 
 
 def record_events_json(

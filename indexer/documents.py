@@ -9,6 +9,7 @@ date format accepts.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import orjson
@@ -27,6 +28,7 @@ __all__ = [
     "category_levels",
     "engagement_counts",
     "item_documents",
+    "item_source",
     "popularity_documents",
 ]
 
@@ -96,27 +98,42 @@ def item_documents(
         vectors.astype(np.float32).round(6).tolist(),
     )
     for item_id, title, category, price, region, seller, status, c_at, b_at, views, likes, chats, buys, vec in columns:
-        source = {
-            "item_id": item_id,
-            "title": title,
-            "category": category,
-            "category_levels": category_levels(category),
-            "price": price,
-            "region": region,
-            "seller_id": seller,
-            "status": status,
-            "created_at": c_at,
-            "bumped_at": b_at,
-            "views": views,
-            "likes": likes,
-            "chats": chats,
-            "purchases": buys,
-            "embedding": vec,
-            "model_version": model_version,
-        }
-        if join:
-            source["relation"] = ITEM_RELATION
-        yield Doc(item_id, source)
+        yield Doc(item_id, item_source(
+            item_id=item_id, title=title, category=category, price=price, region=region, seller_id=seller,
+            status=status, created_at=c_at, bumped_at=b_at, views=views, likes=likes, chats=chats, purchases=buys,
+            embedding=vec, model_version=model_version, join=join,
+        ))
+
+
+def item_source(
+    *, item_id: str, title: str, category: str, price: float, region: str, seller_id: str, status: str,
+    created_at: int, bumped_at: int, embedding: list[float] | None, model_version: str, join: bool,
+    views: int = 0, likes: int = 0, chats: int = 0, purchases: int = 0,
+) -> dict[str, Any]:
+    """Return a parent document's source (times in epoch milliseconds): the one shape both the
+    full rebuild and the near-real-time upsert of a new listing write."""
+    source: dict[str, Any] = {
+        "item_id": item_id,
+        "title": title,
+        "category": category,
+        "category_levels": category_levels(category),
+        "price": price,
+        "region": region,
+        "seller_id": seller_id,
+        "status": status,
+        "created_at": created_at,
+        "bumped_at": bumped_at,
+        "views": views,
+        "likes": likes,
+        "chats": chats,
+        "purchases": purchases,
+        "model_version": model_version,
+    }
+    if embedding is not None:
+        source["embedding"] = embedding
+    if join:
+        source["relation"] = ITEM_RELATION
+    return source
 
 
 def popularity_documents(popularity: pd.DataFrame, *, batch_rows: int = 50_000) -> Iterator[Doc]:

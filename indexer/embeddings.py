@@ -155,7 +155,8 @@ def _symmetric_truncated_svd(
 
 def checkpoint_vectors(items: pd.DataFrame, checkpoint: Path, *, dims: int, device: str = "cpu") -> ItemVectors:
     """Return the session model's item vectors for the rows of ``items``; items unknown to the
-    model are filled in from their category (see the module docstring).
+    model get the vector of its content encoder (title, category, price, region), or, for a
+    checkpoint without one, are filled in from their category (see the module docstring).
 
     Raises ConfigError when the checkpoint's dimension differs from the index's.
     """
@@ -172,7 +173,13 @@ def checkpoint_vectors(items: pd.DataFrame, checkpoint: Path, *, dims: int, devi
     warm = position >= 0
     vectors = np.zeros((len(items), dims), dtype=np.float64)
     vectors[warm] = matrix[position[warm]]
-    vectors = _fill_cold(vectors, warm, items["category"], np.random.default_rng(7))
+    if scorer.content is not None:
+        from recommender.model.content import listings_from_items
+
+        if (~warm).any():
+            vectors[~warm] = scorer.content_vectors(listings_from_items(items[~warm]))
+    else:
+        vectors = _fill_cold(vectors, warm, items["category"], np.random.default_rng(7))
     return ItemVectors(_normalize(vectors), scorer.version, warm=int(warm.sum()))
 
 

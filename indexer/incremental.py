@@ -1,11 +1,16 @@
-"""Near-real-time indexing: consume the event stream, update popularity children and item status.
+"""Near-real-time indexing: consume the event stream, upsert listings, update popularity children
+and item status.
 
 One batch:
 1. take entries: this consumer's own unacknowledged ones first (after a restart), then any
    other consumer's entries idle longer than ``claim_idle_ms`` (it crashed), then new ones;
 2. parse each entry (``recommender.events.parse_event``); malformed ones, and events for
    items the index does not hold, go to the dead-letter stream with the reason;
-3. status events become one partial update of the parent each;
+3. item and status events are coalesced per item in stream order (later fields win): a new
+   listing becomes one full parent document with a content vector from the serving model
+   (listing_vectors.py), an edit, bump or status change one partial update; all of them go
+   in one bulk request, before the interactions, so a listing's first clicks in the same
+   batch find it. A new listing's first events must carry every NEW_ITEM_FIELDS field;
 4. interaction events are grouped by (item, cohort): the viewer's cohorts come from the
    segment store (anonymous viewers: ``all`` and their platform), each child's stored
    decayed weight is decayed to now and the batch's weights are added, windows counts are
@@ -30,13 +35,15 @@ from dataclasses import dataclass, field
 from recommender.decay import half_life_decay
 from recommender.cohorts import ALL_COHORT, normalize_cohort_value, platform_cohort
 from recommender.engine import Doc, SearchEngine
-from recommender.errors import HotfeedError, InvalidRequest, NotFound
-from recommender.events import InteractionEvent, StatusEvent, parse_event
+from recommender.errors import HotfeedError, InvalidRequest
+from recommender.events import NEW_ITEM_FIELDS, InteractionEvent, ItemEvent, StatusEvent, parse_event
+from recommender.model.content import Listing
 from recommender.settings import Settings
 from recommender.stores.cohort_maxima import CohortMaxima
 from recommender.stores.events import INDEXER_GROUP, EventStream, StreamEntry
 from recommender.stores.segments import SegmentReader
-from indexer.documents import POPULARITY_RELATION, child_doc_id
+from indexer.documents import POPULARITY_RELATION, category_levels, child_doc_id, item_source
+from indexer.listing_vectors import ListingVectors
 
 __all__ = ["BatchReport", "IncrementalIndexer", "default_consumer_name"]
 
@@ -57,12 +64,15 @@ class BatchReport:
     dead: int = 0
     failed: int = 0
     status_updates: int = 0
+    items_created: int = 0
+    items_updated: int = 0
     children_written: int = 0
     seconds: float = 0.0
     dead_reasons: list[str] = field(default_factory=list)
 
     def add(self, other: "BatchReport") -> None:
-        for name in ("read", "acked", "dead", "failed", "status_updates", "children_written", "seconds"):
+        for name in ("read", "acked", "dead", "failed", "status_updates", "items_created", "items_updated",
+                     "children_written", "seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.dead_reasons += other.dead_reasons[: max(0, 20 - len(self.dead_reasons))]
 
@@ -70,7 +80,8 @@ class BatchReport:
         rate = self.read / self.seconds if self.seconds else 0.0
         return (
             f"{self.read:,} events read, {self.acked:,} acknowledged, {self.dead:,} dead-lettered, "
-            f"{self.failed:,} left pending for retry; {self.status_updates:,} status updates, "
+            f"{self.failed:,} left pending for retry; {self.items_created:,} listings created, "
+            f"{self.items_updated:,} edited, {self.status_updates:,} status updates, "
             f"{self.children_written:,} popularity docs written in {self.seconds:.1f}s ({rate:,.0f} events/s)"
         )
 
@@ -87,6 +98,7 @@ class IncrementalIndexer:
         consumer: str | None = None,
         batch_size: int = 500,
         claim_idle_ms: int = 30_000,
+        listing_vectors: ListingVectors | None = None,
     ):
         self.engine = engine
         self.stream = stream
@@ -99,8 +111,10 @@ class IncrementalIndexer:
         self.claim_idle_ms = claim_idle_ms
         self.weights = settings.indexer.event_weights
         self.half_life_s = settings.indexer.popularity_half_life_h * 3600
+        self.listing_vectors = listing_vectors or ListingVectors(settings)
         self.stream.ensure_group(GROUP)
         self._recovered = False
+        self._join: bool | None = None
 
     # -- taking entries ---------------------------------------------------------------------------
     def _take(self, block_ms: int) -> list[StreamEntry]:
@@ -153,23 +167,21 @@ class IncrementalIndexer:
         now_s = time.time()
         dead: list[tuple[StreamEntry, str]] = []
         interactions: list[tuple[StreamEntry, InteractionEvent]] = []
-        statuses: list[tuple[StreamEntry, StatusEvent]] = []
+        listings: list[tuple[StreamEntry, ItemEvent | StatusEvent]] = []
         for entry in entries:
             try:
                 event = parse_event(json.loads(entry.payload), now_s=now_s)
             except (ValueError, InvalidRequest) as exc:
                 dead.append((entry, f"malformed: {exc}"))
                 continue
-            (statuses if isinstance(event, StatusEvent) else interactions).append((entry, event))
+            (interactions if isinstance(event, InteractionEvent) else listings).append((entry, event))
 
         acked: list[str] = []
-        for entry, event in statuses:
-            try:
-                self.engine.update(self.index, event.item_id, {"status": event.status})
-                acked.append(entry.id)
-                report.status_updates += 1
-            except NotFound:
-                dead.append((entry, f"unknown item {event.item_id!r}"))
+        if listings:
+            ok_ids, refused = self._apply_listings(listings, report)
+            acked += ok_ids
+            dead += refused
+            report.failed += len(listings) - len(ok_ids) - len(refused)
 
         if interactions:
             ok_ids, unknown, written, refused = self._apply_interactions(interactions, now_s=now_s)
@@ -177,7 +189,7 @@ class IncrementalIndexer:
             acked += ok_ids
             dead += [(entry, f"unknown item {event.item_id!r}") for entry, event in unknown]
             report.children_written = written
-            report.failed = len(interactions) - len(ok_ids) - len(unknown) - len(refused)
+            report.failed += len(interactions) - len(ok_ids) - len(unknown) - len(refused)
 
         self.stream.dead_letter(GROUP, dead)
         self.stream.ack(GROUP, acked)
@@ -185,6 +197,91 @@ class IncrementalIndexer:
         report.dead = len(dead)
         report.dead_reasons = [reason for _, reason in dead[:20]]
         return report
+
+    def _has_join(self) -> bool:
+        if self._join is None:
+            self._join = self.engine.capabilities().join
+        return self._join
+
+    def _apply_listings(
+        self, batch: list[tuple[StreamEntry, ItemEvent | StatusEvent]], report: BatchReport
+    ) -> tuple[list[str], list[tuple[StreamEntry, str]]]:
+        """Write item and status events, coalesced per item; return (acknowledged ids, dead entries + reason)."""
+        by_item: dict[str, list[tuple[StreamEntry, ItemEvent | StatusEvent]]] = defaultdict(list)
+        for entry, event in batch:
+            by_item[event.item_id].append((entry, event))
+        ids = list(by_item)
+        stored = self.engine.mget(self.index, [(item_id, None) for item_id in ids],
+                                  fields=["title", "category", "price", "region"])
+        dead: list[tuple[StreamEntry, str]] = []
+        merged_of: dict[str, dict] = {}
+        new: list[str] = []
+        for item_id, old in zip(ids, stored):
+            events = by_item[item_id]
+            merged: dict = {}
+            for _, event in events:
+                merged.update(event.changes() if isinstance(event, ItemEvent) else {"status": event.status})
+            if old is None:
+                missing = [name for name in NEW_ITEM_FIELDS if name not in merged]
+                if missing:
+                    reason = (f"unknown item {item_id!r}" if all(isinstance(e, StatusEvent) for _, e in events) else
+                              f"new item {item_id!r} lacks {missing}: a listing's first event must carry "
+                              f"{list(NEW_ITEM_FIELDS)}")
+                    dead += [(entry, reason) for entry, _ in events]
+                    continue
+                merged.setdefault("status", "active")
+                merged.setdefault("created_at", _entry_time_s(events[0][0]))
+                merged.setdefault("bumped_at", merged["created_at"])
+                new.append(item_id)
+            merged_of[item_id] = merged
+
+        # Content vectors: every new listing, and edited listings the model has no learned vector
+        # for whose title, category, price or region changed.
+        scorer = self.listing_vectors.scorer()
+        content_fields = ("title", "category", "price", "region")
+        stored_of = dict(zip(ids, stored))
+        unknown = set(scorer.unknown(list(merged_of))) if scorer is not None else set()
+        needs_vector = [item_id for item_id in merged_of if item_id in new or (
+            item_id in unknown and any(name in merged_of[item_id] for name in content_fields))]
+        listings = [_listing({**(stored_of[i] or {}), **merged_of[i]}) for i in needs_vector]
+        vectors, version = self.listing_vectors.encode(listings)
+        vector_of = {i: vectors[n].round(6).tolist() for n, i in enumerate(needs_vector)} if vectors is not None else {}
+
+        docs: list[Doc] = []
+        for item_id, merged in merged_of.items():
+            if item_id in new:
+                docs.append(Doc(item_id, item_source(
+                    item_id=item_id, title=merged["title"], category=merged["category"], price=merged["price"],
+                    region=merged["region"], seller_id=merged["seller_id"], status=merged["status"],
+                    created_at=int(merged["created_at"] * 1000), bumped_at=int(merged["bumped_at"] * 1000),
+                    embedding=vector_of.get(item_id), model_version=version, join=self._has_join(),
+                )))
+                continue
+            partial = {k: (int(v * 1000) if k in ("created_at", "bumped_at") else v) for k, v in merged.items()}
+            if "category" in partial:
+                partial["category_levels"] = category_levels(partial["category"])
+            if item_id in vector_of:
+                partial["embedding"], partial["model_version"] = vector_of[item_id], version
+            docs.append(Doc(item_id, partial, partial=True))
+        result = self.engine.bulk_upsert(self.index, docs, max_retries=self.settings.indexer.bulk_max_retries)
+        reasons = dict(result.failed)
+        refused = set(result.refused)
+        acked: list[str] = []
+        for item_id in merged_of:
+            entries = by_item[item_id]
+            if item_id in refused:
+                dead += [(entry, f"engine refused item {item_id[:80]!r}: {reasons[item_id]}") for entry, _ in entries]
+            elif item_id not in reasons:
+                acked += [entry.id for entry, _ in entries]
+                report.status_updates += sum(isinstance(e, StatusEvent) for _, e in entries)
+                if item_id in new:
+                    report.items_created += 1
+                elif any(isinstance(e, ItemEvent) for _, e in entries):
+                    report.items_updated += 1
+        if len(reasons) > len(refused):
+            _log.warning("listing writes failed for %d items; their events stay pending and are replayed",
+                         len(reasons) - len(refused))
+        return acked, dead
 
     def _viewer_cohorts(self, events: list[InteractionEvent]) -> list[tuple[str, ...]]:
         users = sorted({e.user_id for e in events if e.user_id})
@@ -273,3 +370,18 @@ class IncrementalIndexer:
             _log.warning("popularity writes failed for %d events; they stay pending and are replayed", len(pending))
         ok_ids = [entry.id for entry, _ in known if entry.id not in pending and entry.id not in refused]
         return ok_ids, unknown, result.ok, list(refused.values())
+
+
+def _entry_time_s(entry: StreamEntry) -> float:
+    """Return when Redis received a stream entry (its id is "<unix ms>-<sequence>")."""
+    try:
+        return int(entry.id.split("-", 1)[0]) / 1000
+    except ValueError:
+        return time.time()
+
+
+def _listing(fields: dict) -> Listing:
+    price = fields.get("price")
+    return Listing(title=str(fields.get("title") or ""), category=str(fields.get("category") or ""),
+                   price=float(price) if isinstance(price, (int, float)) else None,
+                   region=str(fields.get("region") or ""))

@@ -190,6 +190,9 @@ class ModelSettings(BaseSettings):
     # Hyper-parameter overrides as JSON, e.g. HOTFEED_MODEL_PARAMS='{"epochs": 3, "lr": 0.002}'.
     # They beat the model's YAML file and lose to command-line flags (recommender/model/config.py).
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    # How often `serve` polls Redis for a newly published checkpoint (`hotfeed model publish`,
+    # `hotfeed train`) and swaps it in without a restart; 0 switches the watching off.
+    poll_ms: int = Field(default=2_000, ge=0, le=3_600_000)
 
 
 class ServerSettings(BaseSettings):

@@ -80,6 +80,9 @@ class Doc:
     id: str
     source: dict[str, Any] | bytes
     routing: str | None = None
+    # True: merge ``source`` into the existing document (a bulk ``update``); the document must
+    # exist, else the engine answers 404 for it (a refusal, see BulkResult.refused).
+    partial: bool = False
 
 
 @dataclass
@@ -148,7 +151,10 @@ class SearchEngine(Protocol):
     def get(
         self, index: str, doc_id: str, *, routing: str | None = None, timeout_ms: int | None = None
     ) -> dict[str, Any] | None: ...
-    def mget(self, index: str, ids: list[tuple[str, str | None]]) -> list[dict[str, Any] | None]: ...
+    def mget(
+        self, index: str, ids: list[tuple[str, str | None]], *, fields: list[str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> list[dict[str, Any] | None]: ...
     def search(
         self, index: str, body: dict[str, Any], *, timeout_ms: int | None = None, named_scores: bool = False
     ) -> SearchResult: ...
@@ -462,7 +468,7 @@ class RestEngine:
                     result.ok += len(pending)
                 else:
                     for (doc, lines), item in zip(pending, answer["items"]):
-                        outcome = item["index"]
+                        outcome = item.get("index") or item.get("update") or {}
                         status = outcome.get("status", 500)
                         if status < 300:
                             result.ok += 1
@@ -514,12 +520,20 @@ class RestEngine:
             return None
         return answer.get("_source") if answer.get("found", True) else None
 
-    def mget(self, index: str, ids: list[tuple[str, str | None]]) -> list[dict[str, Any] | None]:
-        """Return the sources of (doc id, routing) pairs in order; None where a document is missing."""
+    def mget(
+        self, index: str, ids: list[tuple[str, str | None]], *, fields: list[str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> list[dict[str, Any] | None]:
+        """Return the sources of (doc id, routing) pairs in order; None where a document is missing.
+
+        ``fields`` limits each source to those fields (default: the whole source).
+        """
         if not ids:
             return []
         docs = [{"_id": doc_id, **({"routing": routing} if routing is not None else {})} for doc_id, routing in ids]
-        answer = self._request("POST", f"/{index}/_mget", body={"docs": docs}, what=f"reading {len(ids)} docs")
+        params = {"_source_includes": ",".join(fields)} if fields else None
+        answer = self._request("POST", f"/{index}/_mget", body={"docs": docs}, params=params,
+                               what=f"reading {len(ids)} docs", timeout_ms=timeout_ms)
         return [d.get("_source") if d.get("found") else None for d in answer["docs"]]
 
     # -- search ----------------------------------------------------------------------------------
@@ -615,6 +629,8 @@ def _bulk_lines(index: str, doc: Doc) -> bytes:
         meta["routing"] = doc.routing
     # orjson is ~15x faster than json.dumps here, which matters at a million documents.
     source = doc.source if isinstance(doc.source, bytes) else orjson.dumps(doc.source, option=_ORJSON_OPTIONS)
+    if doc.partial:
+        return b'%b\n{"doc":%b}\n' % (orjson.dumps({"update": meta}), source)
     return b"%b\n%b\n" % (orjson.dumps({"index": meta}), source)
 
 

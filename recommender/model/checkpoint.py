@@ -11,6 +11,8 @@ A checkpoint is one ``torch.save`` file holding plain data only, so it loads wit
     is_tail       bool per vocabulary index
     weights       the model's state_dict
     meta          hotfeed version, creation time, split parameters, validation result
+    content       optional: the content encoder for cold items (content.py), absent when the
+                  training run had no items file
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from recommender.errors import ConfigError, NotFound
+from recommender.model.content import ContentEncoder
 from recommender.model.data import ItemVocabulary
 from recommender.model.network import MODELS, SessionModel, build_model
 
@@ -55,6 +58,7 @@ class Checkpoint:
     is_tail: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     digest: str = ""  # first 12 hex digits of the file's sha256
+    content: ContentEncoder | None = None
 
     @property
     def version(self) -> str:
@@ -70,6 +74,7 @@ def save_checkpoint(
     vocab: ItemVocabulary,
     item_counts: np.ndarray,
     meta: dict[str, Any] | None = None,
+    content: ContentEncoder | None = None,
 ) -> Path:
     """Write ``model`` with its config, vocabulary and version to ``path``; return the path."""
     if len(vocab) != model.num_items:
@@ -90,6 +95,8 @@ def save_checkpoint(
             **(meta or {}),
         },
     }
+    if content is not None:
+        payload["content"] = content.to_payload()
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)  # readers never see a half-written checkpoint
@@ -137,6 +144,7 @@ def load_checkpoint(path: Path, *, device: torch.device | None = None) -> Checkp
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"checkpoint {str(path)!r}: weights do not fit model {name!r} ({first}); retrain") from None
     model.to(device or torch.device("cpu")).eval()
+    content = payload.get("content")
     return Checkpoint(
         model_name=name,
         model=model,
@@ -146,4 +154,5 @@ def load_checkpoint(path: Path, *, device: torch.device | None = None) -> Checkp
         is_tail=is_tail.numpy(),
         meta=payload.get("meta", {}),
         digest=hashlib.sha256(raw).hexdigest()[:12],
+        content=ContentEncoder.from_payload(content, dims=model.embedding_dim) if content is not None else None,
     )

@@ -79,6 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "(default: %(default)s)")
     train.add_argument("--out", type=Path, metavar="PATH", help="checkpoint file (.pt) or directory "
                        f"(writes <model>.pt) {env_default('model', 'checkpoint')}")
+    train.add_argument("--items", type=Path, metavar="FILE", help="items file (title, category, price, region) to "
+                       "fit the cold-start content encoder on; 'none' skips it (default: items.parquet or items.csv "
+                       "beside --events when present)")
+    train.add_argument("--publish", action=argparse.BooleanOptionalAction, default=True,
+                       help="publish the checkpoint to the running recommenders (`hotfeed model publish`); with "
+                       "Redis unreachable it is only written (default: --publish)")
     _add_training_flags(train)
     train.set_defaults(handler=run_train)
 

@@ -107,6 +107,14 @@ class SessionModel(nn.Module):
             logits[:, 0] = float("-inf")
         return logits
 
+    def score_vectors(self, query: Tensor, preference: Tensor | None, vectors: Tensor) -> Tensor:
+        """Return logits [B, C] of items the table does not hold, given their vectors [C, D] in
+        the item space (content vectors of new listings). They count as tail items: no clicks yet."""
+        logits = self._raw_scores(query, vectors)
+        if preference is not None:
+            logits = logits + F.logsigmoid(preference).unsqueeze(1)
+        return logits
+
     def _rectification(self, preference: Tensor, candidates: Tensor | None) -> Tensor:
         """Return log R per (session, item): log p for tail items, log(1 - p) for head items."""
         tail = self.is_tail if candidates is None else self.is_tail[candidates]

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP, read_events
+from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP, read_events, read_items
 from recommender.errors import ConfigError, InvalidRequest, NotFound
 from recommender.model.baselines import Popularity, SessionItemKNN, SessionPopularity
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
+from recommender.model.content import ContentEncoder, fit_content_encoder, listings_from_items
 from recommender.model.data import ItemVocabulary, SessionSplit, build_sessions, split_sessions
 from recommender.model.device import pick_device
 from recommender.model.evaluate import ModelScorer, Scorer, evaluate_scorers, format_table, write_report
@@ -71,10 +72,48 @@ def _config(model: str, args: argparse.Namespace, settings: Settings) -> dict[st
     return config
 
 
+def items_file_for(events: Path, items: Path | None) -> Path | None:
+    """Return the items file to fit the content encoder on: ``items`` when given (a path named
+    "none" turns it off), else items.parquet or items.csv beside the events file, else None."""
+    if items is not None:
+        if str(items).lower() == "none":
+            return None
+        if not items.exists():
+            raise NotFound(f"--items {str(items)!r} does not exist; pass the items file of the catalogue "
+                           "(or --items none to train without a content encoder)")
+        return items
+    for name in ("items.parquet", "items.csv"):
+        if (events.parent / name).exists():
+            return events.parent / name
+    return None
+
+
+def fit_content(model: Any, split: SessionSplit, items_path: Path | None) -> ContentEncoder | None:
+    """Return the content encoder fitted to ``model``'s item vectors on the items file, or None without one."""
+    if items_path is None:
+        _log.warning("no items file beside the events (or --items): the checkpoint has no content encoder, so "
+                     "new listings get the catalogue's mean vector until a model is trained with one")
+        return None
+    items, report = read_items(items_path)
+    _log.info("items for the content encoder: %s", report.summary())
+    ids = split.vocab.to_list()
+    rows = items.drop_duplicates("item_id", keep="last").set_index(items["item_id"].drop_duplicates(keep="last")
+                                                                   .astype("string"))
+    position = pd.Index(rows.index).get_indexer(pd.Index(ids, dtype="string"))
+    known = np.flatnonzero(position >= 0)
+    if len(known) < 50:
+        _log.warning("only %d of the model's %d items are in %s: no content encoder", len(known), len(ids), items_path)
+        return None
+    vectors = model.items.weight.detach().float().cpu().numpy()[1:]
+    listings = listings_from_items(rows.iloc[position[known]])
+    return fit_content_encoder(listings, vectors[known])
+
+
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train one model and write its checkpoint; return 0."""
     device = pick_device(args.device or settings.model.device)
     config = _config(args.model, args, settings)
+    items_path = items_file_for(args.events, args.items)
     split = _split_of(args)
     out = args.out or settings.model.checkpoint
     if out is None:
@@ -83,8 +122,18 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     trainer = Trainer(config, device=device)
     model = trainer.build(args.model, split)
     report = trainer.fit(model, split)
-    trainer.save(path, model, split, report)
+    content = fit_content(model, split, items_path)
+    trainer.save(path, model, split, report, content=content)
     print(f"{report.summary()} on {device.type}; checkpoint {path}")
+    if content is not None and content.report.get("held_out"):
+        r = content.report
+        print(f"content encoder ({r['held_out']} held-out items): cosine to the learned vector {r['cosine_content']} "
+              f"(category mean {r['cosine_category_mean']}), neighbour recall@20 {r['neighbour_recall@20_content']} "
+              f"(category mean {r['neighbour_recall@20_category_mean']})")
+    if getattr(args, "publish", False):
+        from recommender.model.publish import publish_trained
+
+        print(publish_trained(path, settings))
     return 0
 
 

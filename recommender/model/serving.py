@@ -2,12 +2,14 @@
 
 Loads a checkpoint written by ``hotfeed train`` (through checkpoint.py; the trainer is never
 imported here). Item ids are the catalog's text ids; ids the model never saw are ignored in
-sessions and score -inf as candidates, so the reranker can drop or demote them.
+sessions. As candidates they are scored from a vector in the item space: the content vector
+the indexer wrote for them (passed in by the caller), else the catalogue's mean direction, and
+count as tail items (no clicks yet). No score is ever -inf or NaN.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 
 from recommender.model.checkpoint import Checkpoint, load_checkpoint
+from recommender.model.content import Listing
 from recommender.model.data import PAD_INDEX, pad_sessions
 from recommender.model.device import pick_device
 
@@ -54,6 +57,14 @@ class SessionScorer:
         self.max_length = int(checkpoint.config.get("max_length", 20))
         # Cold sessions (no known click) fall back to log popularity, the best context-free guess.
         self._popularity = np.log1p(checkpoint.item_counts.astype(np.float32))
+        self.content = checkpoint.content
+        table = self.model.items.weight.detach()[1:].float()
+        norms = table.norm(dim=1)
+        # Unit content vectors are scaled to a typical learned norm, so dot-product models
+        # (GRU4Rec, SASRec) score them on the same scale as known items; cosine ones ignore it.
+        self._cold_norm = float(norms.median()) if len(norms) else 1.0
+        mean = torch.nn.functional.normalize(table.mean(dim=0), dim=0) if len(table) else torch.zeros(table.shape[1])
+        self._mean_vector = mean.cpu().numpy().astype(np.float32)
 
     @classmethod
     def load(cls, path: Path, *, device: str | torch.device = "auto") -> "SessionScorer":
@@ -92,18 +103,50 @@ class SessionScorer:
         query, preference = self.model.represent(items, lengths)
         return RepresentedSession(query, preference)
 
-    @torch.inference_mode()
-    def score_represented(self, session: RepresentedSession, candidates: Sequence[str]) -> np.ndarray:
-        """Return one float32 score per candidate (higher is better); -inf for unknown candidates.
+    def content_vectors(self, listings: Sequence[Listing]) -> np.ndarray:
+        """Return L2-normalized vectors [n, D] of listings from their content (title, category, price,
+        region): the checkpoint's content encoder, else the catalogue's mean direction."""
+        if self.content is not None:
+            return self.content.encode(listings)
+        return np.tile(self._mean_vector, (len(listings), 1))
 
-        A session the model does not know scores candidates by log popularity.
+    def _cold_logits(self, query: torch.Tensor, preference: torch.Tensor | None, ids: Sequence[str],
+                     vectors: Mapping[str, np.ndarray] | None) -> np.ndarray:
+        """Return the logits of items the model does not know, from their vectors (else the mean)."""
+        rows = []
+        for item_id in ids:
+            vector = vectors.get(item_id) if vectors else None
+            ok = vector is not None and len(vector) == len(self._mean_vector) and np.isfinite(vector).all()
+            rows.append(vector if ok else self._mean_vector)
+        weights = torch.as_tensor(np.asarray(rows, dtype=np.float32) * self._cold_norm, device=self.device)
+        return self.model.score_vectors(query, preference, weights)[0].float().cpu().numpy()
+
+    @torch.inference_mode()
+    def score_represented(self, session: RepresentedSession, candidates: Sequence[str],
+                          vectors: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Return one finite float32 score per candidate (higher is better).
+
+        ``vectors`` holds item-space vectors of candidates the model does not know (the index's
+        content vectors); those without one are scored with the catalogue's mean direction. A
+        session the model does not know scores known candidates by log popularity and unknown
+        ones 0 (no clicks).
         """
         cands = self.vocab.index_of(candidates)
         known = cands != PAD_INDEX
         if session.query is None or not len(cands):
-            return np.where(known, self._popularity[cands], -np.inf).astype(np.float32)
+            return np.where(known, self._popularity[cands], 0.0).astype(np.float32)
         logits = self.model.score_represented(session.query, session.preference, torch.as_tensor(cands, device=self.device))
-        return np.where(known, logits[0].float().cpu().numpy(), -np.inf).astype(np.float32)
+        scores = logits[0].float().cpu().numpy()
+        if not known.all():
+            unknown = np.flatnonzero(~known)
+            scores = scores.copy()
+            scores[unknown] = self._cold_logits(session.query, session.preference,
+                                                [candidates[i] for i in unknown], vectors)
+        return np.nan_to_num(scores, nan=0.0, neginf=-1e9, posinf=1e9).astype(np.float32)
+
+    def unknown(self, item_ids: Sequence[str]) -> list[str]:
+        """Return the ids the model's table does not hold (they need a content vector to be scored)."""
+        return [item_id for item_id, index in zip(item_ids, self.vocab.index_of(item_ids)) if index == PAD_INDEX]
 
     @torch.inference_mode()
     def encode(self, session: Sequence[str]) -> np.ndarray | None:
@@ -115,23 +158,22 @@ class SessionScorer:
         lengths = torch.tensor([len(idx)], device=self.device)
         return self.model.encode(items, lengths)[0].float().cpu().numpy()
 
-    def score(self, session: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
-        """Return one float32 score per candidate (higher is better); -inf for unknown candidates."""
-        return self.score_many([(session, candidates)])[0]
+    def score(self, session: Sequence[str], candidates: Sequence[str],
+              vectors: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Return one finite float32 score per candidate (higher is better); see ``score_represented``."""
+        return self.score_represented(self.represent(session), candidates, vectors)
 
     @torch.inference_mode()
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
-        """Return the scores of several (session, candidates) requests, computed in one batch.
+        """Return the scores of several (session, candidates) requests, the sessions encoded in one batch.
 
-        Sessions with no known item are scored by log popularity instead of the network.
+        Scores are ``score_represented``'s (unknown candidates from the mean direction).
         """
         sessions = [self._session_indices(s) for s, _ in requests]
         candidates = [self.vocab.index_of(c) for _, c in requests]
-        out: list[np.ndarray] = [np.full(len(c), -np.inf, dtype=np.float32) for c in candidates]
+        out: list[np.ndarray] = [np.where(c != PAD_INDEX, self._popularity[c], 0.0).astype(np.float32)
+                                 for c in candidates]
         warm = [n for n, s in enumerate(sessions) if len(s) and len(candidates[n])]
-        for n, cands in enumerate(candidates):
-            if n not in warm and len(cands):
-                out[n] = np.where(cands != PAD_INDEX, self._popularity[cands], -np.inf).astype(np.float32)
         if warm:
             items, lengths = pad_sessions([sessions[n] for n in warm], max_length=self.max_length)
             width = max(len(candidates[n]) for n in warm)
@@ -139,14 +181,19 @@ class SessionScorer:
             for row, n in enumerate(warm):
                 cand[row, : len(candidates[n])] = candidates[n]
             shared = cand[0] if len(warm) == 1 else None
-            scores = self.model.score(
-                torch.as_tensor(items, device=self.device),
-                torch.as_tensor(lengths, device=self.device),
-                torch.as_tensor(shared if shared is not None else cand, device=self.device),
+            query, preference = self.model.represent(torch.as_tensor(items, device=self.device),
+                                                     torch.as_tensor(lengths, device=self.device))
+            scores = self.model.score_represented(
+                query, preference, torch.as_tensor(shared if shared is not None else cand, device=self.device),
             ).float().cpu().numpy()
             for row, n in enumerate(warm):
-                known = candidates[n] != PAD_INDEX
-                out[n] = np.where(known, scores[row, : len(known)], -np.inf).astype(np.float32)
+                row_scores = scores[row, : len(candidates[n])].copy()
+                unknown = np.flatnonzero(candidates[n] == PAD_INDEX)
+                if len(unknown):
+                    pref = preference[row:row + 1] if preference is not None else None
+                    row_scores[unknown] = self._cold_logits(query[row:row + 1], pref,
+                                                            [requests[n][1][i] for i in unknown], None)
+                out[n] = row_scores.astype(np.float32)
         return out
 
     @torch.inference_mode()

@@ -38,6 +38,7 @@ from recommender.query import MAX_PAGE_SIZE, FeedContext, SearchAfter, build_fee
 from recommender.query import read_component_scores
 from recommender.segments import UserSegments, ViewerRecord
 from recommender.service import metrics
+from recommender.service.item_vectors import ItemVectorCache
 from recommender.service.cursors import Cursor, decode_cursor, encode_cursor
 from recommender.service.pipeline import (
     PLANS,
@@ -198,6 +199,7 @@ class FeedService:
         self.scorer = scorer
         self.items = items or ItemCache()
         self.alias = settings.engine.index_alias
+        self.item_vectors = ItemVectorCache(engine, self.alias, timeout_ms=settings.server.engine_timeout_ms)
         self.engine_timeout_ms = settings.server.engine_timeout_ms
         self.secret = settings.server.cursor_secret
         self._popular_copy: OrderedDict[str, list[str]] = OrderedDict()
@@ -208,6 +210,11 @@ class FeedService:
     @property
     def model_version(self) -> str:
         return self.scorer.version if self.scorer is not None else ""
+
+    def swap_scorer(self, scorer: Any) -> None:
+        """Serve with ``scorer`` from the next request on; requests in flight finish with the old one
+        (each reads ``self.scorer`` once). One attribute store: atomic under the GIL."""
+        self.scorer = scorer
 
     # -- entry point ------------------------------------------------------------------------------
     def feed(self, req: FeedRequest, *, now: datetime | None = None) -> FeedPage:
@@ -225,7 +232,7 @@ class FeedService:
         if not self._slots.acquire(timeout=self._queue_timeout_s):
             # More feeds in flight than the cores can compute: answer at once from the popular
             # list rather than queue without bound (flagged, and counted like any fallback).
-            return self._fallback_page(req, self._new_state(req, live, ()), deg, cause="no free feed slot",
+            return self._fallback_page(req, self._new_state(req, live, (), self.scorer), deg, cause="no free feed slot",
                                        stage="overload",
                                        reason="the recommender is overloaded; served the popular fallback")
         try:
@@ -260,12 +267,12 @@ class FeedService:
         session = tuple(req.recent_item_ids) or record.session
         return _Viewer(record.segments, session, record.centroid, redis_ok=True)
 
-    def _represent_session(self, session: tuple[str, ...], deg: Degradations) -> Any:
+    def _represent_session(self, scorer: Any, session: tuple[str, ...], deg: Degradations) -> Any:
         """Return the session run through the model once (None without a model, a session or on failure)."""
-        if self.scorer is None or not session:
+        if scorer is None or not session:
             return None
         try:
-            return self.scorer.represent(session)
+            return scorer.represent(session)
         except Exception as exc:  # noqa: BLE001 - a model failure must not fail the feed
             deg.add("vector", "session model failed; the cluster centroid or no kNN was used", cause=exc)
             return None
@@ -338,14 +345,16 @@ class FeedService:
         after = list(last.sort) if last is not None and len(result.hits) >= size and last.sort else None
         return candidates, after
 
-    def _rank(self, req: FeedRequest, plan: FeedPlan, live: LiveProfile, represented: Any,
+    def _rank(self, req: FeedRequest, plan: FeedPlan, live: LiveProfile, scorer: Any, represented: Any,
               candidates: list[Candidate], deg: Degradations) -> list[Candidate]:
         blend = live.profile.rerank.blend
         model_scores = None
         if candidates and plan.reranks and represented is not None and blend > 0:
             with self._stage(req.kind, "rerank"):
+                ids = [c.item_id for c in candidates]
+                vectors = self._new_item_vectors(scorer, ids, deg)
                 try:
-                    model_scores = self.scorer.score_represented(represented, [c.item_id for c in candidates])
+                    model_scores = scorer.score_represented(represented, ids, vectors)
                 except Exception as exc:  # noqa: BLE001 - a model failure must not fail the feed
                     deg.add("rerank", "session model failed; engine order kept", cause=exc)
         ranked = rank_by_session_model(candidates, model_scores, blend=blend, explain=req.explain)
@@ -353,19 +362,32 @@ class FeedService:
         return cap_categories(ranked, page_size=req.page_size, max_per_category=diversity.max_per_category,
                               category_level=diversity.category_level)
 
+    def _new_item_vectors(self, scorer: Any, ids: list[str], deg: Degradations) -> dict[str, np.ndarray] | None:
+        """Return the index's content vectors of candidates the model does not know (new listings)."""
+        unknown = scorer.unknown(ids)
+        if not unknown:
+            return None
+        try:
+            return self.item_vectors.get_many(unknown, version=scorer.version)
+        except (EngineUnavailable, NotFound, InvalidRequest) as exc:
+            deg.add("rerank", "new listings' vectors unreadable; they were scored from the catalogue mean", cause=exc)
+            return None
+
     # -- first page -------------------------------------------------------------------------------
     def _first_page(self, req: FeedRequest, plan: FeedPlan, live: LiveProfile, deg: Degradations, *,
                     now: datetime) -> FeedPage:
+        # One model for the whole request, even when a hot swap lands halfway through it.
+        scorer = self.scorer
         with self._stage(req.kind, "viewer"):
             viewer = self._gather_viewer(req, deg)
         session = session_for_plan(plan, viewer.session, req.item_id)
         represented = vector = None
         if plan.session_vector:
             with self._stage(req.kind, "vector"):
-                represented = self._represent_session(session, deg)
+                represented = self._represent_session(scorer, session, deg)
                 vector = self._pick_query_vector(represented, viewer)
         seen = tuple(dict.fromkeys([*session, *([req.item_id] if req.item_id else [])]))
-        state = self._new_state(req, live, seen)
+        state = self._new_state(req, live, seen, scorer)
         state.declared_at = viewer.segments.declared_at
         try:
             if plan.needs_item:
@@ -374,15 +396,15 @@ class FeedService:
                 req, plan, live, self._context(req, viewer, vector, seen=seen), now=now)
         except EngineUnavailable as exc:
             return self._fallback_page(req, state, deg, cause=exc)
-        state.pending = [c.row() for c in self._rank(req, plan, live, represented, candidates, deg)]
+        state.pending = [c.row() for c in self._rank(req, plan, live, scorer, represented, candidates, deg)]
         return self._serve(req, state, deg, save_now=not viewer.redis_ok)
 
-    def _new_state(self, req: FeedRequest, live: LiveProfile, seen: tuple[str, ...]) -> FeedState:
+    def _new_state(self, req: FeedRequest, live: LiveProfile, seen: tuple[str, ...], scorer: Any = None) -> FeedState:
         return FeedState(
             feed_id=self.pages.new_id(),
             profile_name=live.name,
             profile_version=live.version,
-            model_version=self.model_version,
+            model_version=scorer.version if scorer is not None else "",
             request_key=_request_key(req),
             served=list(seen),
         )
@@ -448,9 +470,10 @@ class FeedService:
         When the list ran out under the profile's candidate window, the feed goes on with
         every eligible item competing (``widened``), from the top, still excluding all seen.
         """
+        scorer = self.scorer
         viewer = self._gather_viewer(req, deg)
         session = session_for_plan(plan, viewer.session, req.item_id)
-        represented = self._represent_session(session, deg) if plan.session_vector else None
+        represented = self._represent_session(scorer, session, deg) if plan.session_vector else None
         vector = self._pick_query_vector(represented, viewer) if plan.session_vector else None
         seen = tuple(dict.fromkeys(state.served + [row[0] for row in state.pending]))
         if state.engine_after is not None:
@@ -464,7 +487,9 @@ class FeedService:
         except EngineUnavailable as exc:
             deg.add("engine", "could not fetch more items; the saved feed continues", cause=exc)
             return
-        state.pending += [c.row() for c in self._rank(req, plan, live, represented, candidates, deg)]
+        state.pending += [c.row() for c in self._rank(req, plan, live, scorer, represented, candidates, deg)]
+        if scorer is not None:
+            state.model_version = scorer.version  # the model that ranked what this refill added
 
     def _fallback_page(self, req: FeedRequest, state: FeedState, deg: Degradations, *, cause: BaseException | str,
                        stage: str = "engine",

@@ -17,15 +17,18 @@ from grpc_reflection.v1alpha import reflection
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.engine import open_engine
-from recommender.errors import ConfigError, ServiceSetupError
+from recommender.errors import ConfigError, HotfeedError, ServiceSetupError
 from recommender.profiles import read_item_fields
 from recommender.redact import redact_url
+from recommender.service import metrics
 from recommender.service.feeds import FeedService
+from recommender.service.model_watcher import ModelWatcher, failure_reason, load_serving_scorer, record_serving_model
 from recommender.service.profile_cache import ProfileCache
 from recommender.service.servicer import RecommenderServicer, TokenInterceptor
 from recommender.settings import DEV_CURSOR_SECRET, Settings
 from recommender.stores import ServingStores, open_stores
 from recommender.stores.profiles import ProfileStore
+from recommender.stores.published_models import PublishedModel, PublishedModelStore
 
 __all__ = ["RunningServer", "start_server", "serve"]
 
@@ -58,6 +61,30 @@ def _load_scorer(settings: Settings):
     return scorer
 
 
+def _load_start_scorer(settings: Settings, stores: ServingStores):
+    """Return (scorer, version that failed) to start with: the published model when there is
+    one and it passes its checks, else HOTFEED_MODEL_CHECKPOINT (see _load_scorer)."""
+    if settings.model.checkpoint is None:
+        _load_scorer(settings)  # logs that the model is off
+        return None, None
+    published: PublishedModel | None = None
+    try:
+        published = PublishedModelStore(settings.redis, client=stores.client).current()
+    except HotfeedError as exc:  # Redis down or a malformed pointer: the watcher retries it
+        _log.warning("published model not readable at start (%s); starting with HOTFEED_MODEL_CHECKPOINT", exc)
+    if published is not None:
+        try:
+            scorer = load_serving_scorer(published.path, settings, expected_version=published.version)
+        except Exception as exc:  # noqa: BLE001 - a bad publish must not keep the server from starting
+            metrics.MODEL_SWAPS.labels(result="failed").inc()
+            _log.error("published model %s cannot be served (%s); starting with HOTFEED_MODEL_CHECKPOINT=%s instead",
+                       published.version, failure_reason(exc), settings.model.checkpoint)
+            return _load_scorer(settings), published.version
+        _log.info("session model %s (published %s) loaded on %s", scorer.version, published.path, scorer.device)
+        return scorer, None
+    return _load_scorer(settings), None
+
+
 @dataclass
 class RunningServer:
     server: grpc.Server
@@ -66,11 +93,14 @@ class RunningServer:
     profiles: ProfileCache
     health: health.HealthServicer
     stores: ServingStores
+    model_watcher: ModelWatcher | None = None
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking calls, let running ones finish for ``grace_s``, then release everything."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        if self.model_watcher is not None:
+            self.model_watcher.stop()
         self.profiles.stop()
         self.stores.close()
         self.feeds.engine.close()
@@ -91,6 +121,7 @@ def start_server(settings: Settings, *, port: int | None = None) -> RunningServe
     profiles = ProfileCache(ProfileStore(settings.redis, fields=fields, client=stores.client), fields=fields,
                             poll_ms=settings.server.profile_poll_ms)
     profiles.start()
+    scorer, failed_version = _load_start_scorer(settings, stores)
     feeds = FeedService(
         settings,
         engine=open_engine(settings),
@@ -99,8 +130,10 @@ def start_server(settings: Settings, *, port: int | None = None) -> RunningServe
         sessions=stores.sessions,
         pages=stores.pages,
         popular=stores.popular,
-        scorer=_load_scorer(settings),
+        scorer=scorer,
     )
+    if scorer is not None:
+        record_serving_model(scorer.version)
     feeds.warm_fallback()
     feeds.warm()
     # Everything loaded so far (model, vocabulary, clients, imported modules) lives as long as
@@ -126,11 +159,16 @@ def start_server(settings: Settings, *, port: int | None = None) -> RunningServe
         stores.close()
         raise ServiceSetupError(f"cannot listen on {address}: port in use? set HOTFEED_SERVER_PORT")
     server.start()
+    model_watcher = None
+    if settings.model.checkpoint is not None:
+        # HOTFEED_MODEL_CHECKPOINT=none switches the model off, published ones included.
+        model_watcher = ModelWatcher(settings, feeds, stores.client, failed_version=failed_version)
+        model_watcher.start()
     for name in ("", _SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     _log.info("recommender listening on %s:%d (engine %s, index %s)", settings.server.host, bound,
               redact_url(settings.engine.url), settings.engine.index_alias)
-    return RunningServer(server, bound, feeds, profiles, health_servicer, stores)
+    return RunningServer(server, bound, feeds, profiles, health_servicer, stores, model_watcher)
 
 
 def serve(settings: Settings) -> int:

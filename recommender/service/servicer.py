@@ -142,6 +142,18 @@ def _preferences_message(prefs: DeclaredPreferences | None) -> pb.Preferences:
                           disliked_categories=list(prefs.disliked_categories))
 
 
+def _listing_wire(listing: pb.Listing) -> dict[str, Any]:
+    """Return the wire form (recommender/events.py) of a Listing message: only the fields it set."""
+    wire: dict[str, Any] = {"type": "item", "item_id": listing.item_id}
+    for name in ("title", "category", "price", "region", "seller_id", "status"):
+        if listing.HasField(name):
+            wire[name] = getattr(listing, name)
+    for name in ("created_at", "bumped_at"):
+        if listing.HasField(name):
+            wire[name] = getattr(listing, name).ToDatetime(tzinfo=timezone.utc).isoformat()
+    return wire
+
+
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     def __init__(self, feeds: FeedService, events: EventStream, sessions: SessionStore, *,
                  preferences: RedisSegmentStore, max_events: int):
@@ -211,8 +223,9 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return self._call("RecordEvents", context, lambda: self._record(request))
 
     def _record(self, request: pb.RecordEventsRequest) -> pb.RecordEventsResponse:
-        if len(request.events) > self.max_events:
-            raise InvalidRequest(f"{len(request.events)} events in one call; send at most {self.max_events} per call")
+        total = len(request.events) + len(request.listings)
+        if total > self.max_events:
+            raise InvalidRequest(f"{total} events and listings in one call; send at most {self.max_events} per call")
         now_s = time.time()
         accepted: list[dict[str, Any]] = []
         histories: dict[str, list[str]] = {}
@@ -240,6 +253,14 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             if isinstance(parsed, InteractionEvent):
                 for key in {parsed.session_id, parsed.user_id} - {None}:
                     histories.setdefault(key, []).append(parsed.item_id)
+        for n, listing in enumerate(request.listings, start=len(request.events)):
+            try:
+                wire = _listing_wire(listing)
+                parse_event(wire, now_s=now_s)
+            except (InvalidRequest, ValueError, OverflowError, OSError) as exc:
+                rejections.append(pb.EventRejection(index=n, reason=str(exc)))
+                continue
+            accepted.append(wire)
         if accepted:
             self.events.append(accepted)
             for key, items in histories.items():

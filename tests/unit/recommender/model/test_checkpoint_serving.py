@@ -37,17 +37,35 @@ def test_serving_scores_candidates_and_ignores_unknown_ids(trained):
     scorer = SessionScorer.load(path, device="cpu")
     ids = split.vocab.to_list()
     scores = scorer.score([ids[0], "never-seen", ids[1]], [ids[2], "unknown", ids[3]])
-    assert scores.shape == (3,) and np.isfinite(scores[[0, 2]]).all() and scores[1] == -np.inf
+    # An unknown candidate without a vector is scored from the catalogue's mean direction: finite.
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+    assert scorer.unknown([ids[2], "unknown"]) == ["unknown"]
     query = scorer.encode([ids[0], "never-seen"])
     assert query.shape == (16,) and np.isclose(np.linalg.norm(query), 1.0, atol=1e-5)
     assert scorer.encode(["never-seen"]) is None
+
+
+def test_unknown_candidates_are_scored_by_their_vector(trained):
+    path, _, split = trained
+    scorer = SessionScorer.load(path, device="cpu")
+    ids, vectors = scorer.item_embeddings()
+    session = [ids[0], ids[1]]
+    known = scorer.score(session, ids)
+    best, worst = int(np.argmax(known)), int(np.argmin(known))
+    cold = scorer.score(session, ["new-a", "new-b"], {"new-a": vectors[best], "new-b": vectors[worst]})
+    assert np.isfinite(cold).all() and cold[0] > cold[1]
+    # A malformed vector (wrong size, NaN) falls back to the mean direction instead of failing.
+    odd = scorer.score(session, ["new-c", "new-d"], {"new-c": np.full(3, 1.0), "new-d": np.full(16, np.nan)})
+    assert np.isfinite(odd).all() and odd[0] == odd[1]
+    # A session of unknown items only: known candidates by popularity, unknown ones 0.
+    assert np.isfinite(scorer.score(["never-seen"], [ids[0], "new-a"])).all()
 
 
 def test_batched_requests_match_single_requests(trained):
     path, _, split = trained
     scorer = SessionScorer.load(path, device="cpu")
     ids = split.vocab.to_list()
-    requests = [([ids[0], ids[1]], ids[2:7]), ([ids[4]], ids[1:3]), (["cold"], [ids[0], ids[1]])]
+    requests = [([ids[0], ids[1]], ids[2:7] + ["new"]), ([ids[4]], ids[1:3]), (["cold"], [ids[0], ids[1]])]
     batched = scorer.score_many(requests)
     for (session, cands), got in zip(requests, batched):
         assert np.allclose(got, scorer.score(session, cands), atol=1e-5)

@@ -45,7 +45,8 @@ def test_train_then_eval_the_checkpoint_end_to_end(tmp_path, artifacts, chain_ra
     chain_raw.to_csv(events, index=False)
     ckpt = tmp_path / "m" / "gru4rec.pt"
     common = ["--events", str(events), "--epochs", "1", "--set", "embedding_dim=16", "--device", "cpu"]
-    assert main(["train", "--model", "gru4rec", "--out", str(tmp_path / "m"), *common]) == 0
+    # --no-publish: a unit test must not reach Redis (publishing has its own integration tests).
+    assert main(["train", "--model", "gru4rec", "--out", str(tmp_path / "m"), "--no-publish", *common]) == 0
     assert ckpt.exists()
     out = tmp_path / "report"
     assert main(["eval", "--checkpoint", str(ckpt), "--out", str(out), "--metrics", "HR@20,Tail@20", *common]) == 0
@@ -66,7 +67,8 @@ def test_eval_maps_a_checkpoint_trained_on_another_vocabulary(tmp_path, artifact
     chain_raw.loc[chain_raw["item_id"] != "i0"].to_csv(partial, index=False)
     chain_raw.to_csv(full, index=False)
     flags = ["--epochs", "1", "--set", "embedding_dim=16", "--device", "cpu"]
-    assert main(["train", "--model", "tailnet", "--events", str(partial), "--out", str(tmp_path / "t.pt"), *flags]) == 0
+    assert main(["train", "--model", "tailnet", "--events", str(partial), "--out", str(tmp_path / "t.pt"),
+                 "--no-publish", *flags]) == 0
     out = tmp_path / "report"
     assert main(["eval", "--events", str(full), "--checkpoint", str(tmp_path / "t.pt"), "--out", str(out),
                  "--metrics", "HR@20,Coverage@20", *flags]) == 0
