@@ -105,6 +105,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     f"checkpoints) {env_default('paths', 'artifacts_dir', '/eval/<events name>')}")
     _add_training_flags(ev)
     ev.set_defaults(handler=run_eval)
+    _register_retrain(subparsers)
+
+
+def _register_retrain(subparsers: argparse._SubParsersAction) -> None:
+    retrain = subparsers.add_parser(
+        "retrain", help="retrain on recent sessions from the serving model; publish only if not worse",
+        description="One continual-retraining round (recommender/model/retrain.py): train on the last "
+        "--train-days of sessions, warm-started from the serving (published) checkpoint, compare with the "
+        "serving model on the last --test-days, publish when not worse and write the changed item vectors "
+        "to the index. --every-hours repeats it on a schedule until SIGINT/SIGTERM.",
+    )
+    _add_data_flags(retrain)
+    retrain.set_defaults(train_days=3.0)
+    for action in retrain._actions:
+        if action.dest == "train_days":
+            action.help = "train on sessions of the last N days before validation (default: 3)"
+    retrain.add_argument("--model", choices=MODEL_NAMES, default="tailnet", help="session model (default: %(default)s)")
+    retrain.add_argument("--items", type=Path, metavar="FILE", help="items file for the content encoder; 'none' "
+                         "skips it (default: items.parquet or items.csv beside --events when present)")
+    retrain.add_argument("--out", type=Path, metavar="DIR", help="folder of the retrained checkpoints, one file "
+                         "per round (default: <artifacts>/model/retrain)")
+    retrain.add_argument("--metric", default="MRR@20", help="held-out metric the new model must not be worse "
+                         "on (default: %(default)s)")
+    retrain.add_argument("--publish", action=argparse.BooleanOptionalAction, default=True,
+                         help="publish a model that is not worse (default: --publish)")
+    retrain.add_argument("--every-hours", type=float, metavar="H", help="run a round now and then every H hours "
+                         "(default: one round, then exit)")
+    _add_training_flags(retrain)
+    retrain.set_defaults(handler=run_retrain)
+
+
+def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from recommender.model.runs import run_retrain as run
+
+    return run(args, settings)
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:

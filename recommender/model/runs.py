@@ -8,6 +8,7 @@ the override order (flag > HOTFEED_MODEL_PARAMS > --config file > configs/<model
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import time
 from pathlib import Path
@@ -137,7 +138,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-class _VocabularyMapped:
+class VocabularyMapped:
     """Scores a checkpoint trained on another vocabulary in this split's index space.
 
     Session clicks unknown to the checkpoint become padding and its unknown items score -inf.
@@ -176,7 +177,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
             loaded = load_checkpoint(path, device=device)
             scorer: Scorer = ModelScorer(loaded.model, device=device)
             if loaded.vocab != split.vocab:
-                scorer = _VocabularyMapped(scorer, split_vocab=split.vocab, model_vocab=loaded.vocab)
+                scorer = VocabularyMapped(scorer, split_vocab=split.vocab, model_vocab=loaded.vocab)
             scorers[loaded.model_name] = scorer
     else:
         names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -204,3 +205,55 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     print(f"evaluated {len(scorers)} scorers on {split.summary()} in {time.monotonic() - started:.0f}s; "
           f"report in {out} ({len(written)} files)")
     return 0
+
+
+def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one retraining round, or one every --every-hours until a signal; return 0 (1: the last round failed)."""
+    import signal
+    import threading
+
+    from recommender.model.metrics import metric_by_name
+    from recommender.model.retrain import retrain_once
+
+    metric_by_name(args.metric)
+    device = pick_device(args.device or settings.model.device)
+    config = _config(args.model, args, settings)
+    items_path = items_file_for(args.events, args.items)
+    folder = args.out or settings.paths.artifacts_dir / "model" / "retrain"
+
+    def round_() -> int:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        split = _split_of(args)
+        result = retrain_once(settings, split, model_name=args.model, config=config,
+                              out=folder / f"{args.model}-{stamp}.pt", items_path=items_path, metric=args.metric,
+                              publish=args.publish, device=device)
+        print(result.summary(), flush=True)
+        return 0
+
+    if not args.every_hours:
+        return round_()
+    if args.every_hours <= 0:
+        raise InvalidRequest(f"--every-hours must be > 0, got {args.every_hours!r}")
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    status = {"last": 0}
+
+    def job() -> None:
+        try:
+            status["last"] = round_()
+        except Exception:  # noqa: BLE001 - a failed round must not stop the schedule
+            status["last"] = 1
+            _log.exception("retraining round failed; the serving model is unchanged")
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(job, "interval", hours=args.every_hours, id="retrain", max_instances=1, coalesce=True,
+                      next_run_time=dt.datetime.now(dt.timezone.utc))
+    scheduler.start()
+    print(f"retraining every {args.every_hours:g} h from {args.events}; Ctrl-C stops", flush=True)
+    stop.wait()
+    scheduler.shutdown(wait=True)
+    print("retraining schedule stopped", flush=True)
+    return status["last"]

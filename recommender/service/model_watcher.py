@@ -3,7 +3,7 @@
 A daemon thread polls the published-model pointer in Redis (recommender/stores/published_models.py,
 written by `hotfeed model publish` and `hotfeed train`) every ``HOTFEED_MODEL_POLL_MS``. When it
 names a version other than the one serving, the thread loads that checkpoint, checks it
-(version, embedding size against the items index, one finite smoke score) and hands it to
+(version, embedding size against the items index, one finite smoke run) and hands it to
 ``FeedService.swap_scorer``: requests already running finish with the model they started
 with, the next ones use the new one, and each response names the model that ranked it.
 

@@ -23,7 +23,7 @@ EXPECTED = {
     "hotfeed", "hotfeed services up", "hotfeed train", "hotfeed eval", "hotfeed serve", "hotfeed gateway",
     "hotfeed data synth", "hotfeed data import nginx", "hotfeed data validate", "hotfeed index full",
     "hotfeed index schedule", "hotfeed cluster run", "hotfeed cluster schedule", "hotfeed events push",
-    "hotfeed events dead",
+    "hotfeed events dead", "hotfeed model publish", "hotfeed model current", "hotfeed model rollback",
 }
 
 # Actions that need no "default" in their help: help/version, and on/off switches.

@@ -31,7 +31,7 @@ def test_another_embedding_size_than_the_index_is_refused_naming_both(tiny_check
         load_serving_scorer(tiny_checkpoint(), _settings(dims=64))
 
 
-def test_weights_that_score_nan_are_refused(tiny_checkpoint):
+def test_nan_weights_are_refused(tiny_checkpoint):
     with pytest.raises(ConfigError, match="non-finite numbers"):
         load_serving_scorer(tiny_checkpoint(poison=True), _settings())
 
