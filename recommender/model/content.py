@@ -214,7 +214,7 @@ def _neighbour_recall(query: np.ndarray, learned: np.ndarray, rows: np.ndarray, 
     return hits / (k * max(len(rows), 1))
 
 
-_L2_GRID = (0.3, 3.0, 30.0)
+_L2_GRID = (10.0, 100.0, 1000.0, 10000.0)
 
 
 def fit_content_encoder(

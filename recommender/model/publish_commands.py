@@ -6,14 +6,18 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recommender.cli import env_default
 from recommender.settings import Settings
 
+if TYPE_CHECKING:
+    from recommender.stores.published_models import PublishedModel
+
 __all__ = ["register"]
 
 
-def _describe(published) -> str:
+def _describe(published: PublishedModel) -> str:
     when = dt.datetime.fromtimestamp(published.published_at, dt.UTC).isoformat(timespec="seconds")
     return (f"model {published.version} published {when} (previous: {published.previous or 'none'}); "
             f"file {published.path}")

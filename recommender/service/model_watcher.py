@@ -108,6 +108,8 @@ class ModelWatcher:
         self.failed_version = failed_version
         self._redis_down = False
         self._bad_pointer: str | None = None
+        # One check at a time: the poll thread and a caller of check() never load a version twice.
+        self._checking = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -134,13 +136,14 @@ class ModelWatcher:
 
     def check(self) -> None:
         """Read the pointer once and swap in the model it names if that one is new and sound."""
-        published = self._read_pointer()
-        if published is None:
-            return
-        serving = self._serving_version()
-        if published.version == serving or published.version == self.failed_version:
-            return
-        self._swap_to(published, serving)
+        with self._checking:
+            published = self._read_pointer()
+            if published is None:
+                return
+            serving = self._serving_version()
+            if published.version == serving or published.version == self.failed_version:
+                return
+            self._swap_to(published, serving)
 
     def _read_pointer(self) -> PublishedModel | None:
         try:

@@ -102,7 +102,8 @@ class PublishedModel:
         except (ValueError, TypeError, KeyError, AttributeError):
             raise ConfigError(
                 f"Redis key {key!r} holds {text[:120]!r}, not a published model "
-                f'(JSON {{"version", "path", "published_at", "previous"}}); publish one with `hotfeed model publish PATH`'
+                f'(JSON {{"version", "path", "published_at", "previous"}}); '
+                f"publish one with `hotfeed model publish PATH`"
             ) from None
         if not isinstance(version, str) or not version or not isinstance(path, str) or not path \
                 or not math.isfinite(published_at) or not (previous is None or isinstance(previous, str)):

@@ -3,6 +3,7 @@ OpenSearch index (the service_stack fixture's), gRPC server and small trained to
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -283,3 +284,17 @@ def test_train_publishes_its_checkpoint_and_only_warns_without_redis(checkpoints
     printed = capsys.readouterr().out
     assert f"checkpoint written to {out} but not published: Redis unreachable" in printed
     assert f"`hotfeed model publish {out}`" in printed
+
+
+def test_redis_down_is_logged_once_and_the_configured_model_keeps_serving(checkpoints, service_stack, redis_settings,
+                                                                         tmp_path, caplog):
+    dead = redis_settings.model_copy(update={"url": "redis://127.0.0.1:1/0", "timeout_ms": 200})
+    settings = _settings(service_stack, redis_settings, tmp_path, checkpoint=checkpoints.a).model_copy(
+        update={"redis": dead})
+    caplog.set_level(logging.WARNING, logger="hotfeed.model")
+    with _Server(settings, checkpoints.session) as server:
+        assert server.version() == checkpoints.version(checkpoints.a)
+        for _ in range(3):
+            server.running.model_watcher.check()
+        warnings = [r.getMessage() for r in caplog.records if r.name == "hotfeed.model"]
+        assert len(warnings) == 1 and "Redis" in warnings[0] and "polling goes on" in warnings[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from recommender.errors import InvalidRequest
-from recommender.events import InteractionEvent, StatusEvent, parse_event
+from recommender.events import InteractionEvent, ItemEvent, StatusEvent, parse_event
 
 NOW = 1_700_000_000.0
 
@@ -64,3 +64,35 @@ def test_non_finite_or_ancient_times_are_refused(ts):
 def test_an_overlong_platform_is_refused_before_it_reaches_a_document_id():
     with pytest.raises(InvalidRequest, match="'platform'.*longer than 64"):
         parse_event({"type": "view", "item_id": "i1", "user_id": "u", "platform": "x" * 600}, now_s=NOW)
+
+
+def test_an_item_event_carries_only_the_fields_it_sets_normalized():
+    event = parse_event({"type": "item", "item_id": "L1", "title": "  Red   bike ", "category": "sports / bikes",
+                         "price": 12, "region": "Seoul", "seller_id": 7, "created_at": NOW - 60}, now_s=NOW)
+    assert isinstance(event, ItemEvent)
+    assert event.changes() == {"title": "Red bike", "category": "sports/bikes", "price": 12.0, "region": "Seoul",
+                               "seller_id": "7", "created_at": NOW - 60}
+    edit = parse_event({"type": "item", "item_id": "L1", "bumped_at": "2023-01-01T00:00:00Z"}, now_s=NOW)
+    assert edit.changes() == {"bumped_at": 1672531200.0}
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"type": "item", "item_id": "L", "title": "x", "colour": "red", "size": 3}, r"unknown field\(s\) \['colour', 'size'\]"),
+        ({"type": "item", "item_id": "L"}, "changes nothing"),
+        ({"type": "item", "item_id": "L", "price": -1}, "'price' must be a finite number"),
+        ({"type": "item", "item_id": "L", "price": "12"}, "'price' must be a number"),
+        ({"type": "item", "item_id": "L", "price": True}, "'price' must be a number"),
+        ({"type": "item", "item_id": "L", "category": "a//b"}, "empty level"),
+        ({"type": "item", "item_id": "L", "title": ""}, "'title' must be 1..300"),
+        ({"type": "item", "item_id": "L", "title": 5}, "'title' must be text"),
+        ({"type": "item", "item_id": "L", "status": "gone"}, "'status' must be one of"),
+        ({"type": "item", "item_id": "L", "created_at": NOW + 3600}, "'created_at' .* in the future"),
+        ({"type": "item", "item_id": "L", "created_at": NOW, "bumped_at": NOW - 10}, "before 'created_at'"),
+        ({"type": "item", "title": "x"}, "'item_id' is missing"),
+    ],
+)
+def test_bad_item_events_name_the_field(raw, message):
+    with pytest.raises(InvalidRequest, match=message):
+        parse_event(raw, now_s=NOW)
