@@ -39,17 +39,13 @@ class ListingVectors:
         self._lock = threading.Lock()
 
     def _wanted_path(self) -> Path | None:
-        from recommender.model.publish import read_published
+        from recommender.model.publish import serving_checkpoint
 
         try:
-            published = read_published(self.settings, client=self.client)
+            return serving_checkpoint(self.settings, client=self.client)
         except HotfeedError as exc:
             _log.warning("published model unreadable (%s); keeping the current one", exc)
             return self._path
-        if published is not None:
-            return published.path
-        configured = self.settings.model.checkpoint
-        return configured if configured is not None and configured.exists() else None
 
     def scorer(self) -> Any:
         """Return the current model (a SessionScorer on the CPU), or None when there is none."""

@@ -158,8 +158,12 @@ def rebuild_index(
     # Children only for items that exist as parents (events can name items not in the catalog).
     popularity = popularity.loc[popularity["item_id"].isin(set(data.items["item_id"].astype("string")))]
     t = stage("popularity", t, f"{len(popularity):,} item x cohort rows, {popularity['cohort'].nunique()} cohorts")
+    # The model the recommenders serve (the published one, else HOTFEED_MODEL_CHECKPOINT), so the
+    # index's item vectors and the sessions' query vectors come from the same model.
+    from recommender.model.publish import serving_checkpoint
+
     vectors = item_vectors(
-        data.items, data.events, dims=settings.engine.embedding_dims, checkpoint=settings.model.checkpoint
+        data.items, data.events, dims=settings.engine.embedding_dims, checkpoint=serving_checkpoint(settings)
     )
     t = stage("vectors", t, f"{vectors.model_version}, {vectors.warm:,} of {len(data.items):,} items learned")
 

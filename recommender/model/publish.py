@@ -27,8 +27,8 @@ from recommender.model.checkpoint import load_checkpoint
 from recommender.settings import Settings
 from recommender.stores.published_models import PublishedModel, PublishedModelStore
 
-__all__ = ["PublishedModel", "versions_dir", "publish_checkpoint", "read_published", "roll_back_published",
-           "publish_trained"]
+__all__ = ["PublishedModel", "versions_dir", "publish_checkpoint", "read_published", "serving_checkpoint",
+           "roll_back_published", "publish_trained"]
 
 
 def versions_dir(settings: Settings) -> Path:
@@ -101,6 +101,20 @@ def read_published(settings: Settings, *, client: Any = None) -> PublishedModel 
     Raises StoreUnavailable (Redis down) and ConfigError (the pointer is not a published model).
     """
     return _store(settings, client).current()
+
+
+def serving_checkpoint(settings: Settings, *, client: Any = None) -> Path | None:
+    """Return the file of the model the recommenders serve: the published one, else
+    HOTFEED_MODEL_CHECKPOINT when that file exists, else None (also for HOTFEED_MODEL_CHECKPOINT=none).
+
+    Raises StoreUnavailable (Redis down) and ConfigError (a broken pointer).
+    """
+    if settings.model.checkpoint is None:
+        return None
+    published = read_published(settings, client=client)
+    if published is not None:
+        return published.path
+    return settings.model.checkpoint if settings.model.checkpoint.exists() else None
 
 
 def roll_back_published(settings: Settings, *, client: Any = None) -> PublishedModel:

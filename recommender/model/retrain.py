@@ -37,7 +37,7 @@ from recommender.model.network import SessionModel
 from recommender.model.trainer import Trainer
 from recommender.settings import Settings
 
-__all__ = ["RetrainResult", "serving_checkpoint", "widen_split", "warm_start", "retrain_once",
+__all__ = ["RetrainResult", "widen_split", "warm_start", "retrain_once",
            "write_changed_vectors"]
 
 _log = logging.getLogger("hotfeed.retrain")
@@ -64,17 +64,6 @@ class RetrainResult:
         return (f"retrain: new {self.new_version} {self.metric}={self.new_value:.4f} vs serving "
                 f"{self.serving_version or 'none'} {serving}: {verdict} ({self.reason}); "
                 f"{self.vectors_written:,} item vectors updated in the index; {self.seconds:.0f}s")
-
-
-def serving_checkpoint(settings: Settings) -> Path | None:
-    """Return the file of the serving model: the published one, else HOTFEED_MODEL_CHECKPOINT if it exists."""
-    from recommender.model.publish import read_published
-
-    published = read_published(settings)
-    if published is not None:
-        return published.path
-    configured = settings.model.checkpoint
-    return configured if configured is not None and configured.exists() else None
 
 
 def widen_split(split: SessionSplit, old: Checkpoint) -> SessionSplit:
@@ -146,7 +135,7 @@ def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, co
                  out: Path, items_path: Path | None, metric: str = "MRR@20", publish: bool = True,
                  device: torch.device | None = None) -> RetrainResult:
     """Run one retraining round on ``split`` (see the module docstring); return what happened."""
-    from recommender.model.publish import publish_checkpoint
+    from recommender.model.publish import publish_checkpoint, serving_checkpoint
     from recommender.model.runs import VocabularyMapped, fit_content
 
     started = time.monotonic()
