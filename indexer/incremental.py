@@ -111,7 +111,7 @@ class IncrementalIndexer:
         self.claim_idle_ms = claim_idle_ms
         self.weights = settings.indexer.event_weights
         self.half_life_s = settings.indexer.popularity_half_life_h * 3600
-        self.listing_vectors = listing_vectors or ListingVectors(settings)
+        self.listing_vectors = listing_vectors or ListingVectors(settings, client=stream.client)
         self.stream.ensure_group(GROUP)
         self._recovered = False
         self._join: bool | None = None

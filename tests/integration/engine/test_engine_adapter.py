@@ -141,6 +141,22 @@ def test_a_status_update_removes_the_item_from_the_next_search(engine, index_nam
     assert [h.id for h in engine.search(index, active).hits] == ["y"]
 
 
+def test_partial_updates_in_bulk_merge_and_a_missing_document_is_refused(engine, index_name):
+    index = _items_index(engine, index_name)
+    engine.bulk_upsert(index, [_item(engine, "p", price=5.0, embedding=_vec(1.0)), _item(engine, "q")])
+    result = engine.bulk_upsert(index, [
+        Doc("p", {"price": 7.5, "status": "sold"}, partial=True),
+        Doc("ghost", {"price": 1.0}, partial=True),
+    ])
+    assert result.ok == 1 and result.refused == ["ghost"] and [doc for doc, _ in result.failed] == ["ghost"]
+    source = engine.get(index, "p")
+    assert (source["price"], source["status"], source["category"]) == (7.5, "sold", "c")
+    assert engine.get(index, "ghost") is None
+    # mget can return only the fields asked for (the reranker reads new listings' vectors so).
+    only = engine.mget(index, [("p", None), ("ghost", None)], fields=["embedding"])
+    assert only[1] is None and set(only[0]) == {"embedding"} and math.isclose(only[0]["embedding"][0], 1.0)
+
+
 def test_alias_swap_never_leaves_the_alias_empty(engine, index_name, engine_settings):
     alias = index_name(engine, "alias")
     first, second = _items_index(engine, index_name), _items_index(engine, index_name)

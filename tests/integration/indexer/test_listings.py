@@ -192,6 +192,7 @@ def test_a_new_listing_gets_a_content_vector_and_a_finite_rerank_score(service_s
     finally:
         running.stop(grace_s=1)
     assert [i.item_id for i in page.items] == [item] and page.model_version == vectors.scorer().version
+    assert not page.degradations  # the new listing was scored from its vector in the index
     components = dict(page.items[0].component_scores)
     assert "session_model" in components and np.isfinite(list(components.values())).all()
     assert np.isfinite(page.items[0].score)
