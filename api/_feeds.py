@@ -87,6 +87,19 @@ async def _read_body(request: Request, *, limit_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _read_json_list(request: Request, *, path: str, what: str) -> list[Any]:
+    """Return the request body, a JSON list of at most MAX_EVENTS_BODY_BYTES; InvalidRequest says what is wrong."""
+    body = await _read_body(request, limit_bytes=MAX_EVENTS_BODY_BYTES)
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the body of POST {path} is not JSON ({exc}); send a JSON list of {what}") from None
+    if not isinstance(value, list):
+        raise InvalidRequest(f"the body of POST {path} must be a JSON list of {what}, got a {type(value).__name__}; "
+                             f"wrap a single one in [...]")
+    return value
+
+
 def call_metadata(request: Request, settings: Settings) -> list[tuple[str, str]]:
     """Return the gRPC metadata of a call made for ``request``: service token and request id."""
     metadata = [("x-request-id", request.state.request_id)]
@@ -170,16 +183,7 @@ def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter
         MAX_EVENTS_BODY_BYTES; it is read here rather than by FastAPI so an oversized one is
         refused before it is held in memory.
         """
-        body = await _read_body(request, limit_bytes=MAX_EVENTS_BODY_BYTES)
-        try:
-            events = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"the body of POST /v1/events is not JSON ({exc}); send a JSON list of events") from None
-        if not isinstance(events, list):
-            raise InvalidRequest(
-                f"the body of POST /v1/events must be a JSON list of events, got a {type(events).__name__}; "
-                f"wrap a single event in [...]"
-            )
+        events = await _read_json_list(request, path="/v1/events", what="events")
         caller = f"user:{user}" if user else f"addr:{request.client.host if request.client else 'unknown'}"
         limiter.take(caller, len(events))
         return await run_in_threadpool(forward_events, events, request, user)
@@ -192,14 +196,7 @@ def feeds_router(stub: pb_grpc.RecommenderStub, settings: Settings) -> APIRouter
         edited (item events of recommender/events.py, "type" optional). They reach feeds within
         seconds, through the event stream and the near-real-time indexer.
         """
-        body = await _read_body(request, limit_bytes=MAX_EVENTS_BODY_BYTES)
-        try:
-            listings = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"the body of POST /v1/items is not JSON ({exc}); send a JSON list of listings") from None
-        if not isinstance(listings, list):
-            raise InvalidRequest(f"the body of POST /v1/items must be a JSON list of listings, got a "
-                                 f"{type(listings).__name__}; wrap a single listing in [...]")
+        listings = await _read_json_list(request, path="/v1/items", what="listings")
 
         def forward() -> dict[str, Any]:
             message, positions, local_rejections = listings_request(listings)

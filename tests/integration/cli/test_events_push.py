@@ -42,3 +42,18 @@ def test_strict_refuses_the_whole_file_for_one_bad_line(tmp_path, redis_settings
     assert main(["events", "push", "--strict", str(events)]) == 1
     assert "nothing appended (--strict)" in capsys.readouterr().err
     assert _stream_len(redis_settings) == 0
+
+
+def test_listings_are_pushed_and_a_listing_with_an_unknown_field_is_named(tmp_path, redis_settings, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setenv("HOTFEED_REDIS_KEY_PREFIX", redis_settings.key_prefix)
+    events = _write(tmp_path / "listings.jsonl", [
+        {"type": "item", "item_id": "L1", "title": "desk", "category": "home/desks", "price": 40, "region": "r",
+         "seller_id": "s"},
+        {"type": "item", "item_id": "L1", "bumped_at": "2026-01-01T00:00:00Z"},
+        {"type": "item", "item_id": "L2", "title": "lamp", "colour": "red"},
+    ])
+    assert main(["events", "push", str(events)]) == 1
+    out = capsys.readouterr()
+    assert "2 events appended" in out.out and f"{events}:3:" in out.err and "'colour'" in out.err
+    assert _stream_len(redis_settings) == 2
