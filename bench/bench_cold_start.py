@@ -118,6 +118,7 @@ def main() -> int:
         ("category mean: cosine to learned", enc.get("cosine_category_mean")),
         ("content: neighbour recall@20", enc.get("neighbour_recall@20_content")),
         ("category mean: neighbour recall@20", enc.get("neighbour_recall@20_category_mean")),
+        ("random: neighbour recall@20", enc.get("neighbour_recall@20_random")),
     ]
     print(f"\n{'measure':<38}{'value':>12}\n" + "-" * 50)
     for name, value in rows:

@@ -255,6 +255,8 @@ def fit_content_encoder(
             "cosine_category_mean": round(float((category * learned32[held_rows]).sum(axis=1).mean()), 4),
             f"neighbour_recall@{k}_content": round(_neighbour_recall(content, learned32, held_rows, k=k), 4),
             f"neighbour_recall@{k}_category_mean": round(_neighbour_recall(category, learned32, held_rows, k=k), 4),
+            # What k items drawn at random would recover, for scale.
+            f"neighbour_recall@{k}_random": round(k / max(n - 1, 1), 5),
         })
     encoder = ContentEncoder(_ridge(rows, cols, vals, target, weights, l2=l2), report)
     _log.info("content encoder fitted on %d items: %s", n, report)
