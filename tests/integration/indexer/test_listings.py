@@ -187,8 +187,12 @@ def test_a_new_listing_gets_a_content_vector_and_a_finite_rerank_score(service_s
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             known = vectors.scorer().vocab.to_list()[:3]
-            page = pb_grpc.RecommenderStub(channel).HomeFeed(pb.HomeFeedRequest(
+            stub = pb_grpc.RecommenderStub(channel)
+            page = stub.HomeFeed(pb.HomeFeedRequest(
                 session_id="cold-viewer", region=region, recent_item_ids=known, page_size=10, explain=True), timeout=30)
+            # The new listing in the session itself (the model skips ids it does not know).
+            again = stub.HomeFeed(pb.HomeFeedRequest(session_id="cold-viewer-2", region="", page_size=20, explain=True,
+                                                     recent_item_ids=[*known, item]), timeout=30)
     finally:
         running.stop(grace_s=1)
     assert [i.item_id for i in page.items] == [item] and page.model_version == vectors.scorer().version
@@ -196,3 +200,5 @@ def test_a_new_listing_gets_a_content_vector_and_a_finite_rerank_score(service_s
     components = dict(page.items[0].component_scores)
     assert "session_model" in components and np.isfinite(list(components.values())).all()
     assert np.isfinite(page.items[0].score)
+    assert again.items and not again.degradations
+    assert all(np.isfinite([i.score, *i.component_scores.values()]).all() for i in again.items)
