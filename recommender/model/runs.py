@@ -23,8 +23,8 @@ from recommender.errors import ConfigError, InvalidRequest, NotFound
 from recommender.model.baselines import Popularity, SessionItemKNN, SessionPopularity
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
-from recommender.model.content import ContentEncoder, fit_content_encoder, listings_from_items
-from recommender.model.data import ItemVocabulary, SessionSplit, build_sessions, split_sessions
+from recommender.model.content import ContentEncoder, calibrate_offset, fit_content_encoder, listings_from_items
+from recommender.model.data import ItemVocabulary, SessionSplit, build_sessions, prefix_examples, split_sessions
 from recommender.model.device import pick_device
 from recommender.model.evaluate import ModelScorer, Scorer, evaluate_scorers, format_table, write_report
 from recommender.model.metrics import metric_by_name
@@ -107,7 +107,16 @@ def fit_content(model: Any, split: SessionSplit, items_path: Path | None) -> Con
         return None
     vectors = model.items.weight.detach().float().cpu().numpy()[1:]
     listings = listings_from_items(rows.iloc[position[known]])
-    return fit_content_encoder(listings, vectors[known])
+    encoder = fit_content_encoder(listings, vectors[known])
+    # The scale offset, on validation prefixes whose next item has a listing (at most 20k).
+    listing_of = {int(index) + 1: listing for index, listing in zip(known, listings)}
+    examples = prefix_examples(split.valid or split.train, max_length=int(getattr(model, "max_length", 20)))
+    rows_ok = np.flatnonzero([int(t) in listing_of for t in examples.targets])[:20_000]
+    encoder.offset = calibrate_offset(model, examples.items[rows_ok], examples.lengths[rows_ok],
+                                      examples.targets[rows_ok], [listing_of[int(t)] for t in examples.targets[rows_ok]],
+                                      encoder)
+    encoder.report["cold_offset"] = round(encoder.offset, 4)
+    return encoder
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from recommender.model.checkpoint import Checkpoint, load_checkpoint
-from recommender.model.content import Listing
+from recommender.model.content import Listing, cold_vector_norm
 from recommender.model.data import PAD_INDEX, pad_sessions
 from recommender.model.device import pick_device
 
@@ -59,10 +59,8 @@ class SessionScorer:
         self._popularity = np.log1p(checkpoint.item_counts.astype(np.float32))
         self.content = checkpoint.content
         table = self.model.items.weight.detach()[1:].float()
-        norms = table.norm(dim=1)
-        # Unit content vectors are scaled to a typical learned norm, so dot-product models
-        # (GRU4Rec, SASRec) score them on the same scale as known items; cosine ones ignore it.
-        self._cold_norm = float(norms.median()) if len(norms) else 1.0
+        self._cold_norm = cold_vector_norm(self.model.items.weight.detach())
+        self._cold_offset = self.content.offset if self.content is not None else 0.0
         mean = torch.nn.functional.normalize(table.mean(dim=0), dim=0) if len(table) else torch.zeros(table.shape[1])
         self._mean_vector = mean.cpu().numpy().astype(np.float32)
 
@@ -119,7 +117,8 @@ class SessionScorer:
             ok = vector is not None and len(vector) == len(self._mean_vector) and np.isfinite(vector).all()
             rows.append(vector if ok else self._mean_vector)
         weights = torch.as_tensor(np.asarray(rows, dtype=np.float32) * self._cold_norm, device=self.device)
-        return self.model.score_vectors(query, preference, weights)[0].float().cpu().numpy()
+        logits = self.model.score_vectors(query, preference, weights)[0].float().cpu().numpy()
+        return logits + np.float32(self._cold_offset)
 
     @torch.inference_mode()
     def score_represented(self, session: RepresentedSession, candidates: Sequence[str],
