@@ -111,6 +111,11 @@ class FeedLoad:
     def start(self) -> None:
         self._thread.start()
 
+    def counts(self) -> tuple[int, int, int]:
+        """Return (sent, errors, fallbacks) so far; a phase's figures are the difference of two."""
+        with self._lock:
+            return self.sent, self.errors, self.fallbacks
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
@@ -235,15 +240,26 @@ def main() -> int:
         load.start()
         time.sleep(3)
         print(f"feed load {args.feed_rate:g}/s running; {_load()}", flush=True)
+        phases: dict[str, dict] = {}
+
+        def phase_counts(name: str, before: tuple[int, int, int]) -> None:
+            after = load.counts()
+            phases[name] = dict(zip(("sent", "errors", "fallbacks"), (a - b for a, b in zip(after, before))))
+
+        mark = load.counts()
         latencies = _measure_listing_latency(stub, stream, run_id=run_id, n=args.listings, rate=args.listing_rate,
                                              rng=rng, categories=categories)
         report["listing_to_feed"] = {**_pct([v for v in latencies if np.isfinite(v)]),
                                      "missing": int(sum(not np.isfinite(v) for v in latencies)),
                                      "target_p99_s": TARGET_P99_S, "load_avg": os.getloadavg()}
         print(f"listing -> feed: {report['listing_to_feed']}", flush=True)
+        phase_counts("listings", mark)
+        mark = load.counts()
         report["burst"] = {**_measure_burst(settings, stream, run_id=run_id, n=args.burst, rng=rng,
                                             categories=categories), "load_avg": os.getloadavg()}
         print(f"burst: {report['burst']}", flush=True)
+        phase_counts("burst", mark)
+        mark = load.counts()
         if args.model_b is not None:
             version_b = load_checkpoint(args.model_b).version
             published_at = time.time()
@@ -257,7 +273,9 @@ def main() -> int:
                                   "publish_to_served_s": round(seen - published_at, 3) if seen else None,
                                   "load_avg": os.getloadavg()}
             print(f"hot swap: {report['hot_swap']}", flush=True)
+            phase_counts("hot_swap", mark)
         load.stop()
+        report["phases"] = phases
         report["feeds"] = {"sent": load.sent, "errors": load.errors, "fallbacks": load.fallbacks,
                            "error_samples": load.error_samples}
         channel.close()
@@ -287,6 +305,8 @@ def main() -> int:
         ("listing upserts/s (burst)", burst.get("upserts_per_s")),
         ("hot swap publish -> served (s)", swap.get("publish_to_served_s")),
         ("feeds sent / errors / fallbacks", f"{feeds.get('sent')} / {feeds.get('errors')} / {feeds.get('fallbacks')}"),
+        *[(f"  during {name}", f"{c['sent']} / {c['errors']} / {c['fallbacks']}")
+          for name, c in report.get("phases", {}).items()],
     ]:
         print(f"{name:<34}{str(value):>14}")
     print(_load())
