@@ -17,6 +17,8 @@ __all__ = ["register", "MODEL_NAMES"]
 
 # The names of recommender.model.network.MODELS (a unit test keeps the two equal).
 MODEL_NAMES = ("gru4rec", "sasrec", "tailnet")
+# The names of runs.ALL_BASELINES, kept here so `--help` does not import torch (a unit test keeps them equal).
+_BASELINE_NAMES = ("POP", "S-POP", "ItemKNN", "SR", "SKNN", "V-SKNN", "STAN", "VSTAN")
 
 
 
@@ -89,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(handler=run_train)
 
     ev = subparsers.add_parser(
-        "eval", help="evaluate session models and POP/S-POP/ItemKNN baselines on an events file",
+        "eval", help="evaluate session models against POP, S-POP, ItemKNN, SR, SKNN, V-SKNN, STAN and VSTAN",
         description="Train (or load with --checkpoint) models, score every test prefix, print a table, "
         "write results.json and one PNG bar chart per metric into --out.",
     )
@@ -99,6 +101,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--checkpoint", type=Path, action="append", metavar="PT",
                     help="evaluate this trained checkpoint instead of training; repeatable (default: none, "
                     "train each of --models)")
+    ev.add_argument("--protocol", choices=["filtered", "next-click"], default="filtered",
+                    help="filtered: repeats collapsed, test clicks on rare or unseen items removed; next-click: every "
+                    "test click a target, repeats kept, unseen items unhittable (default: %(default)s)")
+    ev.add_argument("--baselines", default=",".join(_BASELINE_NAMES), help="comma-separated baselines, '' for none "
+                    "(default: %(default)s)")
     ev.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric names "
                     "(default: %(default)s)")
     ev.add_argument("--out", type=Path, metavar="DIR", help="report folder (results.json, charts, trained "

@@ -12,6 +12,12 @@ The split follows the standard session-based protocol (GRU4Rec, NARM, TailNet):
 4. valid/test clicks on items never seen in training are removed (then sessions < 2 again);
 5. every prefix ``s[:k]`` of a session predicts its next item ``s[k]``.
 
+That is the "filtered" protocol. The "next-click" protocol (``protocol="next-click"``, the
+standard of Ludewig & Jannach's evaluations) keeps repeated consecutive clicks, applies the
+item-support filter to training clicks only, and keeps every test click: a test click on an
+item training never saw is a target no scorer can hit (``UNKNOWN_INDEX``) and is left out of
+the prefixes that follow it. Validation stays filtered (it only serves early stopping).
+
 Head items are the most popular training items that together make up ``head_share`` (80%)
 of training interactions, as in the TailNet paper; every other item is tail.
 """
@@ -31,6 +37,8 @@ from recommender.errors import InvalidRequest
 
 __all__ = [
     "PAD_INDEX",
+    "UNKNOWN_INDEX",
+    "PROTOCOLS",
     "ItemVocabulary",
     "SessionSplit",
     "PrefixExamples",
@@ -43,6 +51,9 @@ __all__ = [
 ]
 
 PAD_INDEX = 0
+# A test click on an item training never saw (next-click protocol): a target never hit.
+UNKNOWN_INDEX = -1
+PROTOCOLS = ("filtered", "next-click")
 _log = logging.getLogger(__name__)
 
 
@@ -76,13 +87,14 @@ class ItemVocabulary:
         return self.ids[1:]
 
 
-def build_sessions(events: pd.DataFrame, *, gap_minutes: float = 30.0) -> pd.DataFrame:
+def build_sessions(events: pd.DataFrame, *, gap_minutes: float = 30.0, collapse_repeats: bool = True) -> pd.DataFrame:
     """Return clicks with columns (session, ts, item_id), ordered by session then time.
 
     ``events`` is a validated events frame (recommender.data_model). Rows without a
     ``session_id`` get one from their user's clicks split at gaps longer than ``gap_minutes``.
-    Every event type counts as an interaction; repeated consecutive clicks on one item
-    (view, then cart of the same item) collapse to one, since they predict nothing.
+    Every event type counts as an interaction; with ``collapse_repeats`` repeated consecutive
+    clicks on one item (view, then cart of the same item) collapse to one (the filtered
+    protocol; the next-click protocol keeps them).
     """
     df = events[["ts", "user_id", "session_id", "item_id"]].copy()
     has_sid = df["session_id"].notna()
@@ -98,6 +110,8 @@ def build_sessions(events: pd.DataFrame, *, gap_minutes: float = 30.0) -> pd.Dat
     repeat = ((df["session"] == df["session"].shift()) & (df["item_id"] == df["item_id"].shift())).to_numpy(
         dtype=bool, na_value=False
     )
+    if not collapse_repeats:
+        repeat[:] = False
     return df.loc[~repeat, ["session", "ts", "item_id"]].reset_index(drop=True)
 
 
@@ -163,8 +177,10 @@ def _period_cut(session_ends: pd.Series, days: float, what: str) -> pd.Timestamp
     return t_max - period
 
 
-def _to_arrays(clicks: pd.DataFrame, vocab: ItemVocabulary) -> list[np.ndarray]:
+def _to_arrays(clicks: pd.DataFrame, vocab: ItemVocabulary, *, unknown: int = 0) -> list[np.ndarray]:
     idx = vocab.index_of(clicks["item_id"].tolist())
+    if unknown != PAD_INDEX:
+        idx = np.where(idx == PAD_INDEX, unknown, idx)
     codes, uniques = pd.factorize(clicks["session"], sort=False)
     bounds = np.flatnonzero(np.diff(codes)) + 1
     return [a for a in np.split(idx, bounds) if len(a)]
@@ -178,6 +194,7 @@ def split_sessions(
     min_session_length: int = 2,
     head_share: float = 0.8,
     train_days: float | None = None,
+    protocol: str = "filtered",
 ) -> SessionSplit:
     """Return the train/valid/test split of ``clicks`` (from build_sessions) under the protocol above.
 
@@ -186,9 +203,14 @@ def split_sessions(
     Raises InvalidRequest when filtering leaves no training or no test sessions, naming the
     counts and what to change.
     """
+    if protocol not in PROTOCOLS:
+        raise InvalidRequest(f"protocol {protocol!r} is unknown; choose one of {list(PROTOCOLS)}")
+    next_click = protocol == "next-click"
     before = clicks["session"].nunique()
     clicks = _drop_short(clicks, min_session_length)
     support = clicks.groupby("item_id")["item_id"].transform("size")
+    # Next-click: support is a training matter, every test click stays (see the module docstring).
+    raw = clicks
     clicks = _drop_short(clicks.loc[support >= min_item_support], min_session_length)
     if clicks.empty:
         raise InvalidRequest(
@@ -198,6 +220,9 @@ def split_sessions(
     ends = clicks.groupby("session", sort=False)["ts"].transform("max")
     test_cut = _period_cut(ends.groupby(clicks["session"]).first(), test_days, "test split")
     rest, test = clicks.loc[ends <= test_cut], clicks.loc[ends > test_cut]
+    if next_click:
+        raw_ends = raw.groupby("session", sort=False)["ts"].transform("max")
+        test = raw.loc[raw_ends > test_cut]
     rest_ends = ends.loc[rest.index]
     valid_cut = (
         _period_cut(rest_ends.groupby(rest["session"]).first(), test_days, "validation split") if len(rest)
@@ -219,13 +244,13 @@ def split_sessions(
         vocab=vocab,
         train=_to_arrays(train, vocab),
         valid=_to_arrays(known(valid), vocab),
-        test=_to_arrays(known(test), vocab),
+        test=_to_arrays(test, vocab, unknown=UNKNOWN_INDEX) if next_click else _to_arrays(known(test), vocab),
         item_counts=item_counts,
         is_tail=tail_mask_from_counts(item_counts, head_share=head_share),
         params={
             "test_days": test_days, "min_item_support": min_item_support,
             "min_session_length": min_session_length, "head_share": head_share,
-            "train_days": train_days,
+            "train_days": train_days, "protocol": protocol,
         },
     )
     if not split.train or not split.test:
@@ -262,8 +287,17 @@ def pad_sessions(sessions: Sequence[np.ndarray], *, max_length: int) -> tuple[np
 
 
 def prefix_examples(sessions: Sequence[np.ndarray], *, max_length: int = 20) -> PrefixExamples:
-    """Return one example per prefix ``s[:k]`` (k = 1..len-1) with target ``s[k]``."""
-    prefixes = [s[:k] for s in sessions for k in range(1, len(s))]
+    """Return one example per prefix ``s[:k]`` (k = 1..len-1) with target ``s[k]``.
+
+    Clicks on unknown items (``UNKNOWN_INDEX``, next-click protocol) stay targets but are
+    left out of the prefixes; a prefix with no known click is the padding item alone (the
+    scorers answer it with popularity).
+    """
+    def known(prefix: np.ndarray) -> np.ndarray:
+        kept = prefix[prefix > PAD_INDEX]
+        return kept if len(kept) else np.zeros(1, dtype=np.int64)
+
+    prefixes = [known(s[:k]) for s in sessions for k in range(1, len(s))]
     targets = np.array([s[k] for s in sessions for k in range(1, len(s))], dtype=np.int64)
     if not prefixes:
         return PrefixExamples(np.zeros((0, 1), np.int64), np.zeros(0, np.int64), targets)

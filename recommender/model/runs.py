@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP, read_events, read_items
 from recommender.errors import ConfigError, InvalidRequest, NotFound
-from recommender.model.baselines import Popularity, SessionItemKNN, SessionPopularity
+from recommender.model.baselines import BASELINES, Popularity, SessionItemKNN, SessionPopularity
+from recommender.model.session_knn import SESSION_BASELINES, build_session_baseline
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
 from recommender.model.content import ContentEncoder, calibrate_offset, fit_content_encoder, listings_from_items
@@ -32,14 +33,17 @@ from recommender.model.network import MODELS
 from recommender.model.trainer import Trainer
 from recommender.settings import Settings
 
-__all__ = ["run_train", "run_eval", "load_split"]
+__all__ = ["run_train", "run_eval", "load_split", "ALL_BASELINES"]
+
+ALL_BASELINES = (*BASELINES, *SESSION_BASELINES)
 
 _log = logging.getLogger("hotfeed.model")
 
 
 
 def load_split(
-    path: Path, *, test_days: float, min_item_support: int, gap_minutes: float, train_days: float | None = None
+    path: Path, *, test_days: float, min_item_support: int, gap_minutes: float, train_days: float | None = None,
+    protocol: str = "filtered",
 ) -> SessionSplit:
     """Return the session split of an events file; raise InvalidRequest with one clear line when unusable."""
     try:
@@ -52,15 +56,17 @@ def load_split(
     _log.info("%s", report.summary())
     if events.empty:
         raise InvalidRequest(f"events file {str(path)!r}: no valid rows ({report.summary()}); {FORMAT_HELP}")
-    clicks = build_sessions(events, gap_minutes=gap_minutes)
-    split = split_sessions(clicks, test_days=test_days, min_item_support=min_item_support, train_days=train_days)
+    clicks = build_sessions(events, gap_minutes=gap_minutes, collapse_repeats=protocol == "filtered")
+    split = split_sessions(clicks, test_days=test_days, min_item_support=min_item_support, train_days=train_days,
+                           protocol=protocol)
     _log.info("split: %s", split.summary())
     return split
 
 
 def _split_of(args: argparse.Namespace) -> SessionSplit:
     return load_split(args.events, test_days=args.test_days, min_item_support=args.min_item_support,
-                      gap_minutes=args.gap_minutes, train_days=args.train_days)
+                      gap_minutes=args.gap_minutes, train_days=args.train_days,
+                      protocol=getattr(args, "protocol", "filtered"))
 
 
 def _config(model: str, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -171,11 +177,19 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     for name in metrics:
         metric_by_name(name)  # fail on a typo before minutes of training
+    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    unknown = [b for b in baselines if b not in ALL_BASELINES]
+    if unknown:
+        raise InvalidRequest(f"--baselines: unknown {unknown!r}; choose from {list(ALL_BASELINES)!r}")
     split = _split_of(args)
+    simple = {
+        "POP": lambda: Popularity(split.item_counts),
+        "S-POP": lambda: SessionPopularity(split.item_counts),
+        "ItemKNN": lambda: SessionItemKNN(split.item_counts, split.train),
+    }
     scorers: dict[str, Scorer] = {
-        "POP": Popularity(split.item_counts),
-        "S-POP": SessionPopularity(split.item_counts),
-        "ItemKNN": SessionItemKNN(split.item_counts, split.train),
+        name: simple[name]() if name in simple else build_session_baseline(name, split.item_counts, split.train)
+        for name in baselines
     }
     training: dict[str, Any] = {}
     out = args.out or settings.paths.artifacts_dir / "eval" / args.events.stem.replace(".", "_")
@@ -207,9 +221,11 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     max_length = max([int(c["config"]["max_length"]) for c in training.values()] + [20])
     results = evaluate_scorers(scorers, split, metrics=metrics, max_length=max_length)
     written = write_report(results, out, extra={
-        "events": str(args.events), "split": split.summary(), "split_params": split.params,
+        "events": str(args.events), "protocol": split.params["protocol"], "split": split.summary(),
+        "split_params": split.params,
         "device": device.type, "training": training,
     })
+    print(f"protocol: {split.params['protocol']} (recommender/model/data.py)")
     print(format_table(results))
     print(f"evaluated {len(scorers)} scorers on {split.summary()} in {time.monotonic() - started:.0f}s; "
           f"report in {out} ({len(written)} files)")

@@ -58,3 +58,44 @@ def test_a_split_with_nothing_left_says_what_to_change():
     raw = pd.DataFrame({"ts": ["2026-01-01T10:00:00Z"], "session_id": ["s"], "item_id": ["1"], "event_type": ["view"]})
     with pytest.raises(InvalidRequest, match="min-item-support"):
         split_sessions(build_sessions(validate_events(raw)[0]))
+
+
+def _protocol_events() -> pd.DataFrame:
+    """Training days with items a, b (often); a test session a, a, b, z (z never seen before)."""
+    rows = []
+    for day in range(1, 9):
+        for n in range(3):
+            sid = f"d{day}s{n}"
+            for k, item in enumerate(["a", "b", "a", "b"]):
+                rows.append({"ts": f"2026-01-0{day}T10:0{n}:{10 * k:02d}Z" if day < 10 else "", "session_id": sid,
+                             "item_id": item, "event_type": "view"})
+    for k, item in enumerate(["a", "a", "b", "z"]):
+        rows.append({"ts": f"2026-01-09T12:00:{10 * k:02d}Z", "session_id": "test", "item_id": item,
+                     "event_type": "view"})
+    return validate_events(pd.DataFrame(rows))[0]
+
+
+def test_the_next_click_protocol_keeps_repeats_and_unseen_items_as_targets():
+    events = _protocol_events()
+    filtered = split_sessions(build_sessions(events), test_days=1.0)
+    next_click = split_sessions(build_sessions(events, collapse_repeats=False), test_days=1.0, protocol="next-click")
+    vocab = next_click.vocab
+    a, b = vocab.index_of(["a", "b"]).tolist()
+    # Filtered: the repeat a, a collapses and z (seen once) is dropped: a, b -> one target.
+    assert [s.tolist() for s in filtered.test] == [[a, b]]
+    # Next-click: a, a, b, z -> targets a (a repeat), b and z (unknown: never hit).
+    assert [s.tolist() for s in next_click.test] == [[a, a, b, -1]]
+    examples = prefix_examples(next_click.test, max_length=20)
+    assert examples.targets.tolist() == [a, b, -1] and examples.lengths.tolist() == [1, 2, 3]
+    assert next_click.params["protocol"] == "next-click"
+
+
+def test_unknown_clicks_are_left_out_of_the_prefixes_that_follow_them():
+    examples = prefix_examples([np.array([-1, 5, -1, 6])], max_length=20)
+    assert examples.targets.tolist() == [5, -1, 6]
+    assert examples.items.tolist() == [[0], [5], [5]] and examples.lengths.tolist() == [1, 1, 1]
+
+
+def test_an_unknown_protocol_is_refused(chain_frame):
+    with pytest.raises(InvalidRequest, match="protocol 'leave-one-out' is unknown"):
+        split_sessions(build_sessions(chain_frame), protocol="leave-one-out")

@@ -6,3 +6,10 @@ from recommender.model.network import MODELS
 
 def test_cli_model_names_are_the_networks():
     assert MODEL_NAMES == tuple(sorted(MODELS))
+
+
+def test_eval_help_lists_every_baseline():
+    from recommender.model.commands import _BASELINE_NAMES
+    from recommender.model.runs import ALL_BASELINES
+
+    assert _BASELINE_NAMES == ALL_BASELINES

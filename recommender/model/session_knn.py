@@ -1,0 +1,225 @@
+"""Strong non-neural session baselines, written from the papers' formulas: SR, SKNN, V-SKNN,
+STAN and VSTAN. They are scorers (evaluate.py): ``score_sessions(items [B, L], lengths [B])``
+returns [B, num_items] scores with the padding column -inf, like the models.
+
+Notation: the current session is s = (s_1 .. s_m) (item indices, oldest first; the evaluator
+passes at most the last ``max_length`` clicks), training sessions n are ordered by end time
+(index 0 oldest), ``|n|`` is the number of distinct items of n, ``S`` the number of training
+sessions and ``S_i`` the number holding item i; ``idf(i) = log(S / S_i)``.
+
+SR, sequential rules (Kamehkhosh, Jannach & Ludewig 2017): every training session adds
+``1 / (q - p)`` to the rule ``n_p -> n_q`` for positions p < q with q - p <= ``steps``;
+score(j) = rule(s_m -> j), the rules of the last click only.
+
+Neighbourhood methods share three steps: (1) the candidate neighbours are the ``sample`` most
+recent training sessions that hold at least one item of s; (2) each gets a similarity and the
+``k`` most similar are kept; (3) score(i) = the sum, over kept neighbours holding i, of their
+similarity times a per-item factor.
+
+SKNN (Jannach & Ludewig 2017): sim(s, n) = |set(s) ∩ n| / sqrt(|set(s)| |n|) (cosine of binary
+vectors); item factor 1.
+
+V-SKNN (Ludewig & Jannach 2018): the session is a real-valued vector, w(s_p) = p / m (linear
+decay, the last click 1; a repeated item keeps its latest weight); sim(s, n) = sum of w(i) over
+i in s ∩ n, divided by sqrt(|set(s)| |n|); item factor ``1 + idf_weight * idf(i)``.
+
+STAN (Garg et al., SIGIR 2019): w(s_p) = exp((p - m) / lambda_1); sim(s, n) = sum of w(i) over
+i in s ∩ n / (||w|| sqrt(|n|)), times the neighbour's recency exp(-(T - t_n) / lambda_2); item
+factor exp(-|pos_n(i) - pos_n(c)| / lambda_3), where c is the most recent click of s that n
+holds and pos_n its (last) position in n. Session times are not kept in the split, so t_n is
+the neighbour's rank in training order as a share of S (T = 1): lambda_2 is in units of the
+training period (a documented approximation of the paper's seconds).
+
+VSTAN (Ludewig, Latifi, Jannach et al. 2021): STAN's three weights plus the IDF item factor
+of V-SKNN (``1 + idf_weight * idf(i)``).
+
+Every score adds ``1e-6 *`` normalized popularity, so ties and items no neighbour holds fall
+back to popularity (as the other baselines do).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SequentialRules", "SessionKNN", "KNN_DEFAULTS", "SESSION_BASELINES", "build_session_baseline"]
+
+
+def _popularity(counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64)
+    return counts / (counts.max() + 1.0)
+
+
+class SequentialRules:
+    """SR: see the module docstring."""
+
+    name = "SR"
+
+    def __init__(self, item_counts: np.ndarray, train_sessions: Sequence[np.ndarray], *, steps: int = 10):
+        self.num_items = len(item_counts)
+        self.popularity = _popularity(item_counts) * 1e-6
+        lefts, rights, weights = [], [], []
+        for session in train_sessions:
+            for gap in range(1, min(steps, len(session) - 1) + 1):
+                lefts.append(session[:-gap])
+                rights.append(session[gap:])
+                weights.append(np.full(len(session) - gap, 1.0 / gap))
+        left = np.concatenate(lefts) if lefts else np.zeros(0, np.int64)
+        right = np.concatenate(rights) if rights else np.zeros(0, np.int64)
+        weight = np.concatenate(weights) if weights else np.zeros(0)
+        keys, inverse = np.unique(left * self.num_items + right, return_inverse=True)
+        summed = np.bincount(inverse, weights=weight)
+        rule_left = keys // self.num_items
+        order = np.argsort(rule_left, kind="stable")
+        self.indptr = np.zeros(self.num_items + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rule_left, minlength=self.num_items), out=self.indptr[1:])
+        self.targets = (keys % self.num_items)[order]
+        self.weights = summed[order]
+
+    def rules_from(self, item: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (target items, rule weights) of the rules ``item -> j``."""
+        lo, hi = self.indptr[item], self.indptr[item + 1]
+        return self.targets[lo:hi], self.weights[lo:hi]
+
+    def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        scores = np.tile(self.popularity, (len(items), 1))
+        for row, (session, length) in enumerate(zip(items, lengths)):
+            targets, weights = self.rules_from(int(session[int(length) - 1]))
+            scores[row, targets] += weights
+        scores[:, 0] = -np.inf
+        return scores.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class KNNParams:
+    """One neighbourhood method's parameters (see the module docstring)."""
+
+    k: int = 100
+    sample: int = 500
+    decay: str = "none"  # none (SKNN) | linear (V-SKNN) | exp (STAN, VSTAN)
+    lambda_1: float = 2.0  # exp decay within the current session, in clicks
+    lambda_2: float = math.inf  # neighbour recency, in units of the training period
+    lambda_3: float = math.inf  # position distance in the neighbour, in clicks
+    idf_weight: float = 0.0
+
+
+KNN_DEFAULTS: dict[str, KNNParams] = {
+    "SKNN": KNNParams(k=100, sample=500),
+    "V-SKNN": KNNParams(k=100, sample=500, decay="linear", idf_weight=1.0),
+    "STAN": KNNParams(k=100, sample=500, decay="exp", lambda_1=2.0, lambda_2=0.5, lambda_3=2.0),
+    "VSTAN": KNNParams(k=100, sample=500, decay="exp", lambda_1=2.0, lambda_2=0.5, lambda_3=2.0, idf_weight=1.0),
+}
+
+
+class SessionKNN:
+    """SKNN, V-SKNN, STAN and VSTAN over one index of the training sessions."""
+
+    def __init__(self, name: str, item_counts: np.ndarray, train_sessions: Sequence[np.ndarray],
+                 params: KNNParams | None = None):
+        self.name = name
+        self.params = params or KNN_DEFAULTS[name]
+        self.num_items = len(item_counts)
+        self.popularity = _popularity(item_counts) * 1e-6
+        self.n_sessions = len(train_sessions)
+        # Sessions as CSR rows of their clicks in order (positions matter to STAN's lambda_3).
+        lengths = np.array([len(s) for s in train_sessions], dtype=np.int64)
+        self.indptr = np.zeros(self.n_sessions + 1, dtype=np.int64)
+        np.cumsum(lengths, out=self.indptr[1:])
+        self.clicks = np.concatenate(list(train_sessions)) if train_sessions else np.zeros(0, np.int64)
+        session_of = np.repeat(np.arange(self.n_sessions), lengths)
+        # Distinct items per session, and each item's sessions (postings), most recent first.
+        pairs = np.unique(session_of * self.num_items + self.clicks)
+        pair_session, pair_item = pairs // self.num_items, pairs % self.num_items
+        self.distinct = np.bincount(pair_session, minlength=self.n_sessions).astype(np.float64)
+        order = np.lexsort((-pair_session, pair_item))
+        self.post_indptr = np.zeros(self.num_items + 1, dtype=np.int64)
+        np.cumsum(np.bincount(pair_item, minlength=self.num_items), out=self.post_indptr[1:])
+        self.postings = pair_session[order]
+        holders = np.bincount(pair_item, minlength=self.num_items).astype(np.float64)
+        self.idf = np.where(holders > 0, np.log(max(self.n_sessions, 1) / np.maximum(holders, 1)), 0.0)
+
+    # -- one session ------------------------------------------------------------------------------
+    def _session_weights(self, session: np.ndarray) -> dict[int, float]:
+        m = len(session)
+        weights: dict[int, float] = {}
+        for p, item in enumerate(session, start=1):
+            if self.params.decay == "linear":
+                weights[int(item)] = p / m
+            elif self.params.decay == "exp":
+                weights[int(item)] = math.exp((p - m) / self.params.lambda_1)
+            else:
+                weights[int(item)] = 1.0
+        return weights
+
+    def _candidates(self, items: Sequence[int]) -> np.ndarray:
+        parts = [self.postings[self.post_indptr[i]:self.post_indptr[i + 1]][: self.params.sample] for i in items]
+        found = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        return found[-self.params.sample:]  # the most recent (highest index) ones
+
+    def score_session(self, session: np.ndarray) -> np.ndarray:
+        """Return the [num_items] scores of one session (item indices, padding removed)."""
+        scores = self.popularity.copy()
+        session = session[session > 0]
+        if not len(session):
+            return scores
+        weights = self._session_weights(session)
+        candidates = self._candidates(list(weights))
+        if not len(candidates):
+            return scores
+        weight_of = np.zeros(self.num_items)
+        weight_of[list(weights)] = list(weights.values())
+        starts, ends = self.indptr[candidates], self.indptr[candidates + 1]
+        sims = np.empty(len(candidates))
+        for n, (lo, hi) in enumerate(zip(starts, ends)):
+            sims[n] = weight_of[np.unique(self.clicks[lo:hi])].sum()
+        norm = math.sqrt(len(weights)) if self.params.decay != "exp" else math.sqrt(sum(w * w for w in weights.values()))
+        sims = sims / (norm * np.sqrt(self.distinct[candidates]))
+        if math.isfinite(self.params.lambda_2):
+            age = 1.0 - (candidates + 1) / max(self.n_sessions, 1)
+            sims = sims * np.exp(-age / self.params.lambda_2)
+        top = np.argsort(-sims, kind="stable")[: self.params.k]
+        last_rank = {item: p for p, item in enumerate(session.tolist())}  # latest position of each item
+        for n in top:
+            if sims[n] <= 0:
+                continue
+            lo, hi = starts[n], ends[n]
+            neighbour = self.clicks[lo:hi]
+            factor = np.ones(len(neighbour))
+            if math.isfinite(self.params.lambda_3):
+                # c: the most recent click of s that the neighbour holds; its last position there.
+                shared = [item for item in neighbour.tolist() if item in last_rank]
+                c = max(shared, key=last_rank.__getitem__)
+                c_pos = int(np.flatnonzero(neighbour == c)[-1])
+                factor = np.exp(-np.abs(np.arange(len(neighbour)) - c_pos) / self.params.lambda_3)
+            # An item repeated in the neighbour counts once, at its strongest factor.
+            best: dict[int, float] = {}
+            for item, f in zip(neighbour.tolist(), factor.tolist()):
+                if f > best.get(item, 0.0):
+                    best[item] = f
+            ids = np.fromiter(best, dtype=np.int64)
+            contribution = sims[n] * np.fromiter(best.values(), dtype=np.float64)
+            if self.params.idf_weight:
+                contribution = contribution * (1.0 + self.params.idf_weight * self.idf[ids])
+            scores[ids] += contribution
+        return scores
+
+    def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        out = np.empty((len(items), self.num_items), dtype=np.float32)
+        for row, (session, length) in enumerate(zip(items, lengths)):
+            out[row] = self.score_session(session[: int(length)])
+        out[:, 0] = -np.inf
+        return out
+
+
+SESSION_BASELINES: tuple[str, ...] = ("SR", "SKNN", "V-SKNN", "STAN", "VSTAN")
+
+
+def build_session_baseline(name: str, item_counts: np.ndarray, train_sessions: Sequence[np.ndarray],
+                           params: KNNParams | None = None):
+    """Return the baseline ``name`` (one of SESSION_BASELINES) fitted on the training sessions."""
+    if name == "SR":
+        return SequentialRules(item_counts, train_sessions)
+    return SessionKNN(name, item_counts, train_sessions, params)
