@@ -106,6 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "test click a target, repeats kept, unseen items unhittable (default: %(default)s)")
     ev.add_argument("--baselines", default=",".join(_BASELINE_NAMES), help="comma-separated baselines, '' for none "
                     "(default: %(default)s)")
+    ev.add_argument("--hybrids", default="VSTAN", help="session-KNN baselines to blend with each model into a "
+                    "hybrid row (model weight picked on validation; recommender/model/hybrid.py), '' for none "
+                    "(default: %(default)s)")
     ev.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric names "
                     "(default: %(default)s)")
     ev.add_argument("--out", type=Path, metavar="DIR", help="report folder (results.json, charts, trained "

@@ -21,6 +21,7 @@ import pyarrow as pa
 from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP, read_events, read_items
 from recommender.errors import ConfigError, InvalidRequest, NotFound
 from recommender.model.baselines import BASELINES, Popularity, SessionItemKNN, SessionPopularity
+from recommender.model.hybrid import HybridScorer, tune_weight
 from recommender.model.session_knn import SESSION_BASELINES, build_session_baseline
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
@@ -181,6 +182,10 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     unknown = [b for b in baselines if b not in ALL_BASELINES]
     if unknown:
         raise InvalidRequest(f"--baselines: unknown {unknown!r}; choose from {list(ALL_BASELINES)!r}")
+    hybrids = [b.strip() for b in args.hybrids.split(",") if b.strip()]
+    unknown = [b for b in hybrids if b not in SESSION_BASELINES]
+    if unknown:
+        raise InvalidRequest(f"--hybrids: unknown {unknown!r}; choose from {list(SESSION_BASELINES)!r}")
     split = _split_of(args)
     simple = {
         "POP": lambda: Popularity(split.item_counts),
@@ -219,11 +224,22 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
                               "seconds": round(report.seconds, 1), "checkpoint": str(path)}
             scorers[name] = ModelScorer(model, device=device)
     max_length = max([int(c["config"]["max_length"]) for c in training.values()] + [20])
+    models = [name for name in scorers if name not in ALL_BASELINES]
+    hybrid_weights: dict[str, Any] = {}
+    for knn_name in hybrids:
+        knn = scorers.get(knn_name) or build_session_baseline(knn_name, split.item_counts, split.train)
+        for model_name in models:
+            weight, values = tune_weight(scorers[model_name], knn, split, max_length=max_length)
+            name = f"{model_name}+{knn_name}"
+            scorers[name] = HybridScorer(scorers[model_name], knn, weight=weight, name=name)
+            hybrid_weights[name] = {"weight": weight, "validation_MRR@20": values}
+            print(f"{name}: model weight {weight} picked on validation (MRR@20 by weight: "
+                  f"{', '.join(f'{w:g}={v:.4f}' for w, v in values.items())})")
     results = evaluate_scorers(scorers, split, metrics=metrics, max_length=max_length)
     written = write_report(results, out, extra={
         "events": str(args.events), "protocol": split.params["protocol"], "split": split.summary(),
         "split_params": split.params,
-        "device": device.type, "training": training,
+        "device": device.type, "training": training, "hybrids": hybrid_weights,
     })
     print(f"protocol: {split.params['protocol']} (recommender/model/data.py)")
     print(format_table(results))

@@ -51,7 +51,8 @@ def test_train_then_eval_the_checkpoint_end_to_end(tmp_path, artifacts, chain_ra
     out = tmp_path / "report"
     assert main(["eval", "--checkpoint", str(ckpt), "--out", str(out), "--metrics", "HR@20,Tail@20", *common]) == 0
     results = json.loads((out / "results.json").read_text())["results"]
-    assert set(results) == {"POP", "S-POP", "ItemKNN", "SR", "SKNN", "V-SKNN", "STAN", "VSTAN", "gru4rec"}
+    assert set(results) == {"POP", "S-POP", "ItemKNN", "SR", "SKNN", "V-SKNN", "STAN", "VSTAN", "gru4rec",
+                            "gru4rec+VSTAN"}
     assert set(results["POP"]) == {"HR@20", "Tail@20"}
     printed = capsys.readouterr().out
     assert (out / "HR_at_20.png").exists() and "gru4rec" in printed and "protocol: filtered" in printed
@@ -62,7 +63,8 @@ def test_train_then_eval_the_checkpoint_end_to_end(tmp_path, artifacts, chain_ra
     assert main(["eval", "--checkpoint", str(ckpt), "--out", str(out2), "--metrics", "HR@20", "--baselines", "SR,VSTAN",
                  "--protocol", "next-click", *common]) == 0
     report = json.loads((out2 / "results.json").read_text())
-    assert set(report["results"]) == {"SR", "VSTAN", "gru4rec"} and report["protocol"] == "next-click"
+    assert set(report["results"]) == {"SR", "VSTAN", "gru4rec", "gru4rec+VSTAN"} and report["protocol"] == "next-click"
+    assert 0.0 <= report["hybrids"]["gru4rec+VSTAN"]["weight"] <= 1.0
 
 
 def test_unknown_metric_fails_before_training(tmp_path, artifacts, chain_raw, capsys):
