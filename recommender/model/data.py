@@ -147,10 +147,13 @@ class SessionSplit:
 
     def summary(self) -> str:
         """Return a one-line account of the split."""
+        targets = sum(len(s) - 1 for s in self.test)
+        unseen = sum(int((s[1:] == UNKNOWN_INDEX).sum()) for s in self.test)
         return (
             f"{len(self.vocab) - 1:,} items ({int(self.is_tail.sum()):,} tail); sessions "
             f"train {len(self.train):,}, valid {len(self.valid):,}, test {len(self.test):,}; "
-            f"test prefixes {sum(len(s) - 1 for s in self.test):,}"
+            f"test prefixes {targets:,}"
+            + (f" ({unseen / targets:.0%} of their targets unseen in training: no scorer can hit them)" if unseen else "")
         )
 
 
