@@ -106,6 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "test click a target, repeats kept, unseen items unhittable (default: %(default)s)")
     ev.add_argument("--baselines", default=",".join(_BASELINE_NAMES), help="comma-separated baselines, '' for none "
                     "(default: %(default)s)")
+    ev.add_argument("--tune-baselines", action=argparse.BooleanOptionalAction, default=True,
+                    help="tune SKNN, V-SKNN, STAN and VSTAN on the validation sessions (a small grid around the "
+                    "papers' defaults); --no-tune-baselines uses the defaults (default: --tune-baselines)")
     ev.add_argument("--hybrids", default="VSTAN", help="session-KNN baselines to blend with each model into a "
                     "hybrid row (model weight picked on validation; recommender/model/hybrid.py), '' for none "
                     "(default: %(default)s)")

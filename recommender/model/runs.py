@@ -22,7 +22,7 @@ from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP, read_events,
 from recommender.errors import ConfigError, InvalidRequest, NotFound
 from recommender.model.baselines import BASELINES, Popularity, SessionItemKNN, SessionPopularity
 from recommender.model.hybrid import HybridScorer, tune_weight
-from recommender.model.session_knn import SESSION_BASELINES, build_session_baseline
+from recommender.model.session_knn import KNN_DEFAULTS, SESSION_BASELINES, build_session_baseline, tune_knn
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
 from recommender.model.content import ContentEncoder, calibrate_offset, fit_content_encoder, listings_from_items
@@ -192,10 +192,19 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         "S-POP": lambda: SessionPopularity(split.item_counts),
         "ItemKNN": lambda: SessionItemKNN(split.item_counts, split.train),
     }
-    scorers: dict[str, Scorer] = {
-        name: simple[name]() if name in simple else build_session_baseline(name, split.item_counts, split.train)
-        for name in baselines
-    }
+    tuned: dict[str, Any] = {}
+
+    def baseline(name: str) -> Scorer:
+        if name in simple:
+            return simple[name]()
+        params = None
+        if args.tune_baselines and name in KNN_DEFAULTS:
+            params, info = tune_knn(name, split)
+            tuned[name] = {"params": params.__dict__, **info}
+            print(f"{name}: {params} picked on validation ({info})")
+        return build_session_baseline(name, split.item_counts, split.train, params)
+
+    scorers: dict[str, Scorer] = {name: baseline(name) for name in baselines}
     training: dict[str, Any] = {}
     out = args.out or settings.paths.artifacts_dir / "eval" / args.events.stem.replace(".", "_")
     if out == settings.paths.artifacts_dir / "eval" / "events":
@@ -227,19 +236,19 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     models = [name for name in scorers if name not in ALL_BASELINES]
     hybrid_weights: dict[str, Any] = {}
     for knn_name in hybrids:
-        knn = scorers.get(knn_name) or build_session_baseline(knn_name, split.item_counts, split.train)
+        knn = scorers.get(knn_name) or baseline(knn_name)
         for model_name in models:
             weight, values = tune_weight(scorers[model_name], knn, split, max_length=max_length)
             name = f"{model_name}+{knn_name}"
             scorers[name] = HybridScorer(scorers[model_name], knn, weight=weight, name=name)
-            hybrid_weights[name] = {"weight": weight, "validation_MRR@20": values}
-            print(f"{name}: model weight {weight} picked on validation (MRR@20 by weight: "
+            hybrid_weights[name] = {"weight": weight, "validation_HR@20+MRR@20": values}
+            print(f"{name}: model weight {weight} picked on validation (HR@20 + MRR@20 by weight: "
                   f"{', '.join(f'{w:g}={v:.4f}' for w, v in values.items())})")
     results = evaluate_scorers(scorers, split, metrics=metrics, max_length=max_length)
     written = write_report(results, out, extra={
         "events": str(args.events), "protocol": split.params["protocol"], "split": split.summary(),
         "split_params": split.params,
-        "device": device.type, "training": training, "hybrids": hybrid_weights,
+        "device": device.type, "training": training, "hybrids": hybrid_weights, "tuned_baselines": tuned,
     })
     print(f"protocol: {split.params['protocol']} (recommender/model/data.py)")
     print(format_table(results))

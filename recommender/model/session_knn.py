@@ -223,3 +223,58 @@ def build_session_baseline(name: str, item_counts: np.ndarray, train_sessions: S
     if name == "SR":
         return SequentialRules(item_counts, train_sessions)
     return SessionKNN(name, item_counts, train_sessions, params)
+
+
+# The grid each neighbourhood parameter is tuned over (one parameter at a time, from the defaults).
+KNN_GRID: dict[str, tuple] = {
+    "k": (50, 100, 200),
+    "sample": (250, 500, 1000),
+    "lambda_1": (1.0, 2.0, 4.0),
+    "lambda_2": (0.25, 1.0, math.inf),
+    "lambda_3": (1.0, 2.0, 4.0),
+    "idf_weight": (0.0, 1.0, 2.0),
+}
+_TUNED: dict[str, tuple[str, ...]] = {
+    "SKNN": ("k", "sample"),
+    "V-SKNN": ("k", "sample", "idf_weight"),
+    "STAN": ("k", "lambda_1", "lambda_2", "lambda_3"),
+    "VSTAN": ("k", "lambda_1", "lambda_2", "lambda_3", "idf_weight"),
+}
+
+
+def tune_knn(name: str, split, *, metric: str = "MRR@20", max_length: int = 20) -> tuple[KNNParams, dict]:
+    """Return (the parameters of ``name`` with the best validation ``metric``, what was tried).
+
+    Coordinate search: starting from the paper defaults, each parameter in turn takes the grid
+    value that scores best with the others fixed (one pass; ties keep the default).
+    """
+    from dataclasses import replace
+
+    from recommender.model.data import prefix_examples
+    from recommender.model.evaluate import rank_top_k
+    from recommender.model.metrics import RankedLists, metric_by_name
+
+    chosen = metric_by_name(metric)
+    examples = prefix_examples(split.valid, max_length=max_length)
+    params = KNN_DEFAULTS[name]
+    if not len(examples) or name not in _TUNED:
+        return params, {}
+    base = SessionKNN(name, split.item_counts, split.train, params)
+
+    def value(candidate: KNNParams) -> float:
+        base.params = candidate
+        topk, targets = rank_top_k(base, examples, k=chosen.k)
+        return chosen.compute(RankedLists(topk=topk, targets=targets, is_tail=split.is_tail))
+
+    tried: dict[str, float] = {}
+    best_value = value(params)
+    tried[repr(params)] = best_value
+    for field_name in _TUNED[name]:
+        for option in KNN_GRID[field_name]:
+            candidate = replace(params, **{field_name: option})
+            if repr(candidate) in tried:
+                continue
+            tried[repr(candidate)] = score = value(candidate)
+            if score > best_value:
+                best_value, params = score, candidate
+    return params, {"best": best_value, "tried": len(tried)}

@@ -85,3 +85,22 @@ def test_every_baseline_builds_and_scores_a_batch_with_padding():
     for name in ("SR", "SKNN", "V-SKNN", "STAN", "VSTAN"):
         scores = build_session_baseline(name, COUNTS, TRAIN).score_sessions(items, np.array([2, 1]))
         assert scores.shape == (2, 6) and np.isfinite(scores[:, 1:]).all() and (scores[:, 0] == -np.inf).all()
+
+
+def test_tuning_picks_grid_values_no_worse_than_the_defaults(chain_split):
+    from recommender.model.evaluate import rank_top_k
+    from recommender.model.data import prefix_examples
+    from recommender.model.metrics import RankedLists, metric_by_name
+    from recommender.model.session_knn import KNN_DEFAULTS, KNN_GRID, tune_knn
+
+    params, info = tune_knn("VSTAN", chain_split)
+    assert info["tried"] > 5 and params.lambda_1 in KNN_GRID["lambda_1"] and params.k in KNN_GRID["k"]
+    examples = prefix_examples(chain_split.valid)
+    metric = metric_by_name("MRR@20")
+
+    def mrr(p):
+        scorer = SessionKNN("VSTAN", chain_split.item_counts, chain_split.train, p)
+        topk, targets = rank_top_k(scorer, examples, k=20)
+        return metric.compute(RankedLists(topk=topk, targets=targets, is_tail=chain_split.is_tail))
+
+    assert math.isclose(mrr(params), info["best"]) and info["best"] >= mrr(KNN_DEFAULTS["VSTAN"])
