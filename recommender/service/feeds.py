@@ -199,7 +199,8 @@ class FeedService:
         self.scorer = scorer
         self.items = items or ItemCache()
         self.alias = settings.engine.index_alias
-        self.item_vectors = ItemVectorCache(engine, self.alias, timeout_ms=settings.server.engine_timeout_ms)
+        # Half the engine deadline: the multi-get comes after the search, within the same request.
+        self.item_vectors = ItemVectorCache(engine, self.alias, timeout_ms=max(settings.server.engine_timeout_ms // 2, 1))
         self.engine_timeout_ms = settings.server.engine_timeout_ms
         self.secret = settings.server.cursor_secret
         self._popular_copy: OrderedDict[str, list[str]] = OrderedDict()
@@ -369,7 +370,7 @@ class FeedService:
             return None
         try:
             return self.item_vectors.get_many(unknown, version=scorer.version)
-        except (EngineUnavailable, NotFound, InvalidRequest) as exc:
+        except Exception as exc:  # noqa: BLE001 - engine trouble or a malformed vector must not fail the feed
             deg.add("rerank", "new listings' vectors unreadable; they were scored from the catalogue mean", cause=exc)
             return None
 
