@@ -20,25 +20,21 @@ Starts `hotfeed serve` here unless --target names a running recommender.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import grpc
-import numpy as np
 import pandas as pd
 
+from _report import RESULTS, load_line, print_measures, write_report
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.publish import serving_checkpoint
 from recommender.settings import load_settings
 
-RESULTS = Path(__file__).resolve().parent / "results"
 _CLICKS = ("click", "like", "cart", "chat", "purchase")
 
 
@@ -120,16 +116,9 @@ def main() -> int:
         ("category mean: neighbour recall@20", enc.get("neighbour_recall@20_category_mean")),
         ("random: neighbour recall@20", enc.get("neighbour_recall@20_random")),
     ]
-    print(f"\n{'measure':<38}{'value':>12}\n" + "-" * 50)
-    for name, value in rows:
-        print(f"{name:<38}{str(value):>12}")
-    one, five, fifteen = os.getloadavg()
-    print(f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores); {report.get('engine_pages')} "
-          f"engine-served pages of {args.feeds}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "cold_start.json"
-    out.write_text(json.dumps(report, indent=2, default=str))
-    print(f"wrote {out}")
+    print_measures(rows, name_width=38, value_width=12)
+    print(f"{load_line()}; {report.get('engine_pages')} engine-served pages of {args.feeds}")
+    write_report(report, "cold_start.json")
     return 0
 
 

@@ -25,7 +25,6 @@ Prints a table with the load average, writes bench/results/listings.json, delete
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -37,8 +36,8 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import pandas as pd
 
+from _report import RESULTS, load_line, print_measures, write_report
 from indexer.rebuild import load_marketplace, rebuild_index
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
@@ -51,13 +50,7 @@ from recommender.stores.cohort_maxima import CohortMaxima
 from recommender.stores.events import INDEXER_GROUP, EventStream
 from recommender.stores.popular import PopularStore
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_P99_S = 2.0
-
-
-def _load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
 
 
 def _pct(values: list[float]) -> dict:
@@ -239,7 +232,7 @@ def main() -> int:
         load = FeedLoad(stub, people, args.feed_rate)
         load.start()
         time.sleep(3)
-        print(f"feed load {args.feed_rate:g}/s running; {_load()}", flush=True)
+        print(f"feed load {args.feed_rate:g}/s running; {load_line()}", flush=True)
         phases: dict[str, dict] = {}
 
         def phase_counts(name: str, before: tuple[int, int, int]) -> None:
@@ -297,9 +290,7 @@ def main() -> int:
 
     lf, burst, feeds = report.get("listing_to_feed", {}), report.get("burst", {}), report.get("feeds", {})
     swap = report.get("hot_swap", {})
-    print(f"\n{'measure':<34}{'value':>14}")
-    print("-" * 48)
-    for name, value in [
+    print_measures([
         ("listing -> feed p50 (s)", lf.get("p50_s")), ("listing -> feed p99 (s)", lf.get("p99_s")),
         ("listing -> feed max (s)", lf.get("max_s")), ("listings timed / missing", f"{lf.get('n')} / {lf.get('missing')}"),
         ("listing upserts/s (burst)", burst.get("upserts_per_s")),
@@ -307,13 +298,9 @@ def main() -> int:
         ("feeds sent / errors / fallbacks", f"{feeds.get('sent')} / {feeds.get('errors')} / {feeds.get('fallbacks')}"),
         *[(f"  during {name}", f"{c['sent']} / {c['errors']} / {c['fallbacks']}")
           for name, c in report.get("phases", {}).items()],
-    ]:
-        print(f"{name:<34}{str(value):>14}")
-    print(_load())
-    report["load_avg_end"] = os.getloadavg()
-    out = RESULTS / "listings.json"
-    out.write_text(json.dumps(report, indent=2, default=str))
-    print(f"wrote {out}")
+    ], name_width=34)
+    print(load_line())
+    write_report(report, "listings.json")
     return 0
 
 

@@ -105,8 +105,8 @@ def fit_content(model: Any, split: SessionSplit, items_path: Path | None) -> Con
     items, report = read_items(items_path)
     _log.info("items for the content encoder: %s", report.summary())
     ids = split.vocab.to_list()
-    rows = items.drop_duplicates("item_id", keep="last").set_index(items["item_id"].drop_duplicates(keep="last")
-                                                                   .astype("string"))
+    latest = items.drop_duplicates("item_id", keep="last")
+    rows = latest.set_index(latest["item_id"].astype("string"))
     position = pd.Index(rows.index).get_indexer(pd.Index(ids, dtype="string"))
     known = np.flatnonzero(position >= 0)
     if len(known) < 50:

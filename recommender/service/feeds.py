@@ -38,8 +38,8 @@ from recommender.query import MAX_PAGE_SIZE, FeedContext, SearchAfter, build_fee
 from recommender.query import read_component_scores
 from recommender.segments import UserSegments, ViewerRecord
 from recommender.service import metrics
-from recommender.service.item_vectors import ItemVectorCache
 from recommender.service.cursors import Cursor, decode_cursor, encode_cursor
+from recommender.service.item_caches import ItemCache, ItemVectorCache
 from recommender.service.pipeline import (
     PLANS,
     Candidate,
@@ -111,35 +111,6 @@ class _Viewer:
     session: tuple[str, ...]
     centroid: np.ndarray | None
     redis_ok: bool
-
-
-class ItemCache:
-    """In-process LRU of item documents (metadata and vector) with a short time to live.
-
-    The TTL bounds how long a status change can hide from the product/similar source-item
-    lookup; feeds themselves always filter status in the engine.
-    """
-
-    def __init__(self, *, size: int = 10_000, ttl_s: float = 30.0):
-        self.size = size
-        self.ttl_s = ttl_s
-        self._items: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, item_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            hit = self._items.get(item_id)
-            if hit is None or time.monotonic() - hit[0] > self.ttl_s:
-                return None
-            self._items.move_to_end(item_id)
-            return hit[1]
-
-    def put(self, item_id: str, source: dict[str, Any]) -> None:
-        with self._lock:
-            self._items[item_id] = (time.monotonic(), source)
-            self._items.move_to_end(item_id)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
 
 
 def _check_request(req: FeedRequest, plan: FeedPlan) -> None:

@@ -171,6 +171,27 @@ def service_stack(opensearch_settings: Settings, tmp_path_factory) -> Iterator[S
     engine.close()
 
 
+# Regions of the listings tests create in the service stack's shared index (one region each).
+TEST_LISTING_REGION = "testland-"
+
+
+@pytest.fixture
+def retire_test_listings(service_stack: ServiceStack) -> Iterator[None]:
+    """After the test, take the listings it created in the shared index out of every feed
+    (status deleted), so tests that read feeds of the original market never meet them."""
+    yield
+    from recommender.engine import Doc
+
+    alias = service_stack.settings.engine.index_alias
+    service_stack.engine.refresh(alias)
+    body = {"size": 1000, "query": {"bool": {"filter": [
+        {"prefix": {"region": TEST_LISTING_REGION}}, {"term": {"status": "active"}}]}}}
+    ids = [hit.id for hit in service_stack.engine.search(alias, body).hits]
+    if ids:
+        service_stack.engine.bulk_upsert(alias, [Doc(i, {"status": "deleted"}, partial=True) for i in ids])
+        service_stack.engine.refresh(alias)
+
+
 @pytest.fixture(scope="session")
 def grpc_server(service_stack: ServiceStack) -> str:
     """The "host:port" of the real recommender started by ``service_stack``."""

@@ -45,8 +45,9 @@ def test_listings_need_the_service_token(backend_client: TestClient) -> None:
     assert wrong.status_code == 401 and TOKEN not in wrong.text
 
 
+@pytest.mark.usefixtures("retire_test_listings")
 def test_a_listing_posted_by_the_backend_reaches_the_home_feed(backend_client: TestClient, service_stack) -> None:
-    region, item = f"gwland-{uuid.uuid4().hex[:8]}", f"gw-{uuid.uuid4().hex[:8]}"
+    region, item = f"testland-gw-{uuid.uuid4().hex[:8]}", f"gw-{uuid.uuid4().hex[:8]}"
     body = [
         {"item_id": item, "title": "oak desk", "category": "home/desks", "price": 80, "region": region,
          "seller_id": "s1"},

@@ -24,6 +24,10 @@ from recommender.stores.cohort_maxima import CohortMaxima
 from recommender.stores.events import EventStream
 from recommender.stores.segments import RedisSegmentStore
 
+TEST_LISTING_REGION = "testland-"  # tests/integration/conftest.py retires listings in these regions
+
+pytestmark = pytest.mark.usefixtures("retire_test_listings")
+
 
 @pytest.fixture(scope="module")
 def stub(grpc_server: str):
@@ -53,7 +57,7 @@ def _drain(stack, vectors: ListingVectors | None = None):
 
 def _region() -> str:
     # A region no other item has: the feed's exact-region filter then holds only this test's listings.
-    return f"testland-{uuid.uuid4().hex[:8]}"
+    return f"{TEST_LISTING_REGION}{uuid.uuid4().hex[:8]}"
 
 
 def _listing(item_id: str, region: str, **fields) -> pb.Listing:
