@@ -13,6 +13,9 @@ A checkpoint is one ``torch.save`` file holding plain data only, so it loads wit
     meta          hotfeed version, creation time, split parameters, validation result
     content       optional: the content encoder for cold items (content.py), absent when the
                   training run had no items file
+    blend         optional: the served blend (hybrid.py): the KNN's name, parameters and
+                  training sessions (CSR: indptr, clicks) and the blend weights; absent when
+                  trained with ``--blend none`` (then the model's logits are the scores)
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 from recommender.errors import ConfigError, NotFound
 from recommender.model.content import ContentEncoder
 from recommender.model.data import ItemVocabulary
+from recommender.model.hybrid import Blend
 from recommender.model.network import MODELS, SessionModel, build_model
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint"]
@@ -59,6 +63,7 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
     digest: str = ""  # first 12 hex digits of the file's sha256
     content: ContentEncoder | None = None
+    blend: Blend | None = None
 
     @property
     def version(self) -> str:
@@ -75,6 +80,7 @@ def save_checkpoint(
     item_counts: np.ndarray,
     meta: dict[str, Any] | None = None,
     content: ContentEncoder | None = None,
+    blend: Blend | None = None,
 ) -> Path:
     """Write ``model`` with its config, vocabulary and version to ``path``; return the path."""
     if len(vocab) != model.num_items:
@@ -97,6 +103,8 @@ def save_checkpoint(
     }
     if content is not None:
         payload["content"] = content.to_payload()
+    if blend is not None:
+        payload["blend"] = blend.to_payload()
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)  # readers never see a half-written checkpoint
@@ -145,6 +153,12 @@ def load_checkpoint(path: Path, *, device: torch.device | None = None) -> Checkp
         raise ConfigError(f"checkpoint {str(path)!r}: weights do not fit model {name!r} ({first}); retrain") from None
     model.to(device or torch.device("cpu")).eval()
     content = payload.get("content")
+    blend = None
+    if payload.get("blend") is not None:
+        try:
+            blend = Blend.from_payload(payload["blend"], payload["item_counts"].numpy())
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"checkpoint {str(path)!r}: its blend does not fit ({exc}); retrain") from None
     return Checkpoint(
         model_name=name,
         model=model,
@@ -155,4 +169,5 @@ def load_checkpoint(path: Path, *, device: torch.device | None = None) -> Checkp
         meta=payload.get("meta", {}),
         digest=hashlib.sha256(raw).hexdigest()[:12],
         content=ContentEncoder.from_payload(content, dims=model.embedding_dim) if content is not None else None,
+        blend=blend,
     )

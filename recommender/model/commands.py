@@ -68,6 +68,17 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    f"{env_default('model', 'device')}")
 
 
+# The neighbourhood methods a checkpoint can serve in its blend (hybrid.SERVABLE_KNN; a unit test keeps them equal).
+_BLEND_NAMES = ("SKNN", "V-SKNN", "STAN", "VSTAN")
+
+
+def _add_blend_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--blend", choices=[*_BLEND_NAMES, "none"], default="VSTAN",
+                   help="serve the model blended with this session-KNN over the training sessions and the "
+                   "session's own items, weights picked on validation (recommender/model/hybrid.py); 'none' "
+                   "serves the model's logits alone (default: %(default)s)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` and `eval` subcommands."""
     train = subparsers.add_parser(
@@ -87,6 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--publish", action=argparse.BooleanOptionalAction, default=True,
                        help="publish the checkpoint to the running recommenders (`hotfeed model publish`); with "
                        "Redis unreachable it is only written (default: --publish)")
+    _add_blend_flag(train)
     _add_training_flags(train)
     train.set_defaults(handler=run_train)
 
@@ -110,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="tune SKNN, V-SKNN, STAN and VSTAN on the validation sessions (a small grid around the "
                     "papers' defaults); --no-tune-baselines uses the defaults (default: --tune-baselines)")
     ev.add_argument("--hybrids", default="VSTAN", help="session-KNN baselines to blend with each model into a "
-                    "hybrid row (model weight picked on validation; recommender/model/hybrid.py), '' for none "
+                    "hybrid row (weights picked on validation; recommender/model/hybrid.py), '' for none "
                     "(default: %(default)s)")
     ev.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric names "
                     "(default: %(default)s)")
@@ -145,6 +157,7 @@ def _register_retrain(subparsers: argparse._SubParsersAction) -> None:
                          help="publish a model that is not worse (default: --publish)")
     retrain.add_argument("--every-hours", type=float, metavar="H", help="run a round now and then every H hours "
                          "(default: one round, then exit)")
+    _add_blend_flag(retrain)
     _add_training_flags(retrain)
     retrain.set_defaults(handler=run_retrain)
 

@@ -47,6 +47,7 @@ __all__ = [
     "tail_mask_from_counts",
     "pad_sessions",
     "prefix_examples",
+    "sample_examples",
     "iterate_batches",
 ]
 
@@ -306,6 +307,14 @@ def prefix_examples(sessions: Sequence[np.ndarray], *, max_length: int = 20) -> 
         return PrefixExamples(np.zeros((0, 1), np.int64), np.zeros(0, np.int64), targets)
     items, lengths = pad_sessions(prefixes, max_length=max_length)
     return PrefixExamples(items, lengths, targets)
+
+
+def sample_examples(examples: PrefixExamples, limit: int | None, *, seed: int = 0) -> PrefixExamples:
+    """Return at most ``limit`` of ``examples`` (a seeded sample, in their order); all when ``limit`` is None."""
+    if limit is None or len(examples) <= limit:
+        return examples
+    rows = np.sort(np.random.default_rng(seed).choice(len(examples), size=limit, replace=False))
+    return PrefixExamples(examples.items[rows], examples.lengths[rows], examples.targets[rows])
 
 
 def iterate_batches(

@@ -1,91 +1,206 @@
-"""A neural session model blended with a session-KNN baseline: one scorer, used by eval.
+"""The blended session scorer: a neural model, a session-KNN baseline and the session's own
+items, in one formula shared by `hotfeed eval` and the recommender's rerank.
 
-score(i) = w * softmax(model logits)_i + (1 - w) * knn(i) / sum_j knn(j)
+    score(i) = w_model * logit(i) + w_knn * log(knn(i) + EPSILON) + w_repeat * log(repeat(i) + EPSILON)
 
-Both parts are distributions over the catalogue (the KNN scores, non-negative, normalized to
-sum 1), so the weight means the same on any data set; ``w`` is picked on the validation
-sessions (``tune_weight``: the best sum of HR@20 and MRR@20). w = 1 is the model alone, w = 0 the baseline alone.
+- ``logit`` is the model's logit (its log-softmax up to a per-session constant, so the ranking
+  and every score difference within a session are the log-softmax's: nothing needs the
+  catalogue-wide normalizer, and serving scores only the candidates);
+- ``knn`` is the KNN's scores, non-negative, normalized to sum 1 over the catalogue;
+- ``repeat`` is the session's own items, click p from the end weighing ``repeat_decay ** p``,
+  normalized to sum 1 (RepeatNet's repeat mode: a quarter of next clicks repeat the last item).
+
+A weighted sum of log-distributions is a product of experts: an item ranks high when every
+weighted part agrees. ``EPSILON`` keeps items a part has no evidence for finite. The weights
+sum to 1 and are picked on the validation sessions (``tune_blend``); (1, 0, 0) is the model
+alone, (0, 1, 0) the KNN alone.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
-from recommender.model.data import SessionSplit, prefix_examples
-from recommender.model.evaluate import Scorer, rank_top_k
+from recommender.model.data import SessionSplit, prefix_examples, sample_examples
+from recommender.model.evaluate import Scorer
 from recommender.model.metrics import RankedLists, metric_by_name
+from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, tune_knn
 
-__all__ = ["HybridScorer", "tune_weight", "WEIGHT_GRID"]
+__all__ = ["EPSILON", "Blend", "BlendWeights", "HybridScorer", "blend", "fit_blend", "knn_distribution",
+           "repeat_distribution", "tune_blend", "WEIGHT_STEP", "REPEAT_DECAYS", "SERVABLE_KNN"]
 
-WEIGHT_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    finite = np.where(np.isfinite(logits), logits, -np.inf)
-    shifted = finite - finite.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+EPSILON = 1e-4
+WEIGHT_STEP = 0.1
+REPEAT_DECAYS: tuple[float, ...] = (0.3, 0.6, 0.9)
 
 
-def _distribution(scores: np.ndarray) -> np.ndarray:
-    positive = np.where(np.isfinite(scores), np.maximum(scores, 0.0), 0.0)
+@dataclass(frozen=True)
+class BlendWeights:
+    """The weight of each part of the blend (they sum to 1) and the repeat part's decay per click."""
+
+    model: float = 1.0
+    knn: float = 0.0
+    repeat: float = 0.0
+    repeat_decay: float = 0.6
+
+    def __post_init__(self):
+        parts = (self.model, self.knn, self.repeat)
+        if not all(math.isfinite(w) and w >= 0 for w in parts) or not math.isclose(sum(parts), 1.0, abs_tol=1e-6):
+            raise ValueError(f"blend weights {parts!r} must be non-negative and sum to 1")
+        if not 0 < self.repeat_decay <= 1:
+            raise ValueError(f"repeat_decay {self.repeat_decay!r} must be in (0, 1]")
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+def knn_distribution(scores: np.ndarray) -> np.ndarray:
+    """Return KNN scores [B, N] as distributions: non-finite and negative scores count 0, rows sum to 1."""
+    positive = np.where(np.isfinite(scores), np.maximum(scores, 0.0), 0.0).astype(np.float64)
     total = positive.sum(axis=1, keepdims=True)
     return positive / np.where(total > 0, total, 1.0)
 
 
+def repeat_distribution(items: np.ndarray, lengths: np.ndarray, num_items: int, decay: float) -> np.ndarray:
+    """Return [B, num_items]: each session's own items, click p from the end weighing ``decay ** p``, rows
+    normalized (a row without items is all zeros). Padding (index 0) never counts."""
+    items = np.asarray(items)
+    batch, width = items.shape
+    age = np.asarray(lengths).reshape(-1, 1) - 1 - np.arange(width).reshape(1, -1)
+    weight = np.where((age >= 0) & (items > 0), float(decay) ** np.maximum(age, 0), 0.0)
+    out = np.zeros((batch, num_items))
+    np.add.at(out, (np.repeat(np.arange(batch), width), items.ravel()), weight.ravel())
+    out[:, 0] = 0.0
+    total = out.sum(axis=1, keepdims=True)
+    return out / np.where(total > 0, total, 1.0)
+
+
+def blend(logits: np.ndarray, knn: np.ndarray, repeat: np.ndarray, weights: BlendWeights) -> np.ndarray:
+    """Return the blended scores (the module docstring's formula), elementwise over same-shaped parts."""
+    logits = np.asarray(logits, dtype=np.float64)
+    out = weights.model * logits if weights.model else np.zeros_like(logits)  # 0 * -inf would be NaN
+    if weights.knn:
+        out = out + weights.knn * np.log(knn + EPSILON)
+    if weights.repeat:
+        out = out + weights.repeat * np.log(repeat + EPSILON)
+    return out
+
+
 class HybridScorer:
-    def __init__(self, model: Scorer, knn: Scorer, *, weight: float, name: str = "hybrid"):
-        self.model, self.knn, self.weight, self.name = model, knn, float(weight), name
+    """The blend as an evaluator scorer: ``score_sessions(items, lengths)`` -> [B, num_items]."""
 
-    def score_parts(self, items: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (model distribution, KNN distribution), each [B, num_items]."""
-        return _softmax(self.model.score_sessions(items, lengths).astype(np.float64)), \
-            _distribution(self.knn.score_sessions(items, lengths).astype(np.float64))
+    def __init__(self, model: Scorer, knn: Scorer, *, weights: BlendWeights, name: str = "hybrid"):
+        self.model, self.knn, self.weights, self.name = model, knn, weights, name
+
+    def parts(self, items: np.ndarray, lengths: np.ndarray,
+              decays: Sequence[float] = ()) -> tuple[np.ndarray, np.ndarray, dict[float, np.ndarray]]:
+        """Return (model logits, KNN distribution, {decay: repeat distribution}) for a batch."""
+        logits = self.model.score_sessions(items, lengths).astype(np.float64)
+        knn = knn_distribution(self.knn.score_sessions(items, lengths))
+        decays = tuple(decays) or (self.weights.repeat_decay,)
+        return logits, knn, {d: repeat_distribution(items, lengths, logits.shape[1], d) for d in decays}
 
     def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        model, knn = self.score_parts(items, lengths)
-        scores = (self.weight * model + (1 - self.weight) * knn).astype(np.float32)
+        logits, knn, repeat = self.parts(items, lengths)
+        scores = blend(logits, knn, repeat[self.weights.repeat_decay], self.weights).astype(np.float32)
         scores[:, 0] = -np.inf
         return scores
 
 
-class _Fixed:
-    """Precomputed parts at one weight (tuning scores each validation batch once)."""
-
-    def __init__(self, parts: list[tuple[np.ndarray, np.ndarray]], batch: int, weight: float):
-        self.parts, self.batch, self.weight, self.calls = parts, batch, weight, 0
-
-    def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        model, knn = self.parts[self.calls]
-        self.calls += 1
-        scores = (self.weight * model + (1 - self.weight) * knn).astype(np.float32)
-        scores[:, 0] = -np.inf
-        return scores
+def _grid(step: float) -> list[tuple[float, float, float]]:
+    n = round(1 / step)
+    return [(round(a * step, 6), round(b * step, 6), round((n - a - b) * step, 6))
+            for a in range(n + 1) for b in range(n + 1 - a)]
 
 
-def tune_weight(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequence[str] = ("HR@20", "MRR@20"),
-                max_length: int = 20, grid: Sequence[float] = WEIGHT_GRID,
-                batch_size: int = 512) -> tuple[float, dict[float, float]]:
-    """Return (the grid weight with the best sum of the validation ``metrics``, every weight's sum).
+def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequence[str] = ("HR@20", "MRR@20"),
+               max_length: int = 20, step: float = WEIGHT_STEP, decays: Sequence[float] = REPEAT_DECAYS,
+               max_examples: int = 5000, batch_size: int = 512, seed: int = 0) -> tuple[BlendWeights, dict]:
+    """Return (the blend weights with the best sum of the validation ``metrics``, what was tried).
 
-    The sum of HR@20 and MRR@20 by default: the hybrid has to win on both, not trade one away.
+    The sum of HR@20 and MRR@20 by default: the blend has to win on both, not trade one away.
+    Every weight triple on the simplex at ``step`` is tried with the middle decay, then the
+    best triple with each decay; at most ``max_examples`` validation prefixes (a seeded sample).
+    Ties go to the larger model weight, then the larger KNN weight.
     """
     chosen = [metric_by_name(m) for m in metrics]
     k = max(m.k for m in chosen)
-    examples = prefix_examples(split.valid, max_length=max_length)
+    examples = sample_examples(prefix_examples(split.valid, max_length=max_length), max_examples, seed=seed)
     if not len(examples):
-        return 1.0, {}
-    hybrid = HybridScorer(model, knn, weight=1.0)
-    parts = []
-    for start in range(0, len(examples), batch_size):
-        lengths = examples.lengths[start:start + batch_size]
-        parts.append(hybrid.score_parts(examples.items[start:start + batch_size, : int(lengths.max())], lengths))
-    values = {}
-    for weight in grid:
-        topk, targets = rank_top_k(_Fixed(parts, batch_size, weight), examples, k=k, batch_size=batch_size)
-        lists = RankedLists(topk=topk, targets=targets, is_tail=split.is_tail)
-        values[float(weight)] = sum(m.compute(lists) for m in chosen)
-    best = max(values, key=lambda w: (values[w], w))
-    return best, values
+        return BlendWeights(), {}
+    hybrid = HybridScorer(model, knn, weights=BlendWeights())
+    middle = sorted(decays)[len(decays) // 2]
+
+    def evaluate(candidates: list[BlendWeights]) -> dict[BlendWeights, float]:
+        tops: dict[BlendWeights, list[np.ndarray]] = {w: [] for w in candidates}
+        for start in range(0, len(examples), batch_size):
+            lengths = examples.lengths[start:start + batch_size]
+            items = examples.items[start:start + batch_size, : int(lengths.max())]
+            logits, dist, repeats = hybrid.parts(items, lengths, decays={w.repeat_decay for w in candidates})
+            for w in candidates:
+                scores = torch.from_numpy(blend(logits, dist, repeats[w.repeat_decay], w).astype(np.float32))
+                scores[:, 0] = -np.inf
+                top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+                found = np.zeros((len(lengths), k), dtype=np.int64)
+                found[:, : top.indices.shape[1]] = np.where(np.isfinite(top.values.numpy()), top.indices.numpy(), 0)
+                tops[w].append(found)
+        return {w: sum(m.compute(RankedLists(topk=np.concatenate(t), targets=examples.targets, is_tail=split.is_tail))
+                       for m in chosen) for w, t in tops.items()}
+
+    values = evaluate([BlendWeights(a, b, c, middle) for a, b, c in _grid(step)])
+    best = max(values, key=lambda w: (values[w], w.model, w.knn))
+    if best.repeat:
+        values.update(evaluate([BlendWeights(best.model, best.knn, best.repeat, d) for d in decays if d != middle]))
+        best = max(values, key=lambda w: (values[w], w.model, w.knn, w.repeat_decay == middle))
+    return best, {"validation_prefixes": len(examples), "best": round(values[best], 4), "tried": len(values),
+                  "model_alone": round(values.get(BlendWeights(1.0, 0.0, 0.0, middle), float("nan")), 4),
+                  "knn_alone": round(values.get(BlendWeights(0.0, 1.0, 0.0, middle), float("nan")), 4)}
+
+
+
+SERVABLE_KNN: tuple[str, ...] = tuple(KNN_DEFAULTS)  # the neighbourhood methods (SR is not served)
+
+
+@dataclass
+class Blend:
+    """What a checkpoint carries to serve the blend: the KNN over the training sessions and the weights."""
+
+    knn: SessionKNN
+    weights: BlendWeights
+    info: dict
+
+    def to_payload(self) -> dict:
+        """Return plain data for the checkpoint (loads with ``weights_only=True``)."""
+        return {"knn": self.knn.name, "params": asdict(self.knn.params), "weights": self.weights.to_dict(),
+                "indptr": torch.as_tensor(self.knn.indptr, dtype=torch.int64),
+                "clicks": torch.as_tensor(self.knn.clicks, dtype=torch.int32), "info": dict(self.info)}
+
+    @classmethod
+    def from_payload(cls, payload: dict, item_counts: np.ndarray) -> "Blend":
+        """Return the blend of a checkpoint payload; raise ValueError when it does not fit ``item_counts``."""
+        if payload["knn"] not in SERVABLE_KNN:
+            raise ValueError(f"blend KNN {payload['knn']!r} is not one of {SERVABLE_KNN!r}")
+        indptr = payload["indptr"].numpy().astype(np.int64)
+        clicks = payload["clicks"].numpy().astype(np.int64)
+        if len(clicks) and (clicks.min() < 1 or clicks.max() >= len(item_counts)):
+            raise ValueError("blend sessions hold item indices outside the vocabulary")
+        sessions = np.split(clicks, indptr[1:-1]) if len(indptr) > 1 else []
+        knn = SessionKNN(payload["knn"], item_counts, sessions, KNNParams(**payload["params"]))
+        return cls(knn=knn, weights=BlendWeights(**payload["weights"]), info=dict(payload.get("info", {})))
+
+
+def fit_blend(model: Scorer, split: SessionSplit, *, knn_name: str = "VSTAN", tune_knn_params: bool = True,
+              max_length: int = 20, max_examples: int = 5000) -> Blend:
+    """Return the blend of ``model`` with the KNN ``knn_name`` over the training sessions, the KNN's
+    parameters and the weights picked on validation (at most ``max_examples`` prefixes each)."""
+    if knn_name not in SERVABLE_KNN:
+        raise ValueError(f"blend KNN {knn_name!r} is not one of {SERVABLE_KNN!r}")
+    params, info = (tune_knn(knn_name, split, max_length=max_length, max_examples=max_examples)
+                    if tune_knn_params else (KNN_DEFAULTS[knn_name], {}))
+    knn = SessionKNN(knn_name, split.item_counts, split.train, params)
+    weights, tried = tune_blend(model, knn, split, max_length=max_length, max_examples=max_examples)
+    return Blend(knn=knn, weights=weights, info={"knn_tuning": info, "weights_tuning": tried})

@@ -34,6 +34,7 @@ from recommender.model.checkpoint import Checkpoint, load_checkpoint
 from recommender.model.data import ItemVocabulary, SessionSplit
 from recommender.model.evaluate import ModelScorer, evaluate_scorers
 from recommender.model.network import SessionModel
+from recommender.model.hybrid import fit_blend
 from recommender.model.trainer import Trainer
 from recommender.settings import Settings
 
@@ -133,8 +134,12 @@ def write_changed_vectors(engine: Any, index: str, new: Checkpoint, old: Checkpo
 
 def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, config: dict[str, Any],
                  out: Path, items_path: Path | None, metric: str = "MRR@20", publish: bool = True,
-                 device: torch.device | None = None) -> RetrainResult:
-    """Run one retraining round on ``split`` (see the module docstring); return what happened."""
+                 device: torch.device | None = None, blend: str = "VSTAN") -> RetrainResult:
+    """Run one retraining round on ``split`` (see the module docstring); return what happened.
+
+    ``blend`` names the session-KNN the new checkpoint serves its model with ("none": the model
+    alone); the held-out comparison is between the models themselves.
+    """
     from recommender.model.publish import publish_checkpoint, serving_checkpoint
     from recommender.model.runs import VocabularyMapped, fit_content
 
@@ -150,7 +155,9 @@ def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, co
     _log.info("warm start: %d item vectors from the serving model %s", copied, old.version if old else "none")
     report = trainer.fit(model, split)
     content = fit_content(model, split, items_path)
-    path = trainer.save(out, model, split, report, content=content,
+    fitted = None if blend == "none" else fit_blend(ModelScorer(model, device=device), split, knn_name=blend,
+                                                     max_length=int(config.get("max_length", 20)))
+    path = trainer.save(out, model, split, report, content=content, blend=fitted,
                         meta={"warm_start": old.version if old else None})
     new = load_checkpoint(path, device=device)
     max_length = int(config.get("max_length", 20))

@@ -21,7 +21,7 @@ import pyarrow as pa
 from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP, read_events, read_items
 from recommender.errors import ConfigError, InvalidRequest, NotFound
 from recommender.model.baselines import BASELINES, Popularity, SessionItemKNN, SessionPopularity
-from recommender.model.hybrid import HybridScorer, tune_weight
+from recommender.model.hybrid import HybridScorer, fit_blend, tune_blend
 from recommender.model.session_knn import KNN_DEFAULTS, SESSION_BASELINES, build_session_baseline, tune_knn
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
@@ -140,7 +140,13 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     model = trainer.build(args.model, split)
     report = trainer.fit(model, split)
     content = fit_content(model, split, items_path)
-    trainer.save(path, model, split, report, content=content)
+    blend = None
+    if args.blend != "none":
+        blend = fit_blend(ModelScorer(model, device=device), split, knn_name=args.blend,
+                          max_length=int(config["max_length"]))
+        print(f"blend with {args.blend}: weights {blend.weights.to_dict()} picked on validation "
+              f"({blend.info['weights_tuning']})")
+    trainer.save(path, model, split, report, content=content, blend=blend)
     print(f"{report.summary()} on {device.type}; checkpoint {path}")
     if content is not None and content.report.get("held_out"):
         r = content.report
@@ -238,12 +244,11 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     for knn_name in hybrids:
         knn = scorers.get(knn_name) or baseline(knn_name)
         for model_name in models:
-            weight, values = tune_weight(scorers[model_name], knn, split, max_length=max_length)
+            weights, info = tune_blend(scorers[model_name], knn, split, max_length=max_length)
             name = f"{model_name}+{knn_name}"
-            scorers[name] = HybridScorer(scorers[model_name], knn, weight=weight, name=name)
-            hybrid_weights[name] = {"weight": weight, "validation_HR@20+MRR@20": values}
-            print(f"{name}: model weight {weight} picked on validation (HR@20 + MRR@20 by weight: "
-                  f"{', '.join(f'{w:g}={v:.4f}' for w, v in values.items())})")
+            scorers[name] = HybridScorer(scorers[model_name], knn, weights=weights, name=name)
+            hybrid_weights[name] = {"weights": weights.to_dict(), "validation_HR@20+MRR@20": info}
+            print(f"{name}: weights {weights.to_dict()} picked on validation ({info})")
     results = evaluate_scorers(scorers, split, metrics=metrics, max_length=max_length)
     written = write_report(results, out, extra={
         "events": str(args.events), "protocol": split.params["protocol"], "split": split.summary(),
@@ -276,7 +281,7 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
         split = _split_of(args)
         result = retrain_once(settings, split, model_name=args.model, config=config,
                               out=folder / f"{args.model}-{stamp}.pt", items_path=items_path, metric=args.metric,
-                              publish=args.publish, device=device)
+                              publish=args.publish, device=device, blend=args.blend)
         print(result.summary(), flush=True)
         return 0
 

@@ -20,6 +20,7 @@ from recommender.model.checkpoint import Checkpoint, load_checkpoint
 from recommender.model.content import Listing, cold_vector_norm
 from recommender.model.data import PAD_INDEX, pad_sessions
 from recommender.model.device import pick_device
+from recommender.model.hybrid import blend, knn_distribution, repeat_distribution
 
 __all__ = ["SessionScorer", "ScoreRequest", "RepresentedSession"]
 
@@ -37,6 +38,7 @@ class RepresentedSession:
 
     query: torch.Tensor | None
     preference: torch.Tensor | None
+    items: np.ndarray | None = None  # the session's vocabulary indices, oldest first (what the blend reads)
 
     @property
     def vector(self) -> np.ndarray | None:
@@ -63,6 +65,7 @@ class SessionScorer:
         self._cold_offset = self.content.offset if self.content is not None else 0.0
         mean = torch.nn.functional.normalize(table.mean(dim=0), dim=0) if len(table) else torch.zeros(table.shape[1])
         self._mean_vector = mean.cpu().numpy().astype(np.float32)
+        self.blend = checkpoint.blend
 
     @classmethod
     def load(cls, path: Path, *, device: str | torch.device = "auto") -> "SessionScorer":
@@ -99,7 +102,7 @@ class SessionScorer:
         items = torch.as_tensor(idx, device=self.device).unsqueeze(0)
         lengths = torch.tensor([len(idx)], device=self.device)
         query, preference = self.model.represent(items, lengths)
-        return RepresentedSession(query, preference)
+        return RepresentedSession(query, preference, idx)
 
     def content_vectors(self, listings: Sequence[Listing]) -> np.ndarray:
         """Return L2-normalized vectors [n, D] of listings from their content (title, category, price,
@@ -141,7 +144,19 @@ class SessionScorer:
             scores = scores.copy()
             scores[unknown] = self._cold_logits(session.query, session.preference,
                                                 [candidates[i] for i in unknown], vectors)
+        scores = self._blended(session.items, cands, scores)
         return np.nan_to_num(scores, nan=0.0, neginf=-1e9, posinf=1e9).astype(np.float32)
+
+    def _blended(self, session: np.ndarray | None, candidates: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Return the checkpoint's blend (hybrid.py) of the candidates' logits with the session-KNN and the
+        session's own items: exactly what `hotfeed eval` scores; the logits alone without a blend."""
+        if self.blend is None or session is None or not len(session):
+            return logits
+        knn = self.blend.knn.score_session(session).astype(np.float32)[None, :]
+        knn[:, 0] = -np.inf
+        repeat = repeat_distribution(session[None, :], np.array([len(session)]), len(self.vocab),
+                                     self.blend.weights.repeat_decay)
+        return blend(logits, knn_distribution(knn)[0, candidates], repeat[0, candidates], self.blend.weights)
 
     def unknown(self, item_ids: Sequence[str]) -> list[str]:
         """Return the ids the model's table does not hold (they need a content vector to be scored)."""
@@ -192,7 +207,7 @@ class SessionScorer:
                     pref = preference[row:row + 1] if preference is not None else None
                     row_scores[unknown] = self._cold_logits(query[row:row + 1], pref,
                                                             [requests[n][1][i] for i in unknown], None)
-                out[n] = row_scores.astype(np.float32)
+                out[n] = self._blended(sessions[n], candidates[n], row_scores).astype(np.float32)
         return out
 
     @torch.inference_mode()

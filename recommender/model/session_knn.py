@@ -93,6 +93,15 @@ class SequentialRules:
         return scores.astype(np.float32)
 
 
+def _gather(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (the flat positions of CSR ``rows`` concatenated, the row number 0..len(rows)-1 of each)."""
+    starts, ends = indptr[rows], indptr[rows + 1]
+    lengths = ends - starts
+    segment = np.repeat(np.arange(len(rows)), lengths)
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return starts[segment] + offsets, segment
+
+
 @dataclass(frozen=True)
 class KNNParams:
     """One neighbourhood method's parameters (see the module docstring)."""
@@ -134,6 +143,9 @@ class SessionKNN:
         pairs = np.unique(session_of * self.num_items + self.clicks)
         pair_session, pair_item = pairs // self.num_items, pairs % self.num_items
         self.distinct = np.bincount(pair_session, minlength=self.n_sessions).astype(np.float64)
+        self.distinct_indptr = np.zeros(self.n_sessions + 1, dtype=np.int64)
+        np.cumsum(self.distinct.astype(np.int64), out=self.distinct_indptr[1:])
+        self.distinct_items = pair_item  # sorted by session: row n is distinct_items[distinct_indptr[n]:...]
         order = np.lexsort((-pair_session, pair_item))
         self.post_indptr = np.zeros(self.num_items + 1, dtype=np.int64)
         np.cumsum(np.bincount(pair_item, minlength=self.num_items), out=self.post_indptr[1:])
@@ -160,8 +172,13 @@ class SessionKNN:
         return found[-self.params.sample:]  # the most recent (highest index) ones
 
     def score_session(self, session: np.ndarray) -> np.ndarray:
-        """Return the [num_items] scores of one session (item indices, padding removed)."""
+        """Return the [num_items] scores of one session (item indices, padding and unknown ids removed).
+
+        Vectorized over the neighbours (a request's session is scored in well under a
+        millisecond); the arithmetic is the module docstring's, neighbour by neighbour.
+        """
         scores = self.popularity.copy()
+        session = np.asarray(session)
         session = session[session > 0]
         if not len(session):
             return scores
@@ -171,39 +188,41 @@ class SessionKNN:
             return scores
         weight_of = np.zeros(self.num_items)
         weight_of[list(weights)] = list(weights.values())
-        starts, ends = self.indptr[candidates], self.indptr[candidates + 1]
-        sims = np.empty(len(candidates))
-        for n, (lo, hi) in enumerate(zip(starts, ends)):
-            sims[n] = weight_of[np.unique(self.clicks[lo:hi])].sum()
+        # Similarity: the session weights of each candidate's distinct items.
+        rows, segment = _gather(self.distinct_indptr, candidates)
+        sims = np.bincount(segment, weights=weight_of[self.distinct_items[rows]], minlength=len(candidates))
         norm = math.sqrt(len(weights)) if self.params.decay != "exp" else math.sqrt(sum(w * w for w in weights.values()))
         sims = sims / (norm * np.sqrt(self.distinct[candidates]))
         if math.isfinite(self.params.lambda_2):
             age = 1.0 - (candidates + 1) / max(self.n_sessions, 1)
             sims = sims * np.exp(-age / self.params.lambda_2)
         top = np.argsort(-sims, kind="stable")[: self.params.k]
-        last_rank = {item: p for p, item in enumerate(session.tolist())}  # latest position of each item
-        for n in top:
-            if sims[n] <= 0:
-                continue
-            lo, hi = starts[n], ends[n]
-            neighbour = self.clicks[lo:hi]
-            factor = np.ones(len(neighbour))
-            if math.isfinite(self.params.lambda_3):
-                # c: the most recent click of s that the neighbour holds; its last position there.
-                shared = [item for item in neighbour.tolist() if item in last_rank]
-                c = max(shared, key=last_rank.__getitem__)
-                c_pos = int(np.flatnonzero(neighbour == c)[-1])
-                factor = np.exp(-np.abs(np.arange(len(neighbour)) - c_pos) / self.params.lambda_3)
-            # An item repeated in the neighbour counts once, at its strongest factor.
-            best: dict[int, float] = {}
-            for item, f in zip(neighbour.tolist(), factor.tolist()):
-                if f > best.get(item, 0.0):
-                    best[item] = f
-            ids = np.fromiter(best, dtype=np.int64)
-            contribution = sims[n] * np.fromiter(best.values(), dtype=np.float64)
-            if self.params.idf_weight:
-                contribution = contribution * (1.0 + self.params.idf_weight * self.idf[ids])
-            scores[ids] += contribution
+        top = top[sims[top] > 0]
+        if not len(top):
+            return scores
+        neighbours = candidates[top]
+        positions, segment = _gather(self.indptr, neighbours)
+        clicked = self.clicks[positions]
+        position = positions - self.indptr[neighbours][segment]
+        if math.isfinite(self.params.lambda_3):
+            # c: the most recent click of s that the neighbour holds; its last position there.
+            last_rank = np.full(self.num_items, -1, dtype=np.int64)
+            last_rank[session] = np.arange(len(session))  # a repeated item keeps its latest position
+            width = int(position.max()) + 1
+            key = np.where(last_rank[clicked] >= 0, last_rank[clicked] * width + position, -1)
+            starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
+            c_pos = np.maximum.reduceat(key, starts) % width
+            factor = np.exp(-np.abs(position - c_pos[segment]) / self.params.lambda_3)
+        else:
+            factor = np.ones(len(clicked))
+        # An item repeated in the neighbour counts once, at its strongest factor.
+        pair = segment * self.num_items + clicked
+        order = np.lexsort((-factor, pair))
+        first = order[np.r_[True, pair[order][1:] != pair[order][:-1]]]
+        contribution = sims[top][segment[first]] * factor[first]
+        if self.params.idf_weight:
+            contribution = contribution * (1.0 + self.params.idf_weight * self.idf[clicked[first]])
+        scores += np.bincount(clicked[first], weights=contribution, minlength=self.num_items)
         return scores
 
     def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -242,20 +261,24 @@ _TUNED: dict[str, tuple[str, ...]] = {
 }
 
 
-def tune_knn(name: str, split, *, metric: str = "MRR@20", max_length: int = 20) -> tuple[KNNParams, dict]:
+def tune_knn(name: str, split, *, metric: str = "MRR@20", max_length: int = 20,
+             max_examples: int | None = None, seed: int = 0) -> tuple[KNNParams, dict]:
     """Return (the parameters of ``name`` with the best validation ``metric``, what was tried).
+
+    At most ``max_examples`` validation prefixes are scored (a seeded sample) when given.
 
     Coordinate search: starting from the paper defaults, each parameter in turn takes the grid
     value that scores best with the others fixed (one pass; ties keep the default).
     """
     from dataclasses import replace
 
-    from recommender.model.data import prefix_examples
+    from recommender.model.data import prefix_examples, sample_examples
     from recommender.model.evaluate import rank_top_k
     from recommender.model.metrics import RankedLists, metric_by_name
 
     chosen = metric_by_name(metric)
     examples = prefix_examples(split.valid, max_length=max_length)
+    examples = sample_examples(examples, max_examples, seed=seed)
     params = KNN_DEFAULTS[name]
     if not len(examples) or name not in _TUNED:
         return params, {}

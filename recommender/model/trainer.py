@@ -19,6 +19,7 @@ import torch
 
 from recommender.progress import progress_bar
 from recommender.model.content import ContentEncoder
+from recommender.model.hybrid import Blend
 from recommender.model.checkpoint import save_checkpoint
 from recommender.model.data import SessionSplit, iterate_batches, prefix_examples
 from recommender.model.evaluate import ModelScorer, rank_top_k
@@ -178,11 +179,12 @@ class Trainer:
                   ", ".join(f"{b}={v:.4f}" for b, v in scores.items()))
 
     def save(self, path: Path, model: SessionModel, split: SessionSplit, report: TrainReport, *,
-             content: ContentEncoder | None = None, meta: dict[str, Any] | None = None) -> Path:
-        """Write the checkpoint (weights, effective config, vocabulary, version, content encoder); return its path."""
+             content: ContentEncoder | None = None, meta: dict[str, Any] | None = None,
+             blend: Blend | None = None) -> Path:
+        """Write the checkpoint (weights, effective config, vocabulary, version, content encoder, blend); return its path."""
         return save_checkpoint(
             path, model=model, config=self.config, vocab=split.vocab, item_counts=split.item_counts,
             meta={"split": split.params, "best_epoch": report.best_epoch,
                   "valid": {report.valid_metric: report.best_value}, **(meta or {})},
-            content=content,
+            content=content, blend=blend,
         )

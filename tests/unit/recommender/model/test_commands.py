@@ -64,7 +64,8 @@ def test_train_then_eval_the_checkpoint_end_to_end(tmp_path, artifacts, chain_ra
                  "--protocol", "next-click", *common]) == 0
     report = json.loads((out2 / "results.json").read_text())
     assert set(report["results"]) == {"SR", "VSTAN", "gru4rec", "gru4rec+VSTAN"} and report["protocol"] == "next-click"
-    assert 0.0 <= report["hybrids"]["gru4rec+VSTAN"]["weight"] <= 1.0
+    weights = report["hybrids"]["gru4rec+VSTAN"]["weights"]
+    assert sum(weights[k] for k in ("model", "knn", "repeat")) == pytest.approx(1.0)
 
 
 def test_unknown_metric_fails_before_training(tmp_path, artifacts, chain_raw, capsys):

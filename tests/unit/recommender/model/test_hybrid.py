@@ -1,9 +1,21 @@
-"""The hybrid scorer: a model's softmax and a KNN's normalized scores, the weight picked on validation."""
+"""The blend: a model's logits, a KNN's normalized scores and the session's own items, weights
+picked on validation; served with exactly the scores the evaluator measures."""
+
+import math
 
 import numpy as np
 import pytest
+import torch
 
-from recommender.model.hybrid import HybridScorer, tune_weight
+from recommender.errors import ConfigError
+from recommender.model.checkpoint import load_checkpoint
+from recommender.model.config import load_model_config
+from recommender.model.evaluate import ModelScorer
+from recommender.model.hybrid import (EPSILON, Blend, BlendWeights, HybridScorer, fit_blend, repeat_distribution,
+                                      tune_blend)
+from recommender.model.serving import SessionScorer
+from recommender.model.session_knn import SequentialRules
+from recommender.model.trainer import Trainer
 
 
 class _Fixed:
@@ -17,20 +29,98 @@ class _Fixed:
 
 
 def test_the_blend_is_written_out_as_arithmetic():
-    model = _Fixed([-np.inf, 0.0, np.log(3.0), 0.0])  # softmax over 1..3: 0.2, 0.6, 0.2
+    model = _Fixed([-np.inf, 0.0, 1.0, 2.0])
     knn = _Fixed([-np.inf, 3.0, 0.0, 1.0])  # normalized: 0.75, 0, 0.25
-    scores = HybridScorer(model, knn, weight=0.5).score_sessions(np.array([[1]]), np.array([1]))[0]
+    weights = BlendWeights(model=0.5, knn=0.3, repeat=0.2, repeat_decay=0.5)
+    items, lengths = np.array([[1, 3, 1]]), np.array([3])  # own items: 1 at ages 0 and 2, 3 at age 1
+    scores = HybridScorer(model, knn, weights=weights).score_sessions(items, lengths)[0]
+    repeat = {1: (1 + 0.25) / 1.75, 2: 0.0, 3: 0.5 / 1.75}
+    knn_dist = {1: 0.75, 2: 0.0, 3: 0.25}
+    expected = [0.5 * logit + 0.3 * math.log(knn_dist[i] + EPSILON) + 0.2 * math.log(repeat[i] + EPSILON)
+                for i, logit in zip((1, 2, 3), (0.0, 1.0, 2.0))]
     assert scores[0] == -np.inf
-    assert np.allclose(scores[1:], [0.5 * 0.2 + 0.5 * 0.75, 0.5 * 0.6, 0.5 * 0.2 + 0.5 * 0.25])
+    assert np.allclose(scores[1:], expected, rtol=1e-6)
 
 
-def test_the_weight_is_picked_on_validation(chain_split):
-    # The model always says item 1; the KNN says the true chain successor: the KNN must win.
-    from recommender.model.session_knn import SequentialRules
+def test_repeat_distribution_weighs_recent_clicks_more_and_ignores_padding():
+    dist = repeat_distribution(np.array([[2, 3, 2, 0], [0, 0, 0, 0]]), np.array([3, 1]), 5, decay=0.5)
+    assert np.allclose(dist[0], [0, 0, 1.25 / 1.75, 0.5 / 1.75, 0])
+    assert not dist[1].any()  # a prefix of padding alone has no own items
 
+
+@pytest.mark.parametrize("bad", [dict(model=0.5, knn=0.4), dict(model=1.2, knn=-0.2), dict(repeat_decay=0.0)])
+def test_blend_weights_must_be_a_distribution(bad):
+    with pytest.raises(ValueError):
+        BlendWeights(**bad)
+
+
+def test_the_weights_are_picked_on_validation(chain_split):
+    # The model always says item 1; the rules say the true chain successor: the KNN part must win.
     n = len(chain_split.vocab)
     model = _Fixed(np.r_[-np.inf, 10.0, np.zeros(n - 2)])
     rules = SequentialRules(chain_split.item_counts, chain_split.train)
-    weight, values = tune_weight(model, rules, chain_split)
-    assert weight < 0.5 and values[weight] == pytest.approx(max(values.values()))
-    assert values[0.0] > values[1.0]
+    weights, info = tune_blend(model, rules, chain_split, step=0.25)
+    assert weights.knn > weights.model
+    assert info["best"] >= info["knn_alone"] > info["model_alone"]
+
+
+@pytest.fixture(scope="module")
+def blended(tmp_path_factory, chain_split):
+    split = chain_split
+    config = load_model_config("tailnet", flags={"epochs": 2, "embedding_dim": 16})
+    trainer = Trainer(config, device=torch.device("cpu"), progress=False)
+    model = trainer.build("tailnet", split)
+    report = trainer.fit(model, split)
+    fitted = fit_blend(ModelScorer(model, device=torch.device("cpu")), split, knn_name="VSTAN", tune_knn_params=False)
+    # Fixed weights with every part non-zero, so the identity check below covers all three parts.
+    fitted.weights = BlendWeights(model=0.4, knn=0.4, repeat=0.2, repeat_decay=0.6)
+    path = trainer.save(tmp_path_factory.mktemp("ckpt") / "tailnet.pt", model, split, report, blend=fitted)
+    return path, model, split, fitted
+
+
+def test_the_served_scorer_gives_the_evaluated_scores(blended):
+    path, model, split, fitted = blended
+    served = SessionScorer.load(path, device="cpu")
+    assert served.blend is not None and served.blend.weights == fitted.weights
+    evaluated = HybridScorer(ModelScorer(model, device=torch.device("cpu")), fitted.knn, weights=fitted.weights)
+    ids = split.vocab.to_list()
+    for session in (split.test[0][:3], split.test[1][:2], np.array([5, 5, 9])):
+        expected = evaluated.score_sessions(session[None, :], np.array([len(session)]))[0]
+        candidates = list(range(1, len(ids) + 1))
+        got = served.score([ids[i - 1] for i in session], [ids[i - 1] for i in candidates])
+        assert np.allclose(got, expected[candidates], rtol=1e-5, atol=1e-5)
+        assert list(np.argsort(-got)[:5]) == list(np.argsort(-expected[candidates])[:5])
+
+
+def test_the_blend_survives_the_checkpoint(blended):
+    path, _, split, fitted = blended
+    loaded = load_checkpoint(path)
+    assert loaded.blend.knn.name == "VSTAN" and loaded.blend.knn.params == fitted.knn.params
+    session = split.test[0][:3]
+    assert np.array_equal(loaded.blend.knn.score_session(session), fitted.knn.score_session(session))
+
+
+def test_a_checkpoint_with_a_broken_blend_says_retrain(blended, tmp_path):
+    path, *_ = blended
+    payload = torch.load(path, weights_only=True)
+    payload["blend"]["clicks"] = payload["blend"]["clicks"] + 10_000  # indices outside the vocabulary
+    broken = tmp_path / "broken.pt"
+    torch.save(payload, broken)
+    with pytest.raises(ConfigError, match="blend does not fit.*retrain"):
+        load_checkpoint(broken)
+
+
+def test_unknown_candidates_stay_finite_in_the_blend(blended):
+    path, _, split, _ = blended
+    served = SessionScorer.load(path, device="cpu")
+    ids = split.vocab.to_list()
+    scores = served.score([ids[0], ids[1]], [ids[2], "new-listing"])
+    assert np.isfinite(scores).all()
+
+
+def test_blend_payload_refuses_a_kind_it_cannot_serve(blended):
+    _, _, _, fitted = blended
+    payload = fitted.to_payload()
+    payload["knn"] = "SR"
+    with pytest.raises(ValueError, match="not one of"):
+        Blend.from_payload(payload, fitted.knn.popularity)

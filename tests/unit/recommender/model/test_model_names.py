@@ -13,3 +13,10 @@ def test_eval_help_lists_every_baseline():
     from recommender.model.runs import ALL_BASELINES
 
     assert _BASELINE_NAMES == ALL_BASELINES
+
+
+def test_train_help_lists_every_servable_blend():
+    from recommender.model.commands import _BLEND_NAMES
+    from recommender.model.hybrid import SERVABLE_KNN
+
+    assert _BLEND_NAMES == SERVABLE_KNN
