@@ -121,6 +121,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--tune-baselines", action=argparse.BooleanOptionalAction, default=True,
                     help="tune SKNN, V-SKNN, STAN and VSTAN on the validation sessions (a small grid around the "
                     "papers' defaults); --no-tune-baselines uses the defaults (default: --tune-baselines)")
+    ev.add_argument("--refit", action=argparse.BooleanOptionalAction, default=False,
+                    help="after picking every parameter, epoch count and blend weight on validation, fit the "
+                    "baselines and models again on train + validation before the test (default: --no-refit)")
     ev.add_argument("--hybrids", default="VSTAN", help="session-KNN baselines to blend with each model into a "
                     "hybrid row (weights picked on validation; recommender/model/hybrid.py), '' for none "
                     "(default: %(default)s)")

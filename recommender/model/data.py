@@ -44,6 +44,7 @@ __all__ = [
     "PrefixExamples",
     "build_sessions",
     "split_sessions",
+    "refit_split",
     "tail_mask_from_counts",
     "pad_sessions",
     "prefix_examples",
@@ -156,6 +157,16 @@ class SessionSplit:
             f"test prefixes {targets:,}"
             + (f" ({unseen / targets:.0%} of their targets unseen in training: no scorer can hit them)" if unseen else "")
         )
+
+
+def refit_split(split: SessionSplit) -> SessionSplit:
+    """Return ``split`` with the validation sessions added to training (time order kept, the vocabulary,
+    tail mask and test unchanged) and no validation: the final fit once everything is picked."""
+    counts = split.item_counts.copy()
+    for session in split.valid:
+        np.add.at(counts, session[session > PAD_INDEX], 1)
+    return SessionSplit(vocab=split.vocab, train=[*split.train, *split.valid], valid=[], test=split.test,
+                        item_counts=counts, is_tail=split.is_tail, params={**split.params, "refit": True})
 
 
 def _drop_short(clicks: pd.DataFrame, min_length: int) -> pd.DataFrame:

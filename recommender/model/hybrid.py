@@ -28,10 +28,10 @@ import torch
 from recommender.model.data import SessionSplit, prefix_examples, sample_examples
 from recommender.model.evaluate import Scorer
 from recommender.model.metrics import RankedLists, metric_by_name
-from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, tune_knn
+from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, sum_at, tune_knn
 
-__all__ = ["EPSILON", "Blend", "BlendWeights", "HybridScorer", "blend", "fit_blend", "knn_distribution",
-           "repeat_distribution", "tune_blend", "WEIGHT_STEP", "REPEAT_DECAYS", "SERVABLE_KNN"]
+__all__ = ["EPSILON", "Blend", "BlendWeights", "HybridScorer", "blend", "fit_blend", "knn_at", "knn_distribution",
+           "repeat_at", "repeat_distribution", "tune_blend", "WEIGHT_STEP", "REPEAT_DECAYS", "SERVABLE_KNN"]
 
 EPSILON = 1e-4
 WEIGHT_STEP = 0.1
@@ -65,18 +65,39 @@ def knn_distribution(scores: np.ndarray) -> np.ndarray:
     return positive / np.where(total > 0, total, 1.0)
 
 
+def _repeat_weights(items: np.ndarray, lengths: np.ndarray, decay: float) -> np.ndarray:
+    """Return [B, L]: click p from the end weighs ``decay ** p``; padding and positions past the length 0."""
+    age = np.asarray(lengths).reshape(-1, 1) - 1 - np.arange(items.shape[1]).reshape(1, -1)
+    return np.where((age >= 0) & (items > 0), float(decay) ** np.maximum(age, 0), 0.0)
+
+
 def repeat_distribution(items: np.ndarray, lengths: np.ndarray, num_items: int, decay: float) -> np.ndarray:
     """Return [B, num_items]: each session's own items, click p from the end weighing ``decay ** p``, rows
     normalized (a row without items is all zeros). Padding (index 0) never counts."""
     items = np.asarray(items)
     batch, width = items.shape
-    age = np.asarray(lengths).reshape(-1, 1) - 1 - np.arange(width).reshape(1, -1)
-    weight = np.where((age >= 0) & (items > 0), float(decay) ** np.maximum(age, 0), 0.0)
+    weight = _repeat_weights(items, lengths, decay)
     out = np.zeros((batch, num_items))
     np.add.at(out, (np.repeat(np.arange(batch), width), items.ravel()), weight.ravel())
     out[:, 0] = 0.0
     total = out.sum(axis=1, keepdims=True)
     return out / np.where(total > 0, total, 1.0)
+
+
+def repeat_at(session: np.ndarray, candidates: np.ndarray, decay: float) -> np.ndarray:
+    """Return ``repeat_distribution`` of one session at ``candidates`` only (the serving path)."""
+    weight = _repeat_weights(session[None, :], np.array([len(session)]), decay)[0]
+    total = weight.sum()
+    return sum_at(session, weight, candidates) / total if total > 0 else np.zeros(len(candidates))
+
+
+def knn_at(knn: SessionKNN, session: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Return ``knn_distribution`` of ``knn.score_session(session)`` at ``candidates`` only (the serving
+    path: nothing the size of the catalogue); padding candidates get 0."""
+    items, votes = knn.votes(session)
+    total = knn.popularity_total + float(votes.sum())
+    at = (knn.popularity[candidates] + sum_at(items, votes, candidates)) / total
+    return np.where(candidates > 0, at, 0.0)
 
 
 def blend(logits: np.ndarray, knn: np.ndarray, repeat: np.ndarray, weights: BlendWeights) -> np.ndarray:

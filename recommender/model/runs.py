@@ -26,7 +26,8 @@ from recommender.model.session_knn import KNN_DEFAULTS, SESSION_BASELINES, build
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
 from recommender.model.content import ContentEncoder, calibrate_offset, fit_content_encoder, listings_from_items
-from recommender.model.data import ItemVocabulary, SessionSplit, build_sessions, prefix_examples, split_sessions
+from recommender.model.data import (ItemVocabulary, SessionSplit, build_sessions, prefix_examples, refit_split,
+                                    split_sessions)
 from recommender.model.device import pick_device
 from recommender.model.evaluate import ModelScorer, Scorer, evaluate_scorers, format_table, write_report
 from recommender.model.metrics import metric_by_name
@@ -193,24 +194,31 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     if unknown:
         raise InvalidRequest(f"--hybrids: unknown {unknown!r}; choose from {list(SESSION_BASELINES)!r}")
     split = _split_of(args)
-    simple = {
-        "POP": lambda: Popularity(split.item_counts),
-        "S-POP": lambda: SessionPopularity(split.item_counts),
-        "ItemKNN": lambda: SessionItemKNN(split.item_counts, split.train),
-    }
     tuned: dict[str, Any] = {}
 
-    def baseline(name: str) -> Scorer:
+    # --refit: every scorer is picked on train vs validation, then fitted again on train + validation.
+    final = refit_split(split) if args.refit else split
+    simple = {
+        "POP": lambda: Popularity(final.item_counts),
+        "S-POP": lambda: SessionPopularity(final.item_counts),
+        "ItemKNN": lambda: SessionItemKNN(final.item_counts, final.train),
+    }
+    knn_params: dict[str, Any] = {}
+
+    def baseline(name: str, on: SessionSplit) -> Scorer:
         if name in simple:
             return simple[name]()
-        params = None
-        if args.tune_baselines and name in KNN_DEFAULTS:
-            params, info = tune_knn(name, split)
-            tuned[name] = {"params": params.__dict__, **info}
-            print(f"{name}: {params} picked on validation ({info})")
-        return build_session_baseline(name, split.item_counts, split.train, params)
+        if name not in knn_params:
+            knn_params[name] = None
+            if args.tune_baselines and name in KNN_DEFAULTS:
+                params, info = tune_knn(name, split)
+                tuned[name] = {"params": params.__dict__, **info}
+                knn_params[name] = params
+                print(f"{name}: {params} picked on validation ({info})")
+        return build_session_baseline(name, on.item_counts, on.train, knn_params[name])
 
-    scorers: dict[str, Scorer] = {name: baseline(name) for name in baselines}
+    scorers: dict[str, Scorer] = {name: baseline(name, final) for name in baselines}
+    picked: dict[str, Scorer] = {}  # the models as fitted on train only (blend weights are picked with these)
     training: dict[str, Any] = {}
     out = args.out or settings.paths.artifacts_dir / "eval" / args.events.stem.replace(".", "_")
     if out == settings.paths.artifacts_dir / "eval" / "events":
@@ -232,30 +240,40 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
             trainer = Trainer(config, device=device)
             model = trainer.build(name, split)
             report = trainer.fit(model, split)
-            # Kept next to the report so a table row can be re-scored or served later.
-            path = trainer.save(out / f"{name}.pt", model, split, report)
-            print(f"{report.summary()}; checkpoint {path}")
             training[name] = {"config": config, "history": report.history, "best_epoch": report.best_epoch,
-                              "seconds": round(report.seconds, 1), "checkpoint": str(path)}
+                              "seconds": round(report.seconds, 1)}
+            picked[name] = ModelScorer(model, device=device)
+            if args.refit:
+                # The epoch count and tail_bias picked on validation, trained again on train + validation.
+                trainer = Trainer({**trainer.config, "epochs": max(report.best_epoch, 1)}, device=device)
+                model = trainer.build(name, final)
+                report = trainer.fit(model, final)
+                training[name]["refit_seconds"] = round(report.seconds, 1)
+            # Kept next to the report so a table row can be re-scored or served later.
+            path = trainer.save(out / f"{name}.pt", model, final, report)
+            print(f"{report.summary()}; checkpoint {path}")
+            training[name]["checkpoint"] = str(path)
             scorers[name] = ModelScorer(model, device=device)
     max_length = max([int(c["config"]["max_length"]) for c in training.values()] + [20])
     models = [name for name in scorers if name not in ALL_BASELINES]
     hybrid_weights: dict[str, Any] = {}
     for knn_name in hybrids:
-        knn = scorers.get(knn_name) or baseline(knn_name)
+        knn = baseline(knn_name, split)  # on train only, like the models the weights are picked with
+        final_knn = scorers.get(knn_name) or baseline(knn_name, final)
         for model_name in models:
-            weights, info = tune_blend(scorers[model_name], knn, split, max_length=max_length)
+            weights, info = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length)
             name = f"{model_name}+{knn_name}"
-            scorers[name] = HybridScorer(scorers[model_name], knn, weights=weights, name=name)
+            scorers[name] = HybridScorer(scorers[model_name], final_knn, weights=weights, name=name)
             hybrid_weights[name] = {"weights": weights.to_dict(), "validation_HR@20+MRR@20": info}
             print(f"{name}: weights {weights.to_dict()} picked on validation ({info})")
-    results = evaluate_scorers(scorers, split, metrics=metrics, max_length=max_length)
+    results = evaluate_scorers(scorers, final, metrics=metrics, max_length=max_length)
     written = write_report(results, out, extra={
         "events": str(args.events), "protocol": split.params["protocol"], "split": split.summary(),
-        "split_params": split.params,
+        "split_params": final.params, "refit": bool(args.refit),
         "device": device.type, "training": training, "hybrids": hybrid_weights, "tuned_baselines": tuned,
     })
-    print(f"protocol: {split.params['protocol']} (recommender/model/data.py)")
+    print(f"protocol: {split.params['protocol']} (recommender/model/data.py); "
+          + ("fitted again on train + validation (--refit)" if args.refit else "fitted on train only"))
     print(format_table(results))
     print(f"evaluated {len(scorers)} scorers on {split.summary()} in {time.monotonic() - started:.0f}s; "
           f"report in {out} ({len(written)} files)")

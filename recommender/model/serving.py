@@ -20,7 +20,7 @@ from recommender.model.checkpoint import Checkpoint, load_checkpoint
 from recommender.model.content import Listing, cold_vector_norm
 from recommender.model.data import PAD_INDEX, pad_sessions
 from recommender.model.device import pick_device
-from recommender.model.hybrid import blend, knn_distribution, repeat_distribution
+from recommender.model.hybrid import blend, knn_at, repeat_at
 
 __all__ = ["SessionScorer", "ScoreRequest", "RepresentedSession"]
 
@@ -152,11 +152,9 @@ class SessionScorer:
         session's own items: exactly what `hotfeed eval` scores; the logits alone without a blend."""
         if self.blend is None or session is None or not len(session):
             return logits
-        knn = self.blend.knn.score_session(session).astype(np.float32)[None, :]
-        knn[:, 0] = -np.inf
-        repeat = repeat_distribution(session[None, :], np.array([len(session)]), len(self.vocab),
-                                     self.blend.weights.repeat_decay)
-        return blend(logits, knn_distribution(knn)[0, candidates], repeat[0, candidates], self.blend.weights)
+        weights = self.blend.weights
+        return blend(logits, knn_at(self.blend.knn, session, candidates),
+                     repeat_at(session, candidates, weights.repeat_decay), weights)
 
     def unknown(self, item_ids: Sequence[str]) -> list[str]:
         """Return the ids the model's table does not hold (they need a content vector to be scored)."""

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SequentialRules", "SessionKNN", "KNN_DEFAULTS", "SESSION_BASELINES", "build_session_baseline"]
+__all__ = ["SequentialRules", "SessionKNN", "KNN_DEFAULTS", "SESSION_BASELINES", "build_session_baseline", "sum_at"]
 
 
 def _popularity(counts: np.ndarray) -> np.ndarray:
@@ -93,6 +93,27 @@ class SequentialRules:
         return scores.astype(np.float32)
 
 
+def _starts_of_runs(values: np.ndarray) -> np.ndarray:
+    """Return a bool mask of the positions where a run of equal values starts (values grouped)."""
+    mask = np.empty(len(values), dtype=bool)
+    if len(values):
+        mask[0] = True
+        np.not_equal(values[1:], values[:-1], out=mask[1:])
+    return mask
+
+
+def sum_at(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Return, for each entry of ``at``, the sum of ``values`` whose key equals it (0 where none does)."""
+    if not len(keys):
+        return np.zeros(len(at))
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    starts = np.flatnonzero(_starts_of_runs(keys))
+    unique, sums = keys[starts], np.add.reduceat(values[order], starts)
+    position = np.minimum(np.searchsorted(unique, at), len(unique) - 1)
+    return np.where(unique[position] == at, sums[position], 0.0)
+
+
 def _gather(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return (the flat positions of CSR ``rows`` concatenated, the row number 0..len(rows)-1 of each)."""
     starts, ends = indptr[rows], indptr[rows + 1]
@@ -132,6 +153,7 @@ class SessionKNN:
         self.params = params or KNN_DEFAULTS[name]
         self.num_items = len(item_counts)
         self.popularity = _popularity(item_counts) * 1e-6
+        self.popularity_total = float(self.popularity[1:].sum())
         self.n_sessions = len(train_sessions)
         # Sessions as CSR rows of their clicks in order (positions matter to STAN's lambda_3).
         lengths = np.array([len(s) for s in train_sessions], dtype=np.int64)
@@ -168,24 +190,33 @@ class SessionKNN:
 
     def _candidates(self, items: Sequence[int]) -> np.ndarray:
         parts = [self.postings[self.post_indptr[i]:self.post_indptr[i + 1]][: self.params.sample] for i in items]
-        found = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        if not parts:
+            return np.zeros(0, np.int64)
+        found = np.sort(np.concatenate(parts))  # sort + neighbour compare: faster than np.unique's hash here
+        found = found[_starts_of_runs(found)]
         return found[-self.params.sample:]  # the most recent (highest index) ones
 
     def score_session(self, session: np.ndarray) -> np.ndarray:
-        """Return the [num_items] scores of one session (item indices, padding and unknown ids removed).
+        """Return the [num_items] scores of one session (item indices, padding and unknown ids removed)."""
+        items, votes = self.votes(session)
+        return self.popularity + np.bincount(items, weights=votes, minlength=self.num_items)
+
+    def votes(self, session: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (items, the neighbours' votes for them): ``score_session`` is the popularity term plus
+        these votes summed per item. An item may appear more than once (one vote per neighbour).
 
         Vectorized over the neighbours (a request's session is scored in well under a
         millisecond); the arithmetic is the module docstring's, neighbour by neighbour.
         """
-        scores = self.popularity.copy()
+        none = (np.zeros(0, np.int64), np.zeros(0))
         session = np.asarray(session)
         session = session[session > 0]
         if not len(session):
-            return scores
+            return none
         weights = self._session_weights(session)
         candidates = self._candidates(list(weights))
         if not len(candidates):
-            return scores
+            return none
         weight_of = np.zeros(self.num_items)
         weight_of[list(weights)] = list(weights.values())
         # Similarity: the session weights of each candidate's distinct items.
@@ -199,7 +230,7 @@ class SessionKNN:
         top = np.argsort(-sims, kind="stable")[: self.params.k]
         top = top[sims[top] > 0]
         if not len(top):
-            return scores
+            return none
         neighbours = candidates[top]
         positions, segment = _gather(self.indptr, neighbours)
         clicked = self.clicks[positions]
@@ -210,7 +241,7 @@ class SessionKNN:
             last_rank[session] = np.arange(len(session))  # a repeated item keeps its latest position
             width = int(position.max()) + 1
             key = np.where(last_rank[clicked] >= 0, last_rank[clicked] * width + position, -1)
-            starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
+            starts = np.flatnonzero(_starts_of_runs(segment))
             c_pos = np.maximum.reduceat(key, starts) % width
             factor = np.exp(-np.abs(position - c_pos[segment]) / self.params.lambda_3)
         else:
@@ -218,12 +249,11 @@ class SessionKNN:
         # An item repeated in the neighbour counts once, at its strongest factor.
         pair = segment * self.num_items + clicked
         order = np.lexsort((-factor, pair))
-        first = order[np.r_[True, pair[order][1:] != pair[order][:-1]]]
+        first = order[_starts_of_runs(pair[order])]
         contribution = sims[top][segment[first]] * factor[first]
         if self.params.idf_weight:
             contribution = contribution * (1.0 + self.params.idf_weight * self.idf[clicked[first]])
-        scores += np.bincount(clicked[first], weights=contribution, minlength=self.num_items)
-        return scores
+        return clicked[first], contribution
 
     def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         out = np.empty((len(items), self.num_items), dtype=np.float32)

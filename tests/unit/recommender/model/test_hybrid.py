@@ -124,3 +124,16 @@ def test_blend_payload_refuses_a_kind_it_cannot_serve(blended):
     payload["knn"] = "SR"
     with pytest.raises(ValueError, match="not one of"):
         Blend.from_payload(payload, fitted.knn.popularity)
+
+
+def test_the_serving_parts_read_only_the_candidates_yet_equal_the_catalogue_wide_ones(blended):
+    from recommender.model.hybrid import knn_at, knn_distribution, repeat_at
+
+    _, _, split, fitted = blended
+    candidates = np.array([0, 3, 7, 3, 12, len(split.vocab) - 1])  # padding, a duplicate, the last item
+    for session in (split.test[0][:4], np.array([5, 5, 9]), np.array([2])):
+        dense = fitted.knn.score_session(session).astype(np.float32)[None, :]
+        dense[:, 0] = -np.inf
+        assert np.allclose(knn_at(fitted.knn, session, candidates), knn_distribution(dense)[0, candidates], rtol=1e-6)
+        repeat = repeat_distribution(session[None, :], np.array([len(session)]), len(split.vocab), 0.6)[0]
+        assert np.allclose(repeat_at(session, candidates, 0.6), repeat[candidates])
