@@ -38,6 +38,8 @@ from recommender.settings import Settings
 __all__ = ["run_train", "run_eval", "load_split", "ALL_BASELINES"]
 
 ALL_BASELINES = (*BASELINES, *SESSION_BASELINES)
+# Baseline parameters and blend weights are picked on at most this many validation prefixes (a seeded sample).
+TUNING_PREFIXES = 5000
 
 _log = logging.getLogger("hotfeed.model")
 
@@ -211,7 +213,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         if name not in knn_params:
             knn_params[name] = None
             if args.tune_baselines and name in KNN_DEFAULTS:
-                params, info = tune_knn(name, split)
+                params, info = tune_knn(name, split, max_examples=TUNING_PREFIXES)
                 tuned[name] = {"params": params.__dict__, **info}
                 knn_params[name] = params
                 print(f"{name}: {params} picked on validation ({info})")
@@ -261,7 +263,8 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         knn = baseline(knn_name, split)  # on train only, like the models the weights are picked with
         final_knn = scorers.get(knn_name) or baseline(knn_name, final)
         for model_name in models:
-            weights, info = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length)
+            weights, info = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length,
+                                       max_examples=TUNING_PREFIXES)
             name = f"{model_name}+{knn_name}"
             scorers[name] = HybridScorer(scorers[model_name], final_knn, weights=weights, name=name)
             hybrid_weights[name] = {"weights": weights.to_dict(), "validation_HR@20+MRR@20": info}
