@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from recommender.decay import half_life_decay
 from recommender.cohorts import ALL_COHORT, normalize_cohort_value, platform_cohort
 from recommender.engine import Doc, SearchEngine
-from recommender.errors import HotfeedError, InvalidRequest
+from recommender.errors import EngineUnavailable, HotfeedError, InvalidRequest
 from recommender.events import NEW_ITEM_FIELDS, InteractionEvent, ItemEvent, StatusEvent, parse_event
 from recommender.model.content import Listing
 from recommender.settings import Settings
@@ -99,6 +99,8 @@ class IncrementalIndexer:
         batch_size: int = 500,
         claim_idle_ms: int = 30_000,
         listing_vectors: ListingVectors | None = None,
+        drain_retries: int = 3,
+        consumer_idle_ms: int = 600_000,
     ):
         self.engine = engine
         self.stream = stream
@@ -112,9 +114,22 @@ class IncrementalIndexer:
         self.weights = settings.indexer.event_weights
         self.half_life_s = settings.indexer.popularity_half_life_h * 3600
         self.listing_vectors = listing_vectors or ListingVectors(settings, client=stream.client)
+        self.drain_retries = drain_retries
+        self.consumer_idle_ms = consumer_idle_ms
         self.stream.ensure_group(GROUP)
         self._recovered = False
         self._join: bool | None = None
+        self._pruned_at = 0.0
+        self.prune_consumers()
+
+    def prune_consumers(self) -> list[str]:
+        """Remove consumers of the group idle for ``consumer_idle_ms`` with nothing pending (processes that
+        died or were replaced: each process has its own name); return their names."""
+        self._pruned_at = time.monotonic()
+        removed = self.stream.remove_idle_consumers(GROUP, idle_ms=self.consumer_idle_ms, keep=self.consumer)
+        if removed:
+            _log.info("removed %d idle consumers with nothing pending: %s", len(removed), ", ".join(removed[:10]))
+        return removed
 
     # -- taking entries ---------------------------------------------------------------------------
     def _take(self, block_ms: int) -> list[StreamEntry]:
@@ -138,15 +153,33 @@ class IncrementalIndexer:
         return report
 
     def run_until_idle(self, *, block_ms: int = 200, max_batches: int | None = None) -> BatchReport:
-        """Process batches until the stream has nothing new; return the summed report."""
+        """Process batches until the stream has nothing new, then drain: this consumer's entries whose
+        writes failed are replayed up to ``drain_retries`` times (backing off 1, 2, 4 s). Return the
+        summed report; its ``failed`` is what is still pending for this consumer at the end."""
         total = BatchReport()
-        batches = 0
+        batches = retries = 0
         while max_batches is None or batches < max_batches:
-            report = self.run_once(block_ms=block_ms)
+            try:
+                report = self.run_once(block_ms=block_ms)
+            except EngineUnavailable as exc:  # what was read stays pending; the drain below replays it
+                _log.error("incremental batch failed: %s", exc)
+                report = BatchReport()
             total.add(report)
             batches += 1
-            if report.read == 0:
+            if report.read:
+                continue
+            pending = self.stream.read_own_pending(GROUP, self.consumer, count=self.batch_size)
+            if not pending or retries >= self.drain_retries:
                 break
+            time.sleep(2 ** retries)
+            retries += 1
+            _log.info("draining: replaying %d of this consumer's pending events (try %d of %d)", len(pending),
+                      retries, self.drain_retries)
+            try:
+                total.add(self.process(pending))
+            except EngineUnavailable as exc:
+                _log.error("replaying pending events failed: %s", exc)
+        total.failed = len(self.stream.read_own_pending(GROUP, self.consumer, count=self.batch_size))
         return total
 
     def run_forever(self, stop: threading.Event, *, block_ms: int = 1000) -> BatchReport:
@@ -154,6 +187,8 @@ class IncrementalIndexer:
         total = BatchReport()
         while not stop.is_set():
             try:
+                if time.monotonic() - self._pruned_at > self.consumer_idle_ms / 1000:
+                    self.prune_consumers()
                 total.add(self.run_once(block_ms=block_ms))
             except HotfeedError as exc:
                 _log.error("incremental batch failed, retrying in 2s: %s", exc)

@@ -114,6 +114,11 @@ def _incremental(args: argparse.Namespace, settings: Settings) -> int:
         report = indexer.run_until_idle()
     engine.close()
     print(report.summary())
+    if report.failed and not args.follow:
+        print(f"hotfeed index incremental: {report.failed:,} events are still pending after "
+              f"{indexer.drain_retries} replays (the engine did not accept their writes; see the log); "
+              "they are kept and replayed by the next run", file=sys.stderr)
+        return 1
     return 0
 
 

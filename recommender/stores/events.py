@@ -85,6 +85,22 @@ class EventStream:
                                             count=count)
         return self._entries(answer[1])
 
+    def remove_idle_consumers(self, group: str, *, idle_ms: int, keep: str) -> list[str]:
+        """Remove the group's consumers idle longer than ``idle_ms`` that hold no pending entry (a dead
+        consumer's entries are claimed first, so nothing is lost); never ``keep``. Return their names."""
+        with self._translated("removing idle consumers"):
+            try:
+                consumers = self.client.xinfo_consumers(self.key, group)
+            except redis.ResponseError:
+                return []
+            removed = []
+            for consumer in consumers:
+                name = consumer["name"]
+                if name != keep and int(consumer.get("pending", 0)) == 0 and int(consumer.get("idle", 0)) > idle_ms:
+                    self.client.xgroup_delconsumer(self.key, group, name)
+                    removed.append(name)
+        return removed
+
     def ack(self, group: str, ids: Sequence[str]) -> int:
         if not ids:
             return 0

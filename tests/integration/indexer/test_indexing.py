@@ -196,3 +196,45 @@ def test_an_event_whose_document_the_engine_refuses_dead_letters_alone(engine, s
     after = _child(engine, settings, good_item)
     assert after["updated_at"] > before and after["count_1h"] >= 3
     assert stream.backlog(GROUP)["pending"] == 0
+
+
+def test_idle_consumers_with_nothing_pending_are_removed_and_busy_ones_kept(engine, settings, market):
+    stream = EventStream(settings.redis)
+    stream.ensure_group(GROUP)
+    stream.read_new(GROUP, "ghost", count=10, block_ms=1)  # a consumer that read nothing and went away
+    stream.append([{"type": "view", "item_id": "i-any", "user_id": "u-ghost"}])
+    stream.read_new(GROUP, "crashed", count=10, block_ms=1)  # died holding one entry
+    import time
+
+    time.sleep(0.05)
+    indexer = _indexer(engine, settings, consumer="live", consumer_idle_ms=10, claim_idle_ms=60_000)
+    names = {c["name"] for c in stream.client.xinfo_consumers(stream.key, GROUP)}
+    # The ghost is gone; the crashed consumer keeps its entry until someone claims it.
+    assert "ghost" not in names and "crashed" in names
+    assert stream.backlog(GROUP)["pending"] == 1
+    assert indexer.prune_consumers() == []
+
+
+def test_a_run_until_idle_drains_what_the_engine_refused_or_keeps_it_pending(engine, settings, market):
+    from recommender.engine import open_engine
+
+    _rebuild(engine, market, settings)
+    item = _cold_active_item(engine, settings, market)
+    stream = EventStream(settings.redis)
+    stream.ensure_group(GROUP)
+    stream.append([{"type": "like", "item_id": item, "user_id": "u-drain"}] * 3)
+    # An engine nobody answers on: the writes fail, the drain replays them, then gives up and says so.
+    down = settings.model_copy(update={"engine": settings.engine.model_copy(update={"url": "http://127.0.0.1:9",
+                                                                                    "timeout_ms": 500})})
+    dead_engine = open_engine(down)
+    try:
+        report = _indexer(dead_engine, down, consumer="drainer", drain_retries=1).run_until_idle()
+    finally:
+        dead_engine.close()
+    assert report.acked == 0 and report.failed == 3
+    assert stream.backlog(GROUP)["pending"] == 3  # nothing lost
+    # With the engine back, the same consumer replays and acknowledges all three.
+    report = _indexer(engine, settings, consumer="drainer").run_until_idle()
+    assert report.acked == 3 and report.failed == 0 and stream.backlog(GROUP)["pending"] == 0
+    assert _child(engine, settings, item)["decayed_weight"] == pytest.approx(
+        3 * settings.indexer.event_weights["like"], rel=0.01)
