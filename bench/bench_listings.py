@@ -37,6 +37,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from _load import FeedLoad
 from _report import RESULTS, load_line, print_measures, write_report
 from indexer.rebuild import load_marketplace, rebuild_index
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
@@ -59,60 +60,6 @@ def _pct(values: list[float]) -> dict:
     arr = np.asarray(values)
     return {"n": len(values), **{f"p{q}_s": round(float(np.percentile(arr, q)), 3) for q in (50, 90, 99)},
             "max_s": round(float(arr.max()), 3)}
-
-
-class FeedLoad:
-    """Open-loop HomeFeed calls at a fixed rate on a thread pool; counts outcomes and model versions."""
-
-    def __init__(self, stub, people: list[tuple[str, str, tuple[str, ...]]], rate: float):
-        self.stub, self.people, self.rate = stub, people, rate
-        self.sent = self.errors = self.fallbacks = 0
-        self.first_seen: dict[str, float] = {}
-        self.error_samples: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="feed")
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _one(self, n: int) -> None:
-        user, region, session = self.people[n % len(self.people)]
-        try:
-            page = self.stub.HomeFeed(pb.HomeFeedRequest(user_id=user, region=region, page_size=20,
-                                                         session_id=f"load-{n}", recent_item_ids=session), timeout=10)
-        except grpc.RpcError as exc:
-            with self._lock:
-                self.errors += 1
-                if len(self.error_samples) < 5:
-                    self.error_samples.append(f"{exc.code().name}: {exc.details()}")
-            return
-        with self._lock:
-            self.fallbacks += page.served_from == pb.SERVED_FROM_FALLBACK
-            self.first_seen.setdefault(page.model_version, time.time())
-
-    def _run(self) -> None:
-        start, n = time.monotonic(), 0
-        while not self._stop.is_set():
-            due = start + n / self.rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
-            self._pool.submit(self._one, n)
-            with self._lock:
-                self.sent += 1
-            n += 1
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def counts(self) -> tuple[int, int, int]:
-        """Return (sent, errors, fallbacks) so far; a phase's figures are the difference of two."""
-        with self._lock:
-            return self.sent, self.errors, self.fallbacks
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._pool.shutdown(wait=True)
 
 
 def _listing(item_id: str, region: str, rng: np.random.Generator, categories: list[str]) -> dict:

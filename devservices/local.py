@@ -166,30 +166,59 @@ class RedisService(LocalService):
             raise ServiceSetupError("apt-get installed redis-server but the binary is not on PATH")
         return found
 
-    def _ping(self) -> str | None:
-        """Return the server version if a Redis answers on the port, else None."""
+    def _info(self) -> dict[str, str] | None:
+        """Return the fields of Redis's INFO reply, or None when no Redis answers on the port.
+
+        INFO is answered while Redis is still loading its AOF (other commands get LOADING).
+        """
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"INFO server\r\n")
+                s.settimeout(2)
+                s.sendall(b"INFO\r\n")
                 data = b""
-                s.settimeout(1)
-                while b"redis_version" not in data or not data.endswith(b"\r\n"):
+                while b"\r\n" not in data:
                     chunk = s.recv(65536)
                     if not chunk:
-                        break
+                        return None
                     data += chunk
-        except OSError:
+                head, _, body = data.partition(b"\r\n")
+                if not head.startswith(b"$"):
+                    return None
+                size = int(head[1:])
+                while len(body) < size:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return None
+                    body += chunk
+        except (OSError, ValueError):
             return None
-        match = re.search(rb"redis_version:([\d.]+)", data)
-        return match.group(1).decode() if match else None
+        fields = {}
+        for line in body[:size].decode(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key] = value
+        return fields
+
+    def _ping(self) -> str | None:
+        """Return the server version if a Redis answers on the port, else None."""
+        info = self._info()
+        return info.get("redis_version") if info else None
 
     def status(self) -> ServiceStatus:
-        version = self._ping()
-        return ServiceStatus(self.name, version is not None, f"127.0.0.1:{self.port}", version or "")
+        """Up only once Redis has loaded its data: a Redis still reading its AOF is reported "loading"."""
+        info = self._info()
+        if info is None:
+            return ServiceStatus(self.name, False, f"127.0.0.1:{self.port}")
+        loading = info.get("loading", "0") != "0" or info.get("async_loading", "0") != "0"
+        return ServiceStatus(self.name, not loading, f"127.0.0.1:{self.port}", info.get("redis_version", ""),
+                             detail="loading its data" if loading else "")
 
     def up(self) -> ServiceStatus:
         if self._ping():
-            return self.status()
+            deadline = time.monotonic() + self.timeout_s
+            while not (status := self.status()).running and time.monotonic() < deadline:
+                time.sleep(0.2)  # already started, still loading its AOF
+            return status
         if _port_open(self.port):
             raise ServiceSetupError(
                 f"port {self.port} is in use by something that is not Redis; "
@@ -221,12 +250,14 @@ class RedisService(LocalService):
         proc = subprocess.run([binary, str(conf)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise ServiceSetupError(f"redis-server failed to start: {proc.stderr.strip() or proc.stdout.strip()}")
-        deadline = time.monotonic() + min(self.timeout_s, 30)
+        deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
-            if self._ping():
-                return self.status()
+            status = self.status()
+            if status.running:  # answering and done loading the AOF
+                return status
             time.sleep(0.2)
-        raise ServiceSetupError(f"redis did not answer on port {self.port}; see {self.home / 'redis.log'}")
+        raise ServiceSetupError(f"redis did not finish starting on port {self.port} within {self.timeout_s:.0f}s "
+                                f"(answering: {self._ping() is not None}); see {self.home / 'redis.log'}")
 
     def down(self) -> bool:
         return _stop_pid(self.home / "redis.pid", self.name)

@@ -87,11 +87,12 @@ def run_full_rebuild(settings: Settings, data_dir: Path, *, show_progress: bool 
         engine.close()
 
 
-def _incremental_indexer(settings: Settings, engine) -> IncrementalIndexer:
+def _incremental_indexer(settings: Settings, engine, consumer: str | None = None) -> IncrementalIndexer:
     from indexer.incremental import IncrementalIndexer
 
     return IncrementalIndexer(
-        engine, EventStream(settings.redis), RedisSegmentStore(settings.redis), _maxima(settings), settings
+        engine, EventStream(settings.redis), RedisSegmentStore(settings.redis), _maxima(settings), settings,
+        consumer=consumer,
     )
 
 
@@ -103,7 +104,7 @@ def _full(args: argparse.Namespace, settings: Settings) -> int:
 
 def _incremental(args: argparse.Namespace, settings: Settings) -> int:
     engine = open_engine(settings)
-    indexer = _incremental_indexer(settings, engine)
+    indexer = _incremental_indexer(settings, engine, args.consumer)
     if args.follow:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -227,6 +228,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "malformed events and events for unknown items go to the dead letters (`hotfeed events dead`).",
     )
     inc.add_argument("--follow", action="store_true", help="keep consuming until Ctrl-C (default: until idle)")
+    inc.add_argument("--consumer", metavar="NAME", help="consumer name in the group; a restarted process with the "
+                     "same name replays its own pending events at once instead of waiting for them to go stale "
+                     "(default: <hostname>-<pid>)")
     inc.set_defaults(handler=_incremental)
     actions.add_parser(
         "rollback", help="point the alias back at the previous index",

@@ -17,6 +17,9 @@ below never branches on the kind itself, only on the plan's fields. Everything h
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -91,6 +94,29 @@ class Candidate:
         return (self.item_id, self.score, self.category, self.components)
 
 
+TRACEBACK_SAMPLE_S = 60
+
+
+class _Sampler:
+    """Says yes at most once per ``every_s`` seconds per key (thread-safe)."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -math.inf) < self.every_s:
+                return False
+            self._last[key] = now
+            return True
+
+
+_TRACEBACKS = _Sampler(TRACEBACK_SAMPLE_S)
+
+
 class Degradations:
     """What degraded while serving one request.
 
@@ -103,9 +129,16 @@ class Degradations:
         self.items: list[tuple[str, str]] = []
 
     def add(self, stage: str, reason: str, *, cause: BaseException | str | None = None) -> None:
+        """Record a degradation; the log gets one line (no traceback) per call, and at most one traceback
+        per stage every ``TRACEBACK_SAMPLE_S`` seconds, so an outage does not flood the log."""
         metrics.DEGRADATIONS.labels(stage=stage).inc()
         self.items.append((stage, reason))
-        if cause is not None:
+        if cause is None:
+            return
+        if isinstance(cause, BaseException) and _TRACEBACKS.due(stage):
+            _log.warning("degraded at %s: %s (%s); sample traceback, the next in %ds at the earliest", stage, reason,
+                         cause, TRACEBACK_SAMPLE_S, exc_info=cause)
+        else:
             _log.warning("degraded at %s: %s (%s)", stage, reason, cause)
 
     def stages(self) -> list[str]:

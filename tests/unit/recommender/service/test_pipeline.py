@@ -119,3 +119,19 @@ def test_a_degradation_is_recorded_counted_and_keeps_the_cause_out_of_the_reason
     assert deg.items == [("unit-test", "engine unavailable")]
     assert deg.stages() == ["unit-test"]
     assert metrics.DEGRADATIONS.labels(stage="unit-test")._value.get() == before + 1
+
+
+def test_an_outage_logs_one_line_per_degradation_and_a_sampled_traceback(caplog):
+    def failure(n: int) -> RuntimeError:
+        try:
+            raise RuntimeError(f"engine refused #{n}")
+        except RuntimeError as exc:
+            return exc
+
+    with caplog.at_level("WARNING", logger="recommender.service.pipeline"):
+        for n in range(50):
+            Degradations().add("unit-test-outage", "engine unavailable", cause=failure(n))
+    records = [r for r in caplog.records if "unit-test-outage" in r.getMessage()]
+    assert len(records) == 50  # one line per degraded request
+    assert sum(r.exc_info is not None for r in records) == 1  # one traceback for the whole burst
+    assert "engine refused #0" in records[0].getMessage()
