@@ -201,16 +201,19 @@ class FeedService:
         now = now or datetime.now(timezone.utc)
         live = self.profiles.get(req.profile or "default")
         deg = Degradations()
-        if not self._slots.acquire(timeout=self._queue_timeout_s):
-            # More feeds in flight than the cores can compute: answer at once from the popular
-            # list rather than queue without bound (flagged, and counted like any fallback).
-            return self._fallback_page(req, self._new_state(req, live, (), self.scorer), deg, cause="no free feed slot",
-                                       stage="overload",
-                                       reason="the recommender is overloaded; served the popular fallback")
         try:
-            return self._serve_feed(req, plan, live, deg, now=now)
+            if not self._slots.acquire(timeout=self._queue_timeout_s):
+                # More feeds in flight than the cores can compute: answer at once from the popular
+                # list rather than queue without bound (flagged, and counted like any fallback).
+                return self._fallback_page(req, self._new_state(req, live, (), self.scorer), deg,
+                                           cause="no free feed slot", stage="overload",
+                                           reason="the recommender is overloaded; served the popular fallback")
+            try:
+                return self._serve_feed(req, plan, live, deg, now=now)
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            deg.log(f"{req.kind} feed")
 
     def _serve_feed(self, req: FeedRequest, plan: FeedPlan, live: LiveProfile, deg: Degradations, *,
                     now: datetime) -> FeedPage:

@@ -127,19 +127,28 @@ class Degradations:
 
     def __init__(self) -> None:
         self.items: list[tuple[str, str]] = []
+        self._causes: list[tuple[str, str, BaseException | str]] = []
 
     def add(self, stage: str, reason: str, *, cause: BaseException | str | None = None) -> None:
-        """Record a degradation; the log gets one line (no traceback) per call, and at most one traceback
-        per stage every ``TRACEBACK_SAMPLE_S`` seconds, so an outage does not flood the log."""
+        """Record a degradation and count it; ``log`` writes the request's causes in one line."""
         metrics.DEGRADATIONS.labels(stage=stage).inc()
         self.items.append((stage, reason))
-        if cause is None:
+        if cause is not None:
+            self._causes.append((stage, reason, cause))
+
+    def log(self, what: str) -> None:
+        """Log the request's degradations in one line (no traceback), plus at most one traceback per stage
+        every ``TRACEBACK_SAMPLE_S`` seconds as a sample, so an outage does not flood the log."""
+        if not self._causes:
             return
-        if isinstance(cause, BaseException) and _TRACEBACKS.due(stage):
-            _log.warning("degraded at %s: %s (%s); sample traceback, the next in %ds at the earliest", stage, reason,
-                         cause, TRACEBACK_SAMPLE_S, exc_info=cause)
+        line = "; ".join(f"{stage}: {reason} ({cause})" for stage, reason, cause in self._causes)
+        sample = next((c for stage, _, c in self._causes if isinstance(c, BaseException) and _TRACEBACKS.due(stage)),
+                      None)
+        if sample is not None:
+            _log.warning("degraded %s: %s; sample traceback, the next for this stage in %ds at the earliest", what,
+                         line, TRACEBACK_SAMPLE_S, exc_info=sample)
         else:
-            _log.warning("degraded at %s: %s (%s)", stage, reason, cause)
+            _log.warning("degraded %s: %s", what, line)
 
     def stages(self) -> list[str]:
         return [stage for stage, _ in self.items]

@@ -121,7 +121,7 @@ def test_a_degradation_is_recorded_counted_and_keeps_the_cause_out_of_the_reason
     assert metrics.DEGRADATIONS.labels(stage="unit-test")._value.get() == before + 1
 
 
-def test_an_outage_logs_one_line_per_degradation_and_a_sampled_traceback(caplog):
+def test_an_outage_logs_one_line_per_degraded_request_and_a_sampled_traceback(caplog):
     def failure(n: int) -> RuntimeError:
         try:
             raise RuntimeError(f"engine refused #{n}")
@@ -130,8 +130,15 @@ def test_an_outage_logs_one_line_per_degradation_and_a_sampled_traceback(caplog)
 
     with caplog.at_level("WARNING", logger="recommender.service.pipeline"):
         for n in range(50):
-            Degradations().add("unit-test-outage", "engine unavailable", cause=failure(n))
+            deg = Degradations()
+            deg.add("unit-test-outage", "engine unavailable", cause=failure(n))
+            deg.add("unit-test-redis", "segments unavailable", cause="Redis refused")
+            deg.add("unit-test-quiet", "nothing to say")  # no cause: in the response, not the log
+            deg.log("home feed")
+        Degradations().log("home feed")  # nothing degraded: no line
     records = [r for r in caplog.records if "unit-test-outage" in r.getMessage()]
-    assert len(records) == 50  # one line per degraded request
+    assert len(records) == 50  # one line per degraded request, both causes in it
+    assert all("unit-test-redis: segments unavailable (Redis refused)" in r.getMessage() for r in records)
     assert sum(r.exc_info is not None for r in records) == 1  # one traceback for the whole burst
     assert "engine refused #0" in records[0].getMessage()
+    assert len([r for r in caplog.records if r.name == "recommender.service.pipeline"]) == 50
