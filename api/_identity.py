@@ -21,7 +21,10 @@ from recommender.errors import ConfigError, Unauthenticated
 from recommender.events import MAX_ID_LENGTH
 from recommender.settings import GatewaySettings, Settings
 
-__all__ = ["TokenVerifier", "viewer_id"]
+__all__ = ["DEV_ADMIN", "TokenVerifier", "admin_identity", "service_token_check", "viewer_id"]
+
+# The admin name recorded in dev mode with no admin tokens configured (everything passes there).
+DEV_ADMIN = "dev-mode"
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,27 @@ def service_token_check(settings: Settings, *, what: str):
             raise Unauthenticated("the bearer token is not the service token; use HOTFEED_SERVER_SERVICE_TOKEN's value")
 
     return check
+
+
+def admin_identity(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """Return the name of the admin whose token (``Authorization: Bearer <token>``, one per
+    person in HOTFEED_GATEWAY_ADMIN_TOKENS) the request carries (FastAPI dependency).
+
+    Raises Unauthenticated for any other request. With no admin tokens (development mode
+    only: the gateway refuses to start otherwise) every request passes as ``DEV_ADMIN``.
+    """
+    identities: dict[str, str] = request.app.state.admin_identities
+    if not identities:
+        return DEV_ADMIN
+    scheme, _, given = (authorization or "").partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthenticated("admin endpoints need the header `Authorization: Bearer <your admin token>`")
+    # Every token is compared, in constant time, so timing tells nothing about which one is close.
+    name = None
+    for token, who in identities.items():
+        if hmac.compare_digest(given.encode(), token.encode()):
+            name = who
+    if name is None:
+        raise Unauthenticated("the bearer token is no admin's token; ask for yours (HOTFEED_GATEWAY_ADMIN_TOKENS)")
+    return name

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request, Response
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -45,6 +46,21 @@ def _recommender_status(channel: grpc.Channel) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
+def _refuse_open_doors(settings: Settings) -> None:
+    """Raise ConfigError, in one line naming each missing setting, when outside dev mode the
+    gateway would let anyone write listings or edit score profiles."""
+    if settings.server.dev_mode:
+        return
+    missing = []
+    if not settings.server.service_token:
+        missing.append("HOTFEED_SERVER_SERVICE_TOKEN (listing writes and the recommender need it)")
+    if not settings.gateway.admin_tokens:
+        missing.append('HOTFEED_GATEWAY_ADMIN_TOKENS ("name:token,..."; the /admin console needs it)')
+    if missing:
+        raise ConfigError(f"not set: {'; '.join(missing)}; without them anyone reaching the gateway could change "
+                          f"listings or score profiles. Set them, or HOTFEED_DEV_MODE=1 on a development machine")
+
+
 def create_app(settings: Settings, *, channel: grpc.Channel | None = None) -> FastAPI:
     """Return the gateway app for ``settings``, calling the recommender at ``settings.gateway.grpc_target``.
 
@@ -64,16 +80,17 @@ def create_app(settings: Settings, *, channel: grpc.Channel | None = None) -> Fa
             channel.close()
         store.client.close()
 
-    app = FastAPI(
+    # Offline: /docs and /redoc load their assets from the gateway itself, never from a CDN.
+    app = FastAPIOffline(
         title="hotfeed gateway",
         summary="Home feed, product feed, similar items and events for apps; score profile admin.",
         lifespan=lifespan,
+        # Swagger UI's default validator badge is an image from an outside host.
+        swagger_ui_parameters={"validatorUrl": None},
     )
-    if not settings.server.service_token and not settings.server.dev_mode:
-        raise ConfigError("HOTFEED_SERVER_SERVICE_TOKEN is not set, so anyone reaching the gateway could edit score "
-                          "profiles; set it (the admin API and page then need it) or HOTFEED_DEV_MODE=1 on a "
-                          "development machine")
+    _refuse_open_doors(settings)
     app.state.settings = settings
+    app.state.admin_identities = settings.gateway.admin_identities()
     app.state.token_verifier = TokenVerifier.from_settings(settings.gateway)
     if app.state.token_verifier is None:
         _log.warning("no HOTFEED_GATEWAY_JWT_SECRET or HOTFEED_GATEWAY_JWT_PUBLIC_KEY_FILE: every viewer is logged "

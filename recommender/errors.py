@@ -40,7 +40,15 @@ class InvalidRequest(HotfeedError):
 
 
 class ProfileRejected(InvalidRequest):
-    """Raised when a score profile fails schema or reference validation."""
+    """Raised when a score profile fails schema or reference validation.
+
+    ``problems`` holds one ``(location, message)`` pair per problem (``("components[0].weight",
+    "...")``); a problem of the whole document (YAML syntax, size) is located at ``"profile"``.
+    """
+
+    def __init__(self, message: str, *, problems: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        self.problems = problems or (("profile", message),)
 
 
 class Unauthenticated(HotfeedError):

@@ -8,6 +8,7 @@ short form of ``HOTFEED_ENGINE_KIND``. Settings are read once, at startup, by
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,8 @@ __all__ = [
     "ModelSettings",
     "ServerSettings",
     "GatewaySettings",
+    "MIN_ADMIN_TOKEN_LENGTH",
+    "parse_admin_tokens",
     "Settings",
     "load_settings",
     "env_var",
@@ -231,6 +234,38 @@ class ServerSettings(BaseSettings):
     metrics_port: int = Field(default=9464, ge=0, le=65535)
 
 
+_ADMIN_NAME_RE = re.compile(r"^[A-Za-z0-9_.@+\-]{1,64}$")
+# Long enough that guessing one over the network is hopeless.
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+
+def parse_admin_tokens(value: str) -> dict[str, str]:
+    """Return admin name -> token from ``"name:token,name:token"`` (empty: no admins).
+
+    Raises ValueError naming the entry by position and name, never quoting a token.
+    """
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for n, entry in enumerate((e.strip() for e in value.split(",")), start=1):
+        if not entry:
+            continue
+        name, sep, token = entry.partition(":")
+        name, token = name.strip(), token.strip()
+        if not sep or not _ADMIN_NAME_RE.match(name):
+            raise ValueError(f"entry {n} must be name:token with a name of 1-64 letters, digits or _.@+- "
+                             f"(got a name of {name[:64]!r})")
+        if len(token) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(f"the token of {name!r} (entry {n}) is shorter than {MIN_ADMIN_TOKEN_LENGTH} "
+                             f"characters; use `openssl rand -hex 32`")
+        if name in out:
+            raise ValueError(f"admin {name!r} is listed twice; give each admin one token")
+        if token in seen:
+            raise ValueError(f"the token of {name!r} (entry {n}) is also another admin's; give each admin their own")
+        out[name] = token
+        seen.add(token)
+    return out
+
+
 class GatewaySettings(BaseSettings):
     model_config = _section("HOTFEED_GATEWAY_")
 
@@ -252,6 +287,20 @@ class GatewaySettings(BaseSettings):
     jwt_issuer: str = ""
     # Events one caller (signed-in user, else client address) may post per minute; 0: no limit.
     events_per_minute: int = Field(default=600, ge=0, le=1_000_000)
+    # Who may use /admin: comma-separated "name:token" pairs ("alice:3f9a…,bob:77c1…"). Each
+    # person gets their own token so the audit trail records who did what. Empty: the gateway
+    # refuses to start outside dev mode (HOTFEED_DEV_MODE=1, where /admin is then open).
+    admin_tokens: str = ""
+
+    @field_validator("admin_tokens")
+    @classmethod
+    def _check_admin_tokens(cls, value: str) -> str:
+        parse_admin_tokens(value)
+        return value
+
+    def admin_identities(self) -> dict[str, str]:
+        """Return admin token -> admin name, from ``admin_tokens``."""
+        return {token: name for name, token in parse_admin_tokens(self.admin_tokens).items()}
 
 
 class Settings(BaseSettings):
@@ -279,6 +328,9 @@ def env_var(section: type[BaseSettings], field: str) -> str:
     return f"{section.model_config.get('env_prefix', 'HOTFEED_')}{field}".upper()
 
 
+_SECRET_VARIABLE = re.compile(r"TOKEN|SECRET|PASSWORD", re.I)
+
+
 def load_settings() -> Settings:
     """Return settings read from ``HOTFEED_*`` environment variables.
 
@@ -294,7 +346,9 @@ def load_settings() -> Settings:
         except ValidationError as exc:
             for err in exc.errors():
                 where = env_var(section, str(err["loc"][0])) if err["loc"] else f"HOTFEED_{name.upper()}_*"
-                problems.append(f"{where}={redact(err.get('input'))!r}: {err['msg']}")
+                # A secret's value never reaches the message, even a malformed one.
+                shown = "<hidden>" if _SECRET_VARIABLE.search(where) else repr(redact(err.get("input")))
+                problems.append(f"{where}={shown}: {err['msg']}")
     if problems:
         raise ConfigError("invalid settings: " + "; ".join(problems))
     return Settings(**sections)

@@ -57,6 +57,8 @@ if [ ! -f "$ENV_FILE" ]; then
   for p in ELASTIC REDIS SERVICE_TOKEN CURSOR_SECRET JWT_SECRET; do
     sed -i "s/CHANGE_ME_$p/$(openssl rand -hex 32)/g" "$ENV_FILE"
   done
+  # Admin tokens are "name:token" pairs: the name goes into the audit trail.
+  sed -i "s/CHANGE_ME_ADMIN_TOKENS/admin:$(openssl rand -hex 32)/" "$ENV_FILE"
 fi
 grep -q CHANGE_ME_ "$ENV_FILE" && fail "$ENV_FILE still has CHANGE_ME_ placeholders (see deploy/hotfeed.env.example)"
 elastic_password=$(env_value ELASTIC_PASSWORD)

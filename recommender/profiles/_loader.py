@@ -90,9 +90,14 @@ def _where(loc: tuple[Any, ...]) -> str:
     return out or "profile"
 
 
-def _schema_problem(err: Mapping[str, Any], profile_name: str) -> str:
+def _schema_problem(err: Mapping[str, Any], profile_name: str) -> tuple[str, str]:
+    """Return the location and the message of one schema error."""
     loc = tuple(err["loc"])
     where = _where(loc)
+    return where, _schema_message(err, loc, where, profile_name)
+
+
+def _schema_message(err: Mapping[str, Any], loc: tuple[Any, ...], where: str, profile_name: str) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
@@ -114,38 +119,42 @@ def _schema_problem(err: Mapping[str, Any], profile_name: str) -> str:
     return f"{where} {err.get('input')!r} (profile {profile_name!r}): {err['msg']}"
 
 
-def _reference_problems(profile: ScoreProfile, fields: ItemFields) -> list[str]:
-    problems: list[str] = []
+def _reference_problems(profile: ScoreProfile, fields: ItemFields) -> list[tuple[str, str]]:
+    """Return the location and the message of every reference to a field or status that does not exist."""
+    problems: list[tuple[str, str]] = []
     name = profile.name
     date_fields = fields.item_fields_of(_DATE_TYPES)
     numeric_fields = fields.item_fields_of(NUMERIC_TYPES)
     for i, comp in enumerate(profile.components):
         if isinstance(comp, FreshnessDecay) and comp.field not in date_fields:
-            problems.append(
+            problems.append((
+                f"components[{i}].field",
                 f"components[{i}].field {comp.field!r} (profile {name!r}, {comp.type} {comp.key!r}) is not a date "
                 f"field of {fields.source}; use one of its date fields: {date_fields}"
-            )
+            ))
         if isinstance(comp, Engagement):
             for j, factor in enumerate(comp.factors):
                 if factor.field not in numeric_fields:
-                    problems.append(
+                    problems.append((
+                        f"components[{i}].factors[{j}].field",
                         f"components[{i}].factors[{j}].field {factor.field!r} (profile {name!r}, {comp.type} "
                         f"{comp.key!r}) is not a numeric item field of {fields.source}; "
                         f"use one of its numeric item fields: {numeric_fields}"
-                    )
+                    ))
     for j, status in enumerate(profile.filters.statuses):
         if status not in ITEM_STATUSES:
-            problems.append(
+            problems.append((
+                f"filters.statuses[{j}]",
                 f"filters.statuses[{j}] {status!r} (profile {name!r}) is not an item status of "
                 f"recommender/data_model.py; use some of {list(ITEM_STATUSES)}"
-            )
+            ))
     return problems
 
 
-def _rejected(problems: list[str]) -> ProfileRejected:
-    if len(problems) == 1:
-        return ProfileRejected(problems[0])
-    return ProfileRejected(f"{len(problems)} problems: " + "; ".join(problems))
+def _rejected(problems: list[tuple[str, str]]) -> ProfileRejected:
+    messages = [message for _, message in problems]
+    text = messages[0] if len(messages) == 1 else f"{len(messages)} problems: " + "; ".join(messages)
+    return ProfileRejected(text, problems=tuple(problems))
 
 
 def validate_profile(data: Mapping[str, Any], *, fields: ItemFields) -> ScoreProfile:

@@ -6,6 +6,15 @@ Redis layout (``P`` is ``settings.redis.key_prefix``):
     P profiles:active           hash    profile name -> active version
     P profiles:<name>:versions  hash    version -> JSON {"text", "saved_at", "author"}
     P profiles:<name>:history   zset    version, scored by the time it was last saved
+    P profiles:<name>:published hash    version -> JSON {"at", "by", "comment"} of its last publish
+    P profiles:names            set     every name with a stored version, drafts included
+    P audit                     stream  the admin audit trail (``recommender.stores.audit``)
+
+A version is a *draft* until it is first published: ``save_draft`` stores it without making
+it live; ``publish`` (and ``rollback``, which publishes a version that was live before)
+makes it the active version, with a comment. Those admin actions and ``delete`` append an
+audit entry in the same script as the change. ``save`` and ``activate`` (store and publish
+in one step, no audit) are for the shipped default and scripts.
 
 A version is ``profile_version`` of the parsed profile (a content hash), so the version a
 feed response reports is the one stored here, and saving the same content again moves that
@@ -23,6 +32,7 @@ good copy; it never reaches serving.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
@@ -37,29 +47,42 @@ from recommender.errors import InvalidRequest, NotFound, ProfileRejected
 from recommender.profiles import ItemFields, ScoreProfile, parse_profile, profile_version
 from recommender.settings import RedisSettings
 from recommender.stores._redis import open_redis, redis_errors_translated
+from recommender.stores.audit import AuditLog, audit_key, audit_payload
 
-__all__ = ["DEFAULT_PROFILE", "MAX_PROFILE_BYTES", "MAX_VERSIONS", "StoredProfile", "ProfileStore"]
+__all__ = [
+    "DEFAULT_PROFILE", "MAX_COMMENT_CHARS", "MAX_PROFILE_BYTES", "MAX_VERSIONS", "ProfileStore", "PublishRecord",
+    "StoredProfile",
+]
 
 DEFAULT_PROFILE = "default"
 # A profile is a page of YAML; anything far larger is a paste accident, not a profile.
 MAX_PROFILE_BYTES = 256 * 1024
 # Versions kept per name; the oldest beyond this are dropped on save (the active one never is).
 MAX_VERSIONS = 100
+# A comment says why in a sentence or two; a paste of the whole profile is a mistake.
+MAX_COMMENT_CHARS = 2000
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 _VERSION_RE = re.compile(r"^[0-9a-f]{16}$")
 
 _log = logging.getLogger(__name__)
 
-# KEYS: versions, history, active, revision. ARGV: name, version, payload, saved_at, max_versions.
-# Returns the new revision.
+# KEYS: versions, history, active, revision, names, audit. ARGV: name, version, payload,
+# saved_at, max_versions, activate ("1": also make it the active version), audit entry JSON
+# ("": none). Returns the new revision.
 _SAVE_LUA = """
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[5], ARGV[1])
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+end
+if ARGV[7] ~= '' then
+  redis.call('XADD', KEYS[6], '*', 'entry', ARGV[7])
+end
 local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
 if excess > 0 then
   for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, excess - 1)) do
-    if old ~= ARGV[2] then
+    if old ~= ARGV[2] and old ~= redis.call('HGET', KEYS[3], ARGV[1]) then
       redis.call('ZREM', KEYS[2], old)
       redis.call('HDEL', KEYS[1], old)
     end
@@ -68,20 +91,34 @@ end
 return redis.call('INCR', KEYS[4])
 """
 
-# KEYS: versions, active, revision. ARGV: name, version. Returns the new revision, or -1
-# when the version is not stored (it may have been deleted since it was read).
+# KEYS: versions, active, revision, published, audit. ARGV: name, version, publish record
+# JSON, audit entry JSON ("": none), only_if_published ("1": refuse a version never live).
+# Returns the new revision; -1 when the version is not stored (it may have been deleted
+# since it was read); -2 when only_if_published and it never was live.
 _ACTIVATE_LUA = """
 if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then
   return -1
 end
+if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[4], ARGV[2]) == 0 then
+  return -2
+end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[5], '*', 'entry', ARGV[4])
+end
 return redis.call('INCR', KEYS[3])
 """
 
-# KEYS: versions, history, active, revision. ARGV: name. Returns 1 when something was removed.
+# KEYS: versions, history, active, revision, published, names, audit. ARGV: name, audit
+# entry JSON ("": none). Returns 1 when something was removed.
 _DELETE_LUA = """
-local removed = redis.call('DEL', KEYS[1], KEYS[2]) + redis.call('HDEL', KEYS[3], ARGV[1])
+local removed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[5]) + redis.call('HDEL', KEYS[3], ARGV[1])
+  + redis.call('SREM', KEYS[6], ARGV[1])
 if removed > 0 then
+  if ARGV[2] ~= '' then
+    redis.call('XADD', KEYS[7], '*', 'entry', ARGV[2])
+  end
   redis.call('INCR', KEYS[4])
   return 1
 end
@@ -108,6 +145,29 @@ class StoredProfile:
     # Unix seconds of the (latest) save of this version.
     saved_at: float
     author: str
+    # The comment given when this version was last saved ("" for none).
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class PublishRecord:
+    """The last time a version was made live: when (Unix seconds), by whom, and why."""
+
+    at: float
+    by: str
+    comment: str
+
+
+def _checked_comment(comment: str, *, required: bool, action: str) -> str:
+    if not isinstance(comment, str):
+        raise InvalidRequest(f"the comment of a {action} must be text, got {type(comment).__name__}")
+    comment = comment.strip()
+    if required and not comment:
+        raise InvalidRequest(f"a {action} needs a comment saying why (it goes into the audit trail); add one")
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise InvalidRequest(f"the comment of a {action} is {len(comment)} characters; keep it under "
+                             f"{MAX_COMMENT_CHARS}")
+    return comment
 
 
 def _checked_name(name: str) -> str:
@@ -142,7 +202,10 @@ class ProfileStore:
         prefix = settings.key_prefix
         self._revision_key = f"{prefix}profiles:revision"
         self._active_key = f"{prefix}profiles:active"
+        self._names_key = f"{prefix}profiles:names"
+        self._audit_key = audit_key(prefix)
         self._prefix = f"{prefix}profiles:"
+        self.audit = AuditLog(settings, client=self.client)
         self._save = self.client.register_script(_SAVE_LUA)
         self._save_if_absent = self.client.register_script(_SAVE_IF_ABSENT_LUA)
         self._activate = self.client.register_script(_ACTIVATE_LUA)
@@ -153,6 +216,9 @@ class ProfileStore:
 
     def _history_key(self, name: str) -> str:
         return f"{self._prefix}{name}:history"
+
+    def _published_key(self, name: str) -> str:
+        return f"{self._prefix}{name}:published"
 
     def _errors(self, what: str) -> AbstractContextManager[None]:
         return redis_errors_translated(what, self.settings.url)
@@ -168,10 +234,9 @@ class ProfileStore:
             )
         profile = parse_profile(text, fields=self.fields)
         if profile.name != name:
-            raise ProfileRejected(
-                f"name {profile.name!r} in the YAML does not match the profile name {name!r} it is saved under; "
-                f"set `name: {name}`"
-            )
+            message = (f"name {profile.name!r} in the YAML does not match the profile name {name!r} it is saved "
+                       f"under; set `name: {name}`")
+            raise ProfileRejected(message, problems=(("name", message),))
         return profile
 
     def _stored(self, name: str, version: str, payload: str) -> StoredProfile:
@@ -191,20 +256,29 @@ class ProfileStore:
             profile=profile,
             saved_at=float(data["saved_at"]),
             author=str(data.get("author", "")),
+            comment=str(data.get("comment", "")),
         )
 
-    def _write(self, name: str, text: str, profile: ScoreProfile, *, author: str, only_if_absent: bool) -> StoredProfile | None:
+    def _write(self, name: str, text: str, profile: ScoreProfile, *, author: str, only_if_absent: bool,
+               activate: bool = True, comment: str = "", audited: bool = False) -> StoredProfile | None:
         version = profile_version(profile)
         saved_at = time.time()
-        payload = json.dumps({"text": text, "saved_at": saved_at, "author": author}, ensure_ascii=False)
+        payload = json.dumps({"text": text, "saved_at": saved_at, "author": author, "comment": comment},
+                             ensure_ascii=False)
+        entry = audit_payload(at=saved_at, actor=author, action="save_draft", target="profile", name=name,
+                              version=version, comment=comment) if audited else ""
         script = self._save_if_absent if only_if_absent else self._save
-        keys = [self._versions_key(name), self._history_key(name), self._active_key, self._revision_key]
+        keys = [self._versions_key(name), self._history_key(name), self._active_key, self._revision_key,
+                self._names_key, self._audit_key]
+        args = [name, version, payload, repr(saved_at), MAX_VERSIONS, "1" if activate else "0", entry]
         with self._errors(f"saving score profile {name!r}"):
-            revision = int(script(keys=keys, args=[name, version, payload, repr(saved_at), MAX_VERSIONS]))
+            revision = int(script(keys=keys, args=args))
         if revision == 0:
             return None
-        _log.info("score profile %r version %s saved by %r (revision %d)", name, version, author, revision)
-        return StoredProfile(name=name, version=version, text=text, profile=profile, saved_at=saved_at, author=author)
+        _log.info("score profile %r version %s saved%s by %r (revision %d)", name, version,
+                  "" if activate else " as a draft", author, revision)
+        return StoredProfile(name=name, version=version, text=text, profile=profile, saved_at=saved_at, author=author,
+                             comment=comment)
 
     def save(self, name: str, text: str, *, author: str = "") -> StoredProfile:
         """Return the stored version of ``text``, now the active version of ``name``.
@@ -217,6 +291,31 @@ class ProfileStore:
         stored = self._write(name, text, profile, author=author, only_if_absent=False)
         assert stored is not None  # an unconditional save always writes
         return stored
+
+    def save_draft(self, name: str, text: str, *, author: str, comment: str = "") -> StoredProfile:
+        """Return the stored version of ``text``: a draft of ``name``, not live (the active
+        version stays), with an audit entry.
+
+        Raises ProfileRejected (nothing stored) like ``save``, and InvalidRequest for a comment
+        over MAX_COMMENT_CHARS.
+        """
+        _checked_name(name)
+        comment = _checked_comment(comment, required=False, action="draft")
+        profile = self._parsed(name, text)
+        stored = self._write(name, text, profile, author=author, only_if_absent=False, activate=False,
+                             comment=comment, audited=True)
+        assert stored is not None  # an unconditional save always writes
+        return stored
+
+    def validate(self, name: str, text: str) -> tuple[tuple[str, str], ...]:
+        """Return the ``(location, message)`` of every problem ``text`` has as profile ``name``
+        (empty when it would save): a dry run, nothing is stored."""
+        _checked_name(name)
+        try:
+            self._parsed(name, text)
+        except ProfileRejected as exc:
+            return exc.problems
+        return ()
 
     def active(self, name: str) -> StoredProfile | None:
         """Return the active version of ``name``, or None when there is no such profile.
@@ -267,26 +366,88 @@ class ProfileStore:
         return out
 
     def activate(self, name: str, version: str) -> StoredProfile:
-        """Return the stored ``version`` of ``name`` after making it the active one (rollback).
+        """Return the stored ``version`` of ``name`` after making it the active one (no audit
+        entry: for scripts; the console publishes).
 
         Raises NotFound when that version is not stored and ProfileRejected when it no
         longer validates (the active version then stays as it was).
         """
+        return self._make_live(name, version, actor="", comment="", action=None)
+
+    def publish(self, name: str, version: str, *, actor: str, comment: str) -> StoredProfile:
+        """Return the stored ``version`` of ``name``, now live, with an audit entry.
+
+        Raises InvalidRequest for an empty comment, NotFound when that version is not stored
+        and ProfileRejected when it no longer validates (the active version then stays).
+        """
+        return self._make_live(name, version, actor=actor, comment=comment, action="publish")
+
+    def rollback(self, name: str, version: str, *, actor: str, comment: str) -> StoredProfile:
+        """Return the stored ``version`` of ``name``, a version that was live before, live again,
+        with an audit entry.
+
+        Raises InvalidRequest for an empty comment or a version that never was live (publish
+        that instead), and what ``publish`` raises.
+        """
+        return self._make_live(name, version, actor=actor, comment=comment, action="rollback")
+
+    def _make_live(self, name: str, version: str, *, actor: str, comment: str, action: str | None) -> StoredProfile:
         _checked_name(name)
+        if action is not None:
+            comment = _checked_comment(comment, required=True, action=action)
         _checked_version(name, version)
         stored = self.get_version(name, version)
         if stored is None:
             raise NotFound(f"profile {name!r} has no version {version!r}; see its history for the stored versions")
-        keys = [self._versions_key(name), self._active_key, self._revision_key]
+        at = time.time()
+        record = json.dumps({"at": at, "by": actor, "comment": comment}, ensure_ascii=False)
+        entry = "" if action is None else audit_payload(at=at, actor=actor, action=action, target="profile",
+                                                        name=name, version=version, comment=comment)
+        keys = [self._versions_key(name), self._active_key, self._revision_key, self._published_key(name),
+                self._audit_key]
+        args = [name, version, record, entry, "1" if action == "rollback" else "0"]
         with self._errors(f"activating score profile {name!r} version {version!r}"):
-            revision = int(self._activate(keys=keys, args=[name, version]))
-        if revision < 0:
+            revision = int(self._activate(keys=keys, args=args))
+        if revision == -1:
             raise NotFound(f"profile {name!r} version {version!r} was deleted meanwhile; save it again")
-        _log.info("score profile %r version %s activated (revision %d)", name, version, revision)
+        if revision == -2:
+            raise InvalidRequest(f"profile {name!r} version {version!r} was never live, so there is nothing to roll "
+                                 f"back to; publish it instead")
+        _log.info("score profile %r version %s made live by %r (%s, revision %d)", name, version, actor,
+                  action or "activate", revision)
         return stored
 
-    def delete(self, name: str) -> bool:
-        """Return True when ``name`` existed and is now gone with all its versions.
+    def published(self, name: str) -> dict[str, PublishRecord]:
+        """Return version -> its last publish, for every version of ``name`` that has been live."""
+        _checked_name(name)
+        with self._errors(f"reading the publishes of score profile {name!r}"):
+            raw = self.client.hgetall(self._published_key(name))
+        out = {}
+        for version, payload in raw.items():
+            data = json.loads(payload)
+            out[version] = PublishRecord(at=float(data["at"]), by=str(data["by"]), comment=str(data["comment"]))
+        return out
+
+    def diff(self, name: str, old_version: str, new_version: str) -> str:
+        """Return the unified diff of the YAML of two stored versions of ``name`` ("" when equal).
+
+        Raises NotFound naming a version that is not stored.
+        """
+        texts = []
+        for version in (old_version, new_version):
+            _checked_version(name, version)
+            with self._errors(f"reading score profile {name!r} version {version!r}"):
+                payload = self.client.hget(self._versions_key(_checked_name(name)), version)
+            if payload is None:
+                raise NotFound(f"profile {name!r} has no version {version!r}; see its history for the stored versions")
+            texts.append(json.loads(payload)["text"])
+        lines = difflib.unified_diff(texts[0].splitlines(keepends=True), texts[1].splitlines(keepends=True),
+                                     fromfile=f"{name}@{old_version}", tofile=f"{name}@{new_version}")
+        return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+    def delete(self, name: str, *, actor: str = "", comment: str = "") -> bool:
+        """Return True when ``name`` existed and is now gone with all its versions (with an audit
+        entry when ``actor`` is given).
 
         Raises InvalidRequest for ``default``: serving falls back to it, so it always exists.
         """
@@ -296,14 +457,24 @@ class ProfileStore:
                 f"profile {DEFAULT_PROFILE!r} cannot be deleted, serving falls back to it; "
                 f"save a new version or activate an older one instead"
             )
-        keys = [self._versions_key(name), self._history_key(name), self._active_key, self._revision_key]
+        entry = audit_payload(at=time.time(), actor=actor, action="delete", target="profile", name=name,
+                              version="", comment=_checked_comment(comment, required=False, action="delete")
+                              ) if actor else ""
+        keys = [self._versions_key(name), self._history_key(name), self._active_key, self._revision_key,
+                self._published_key(name), self._names_key, self._audit_key]
         with self._errors(f"deleting score profile {name!r}"):
-            return bool(self._delete(keys=keys, args=[name]))
+            return bool(self._delete(keys=keys, args=[name, entry]))
 
     def names(self) -> list[str]:
         """Return the sorted names of all profiles that have an active version."""
         with self._errors("listing score profiles"):
             return sorted(self.client.hkeys(self._active_key))
+
+    def all_names(self) -> list[str]:
+        """Return the sorted names of all profiles with a stored version, live or draft only."""
+        with self._errors("listing score profiles"):
+            # Names saved before the names set existed are in the active hash only.
+            return sorted(set(self.client.smembers(self._names_key)) | set(self.client.hkeys(self._active_key)))
 
     def revision(self) -> int:
         """Return the change counter (0 before the first change); one GET, cheap to poll."""

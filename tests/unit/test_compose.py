@@ -276,6 +276,7 @@ def test_env_example_lists_every_secret_as_a_placeholder():
     required = {
         "ELASTIC_PASSWORD", "REDIS_PASSWORD", "HOTFEED_ENGINE_PASSWORD", "HOTFEED_REDIS_URL",
         "HOTFEED_SERVER_SERVICE_TOKEN", "HOTFEED_SERVER_CURSOR_SECRET", "HOTFEED_GATEWAY_JWT_SECRET",
+        "HOTFEED_GATEWAY_ADMIN_TOKENS",
     }
     assert required <= set(env), sorted(required - set(env))
     for key, value in env.items():

@@ -27,13 +27,22 @@ def token_for(user_id: str, *, exp_in_s: float = 300) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def gateway_settings(base: Settings, *, redis: RedisSettings, grpc_target: str, token: str = "") -> Settings:
-    """Return ``base`` with the gateway pointed at ``grpc_target`` and profiles under ``redis``."""
+# The console's admin in these tests: her name is what the audit trail must record.
+ADMIN_NAME = "pm-anna"
+ADMIN_TOKEN = "anna-admin-token-0123456789abcdef"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def gateway_settings(base: Settings, *, redis: RedisSettings, grpc_target: str, token: str = "",
+                     admin_tokens: str = f"{ADMIN_NAME}:{ADMIN_TOKEN}") -> Settings:
+    """Return ``base`` with the gateway pointed at ``grpc_target``, profiles under ``redis`` and
+    ``admin_tokens`` as the console's admins."""
     return base.model_copy(
         update={
             "redis": redis,
             "gateway": base.gateway.model_copy(
-                update={"grpc_target": grpc_target, "deadline_ms": 10_000, "jwt_secret": JWT_SECRET}
+                update={"grpc_target": grpc_target, "deadline_ms": 10_000, "jwt_secret": JWT_SECRET,
+                        "admin_tokens": admin_tokens}
             ),
             "server": base.server.model_copy(update={"service_token": token}),
         }
@@ -44,17 +53,18 @@ def gateway_settings(base: Settings, *, redis: RedisSettings, grpc_target: str, 
 def make_gateway_settings(base_settings: Settings):
     """Return ``gateway_settings`` bound to the session's base settings (no recommender by default)."""
 
-    def make(*, redis: RedisSettings, grpc_target: str = NO_RECOMMENDER, token: str = "") -> Settings:
-        return gateway_settings(base_settings, redis=redis, grpc_target=grpc_target, token=token)
+    def make(*, redis: RedisSettings, grpc_target: str = NO_RECOMMENDER, token: str = "", **gateway: str) -> Settings:
+        return gateway_settings(base_settings, redis=redis, grpc_target=grpc_target, token=token, **gateway)
 
     return make
 
 
 @pytest.fixture
 def admin_client(base_settings: Settings, redis_settings: RedisSettings) -> Iterator[TestClient]:
-    """A gateway whose profiles live under the test's own Redis prefix (no recommender behind it)."""
+    """A gateway whose profiles live under the test's own Redis prefix (no recommender behind
+    it), every request carrying the admin token of ``ADMIN_NAME``."""
     app = create_app(gateway_settings(base_settings, redis=redis_settings, grpc_target=NO_RECOMMENDER))
-    with TestClient(app) as client:
+    with TestClient(app, headers=ADMIN_HEADERS) as client:
         yield client
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -64,13 +65,16 @@ def test_our_errors_map_to_http(error: Exception, status: int) -> None:
     assert http_status_of(error) == status
 
 
-def _settings(token: str = "") -> Settings:
+ADMIN_TOKEN = "unit-admin-token-0123456789"
+
+
+def _settings(token: str = "", admin_tokens: str = "") -> Settings:
     base = Settings()
     # Nothing listens on port 1; every test here is answered before a connection is tried.
     return base.model_copy(
         update={
             "redis": base.redis.model_copy(update={"url": "redis://127.0.0.1:1/0"}),
-            "gateway": base.gateway.model_copy(update={"grpc_target": "127.0.0.1:1"}),
+            "gateway": base.gateway.model_copy(update={"grpc_target": "127.0.0.1:1", "admin_tokens": admin_tokens}),
             "server": base.server.model_copy(update={"service_token": token}),
         }
     )
@@ -78,7 +82,7 @@ def _settings(token: str = "") -> Settings:
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    with TestClient(api.app.create_app(_settings(token="t0ken"))) as c:
+    with TestClient(api.app.create_app(_settings(token="t0ken", admin_tokens=f"anna:{ADMIN_TOKEN}"))) as c:
         yield c
 
 
@@ -139,16 +143,28 @@ def test_events_all_rejected_locally_need_no_recommender(client: TestClient) -> 
         ("GET", "/admin/profiles"),
         ("GET", "/admin/profiles/default"),
         ("PUT", "/admin/profiles/default"),
-        ("POST", "/admin/profiles/default/activate/0123456789abcdef"),
+        ("POST", "/admin/profiles/default/validate"),
+        ("POST", "/admin/profiles/default/versions/0123456789abcdef/publish"),
+        ("POST", "/admin/profiles/default/versions/0123456789abcdef/rollback"),
+        ("GET", "/admin/profiles/default/diff?from=0123456789abcdef&to=0123456789abcdef"),
         ("DELETE", "/admin/profiles/summer"),
         ("GET", "/admin/profiles/default/preview"),
+        ("GET", "/admin/audit"),
+        ("GET", "/admin/me"),
     ],
 )
-def test_admin_api_needs_the_service_token(client: TestClient, method: str, path: str) -> None:
+def test_admin_api_needs_an_admin_token(client: TestClient, method: str, path: str) -> None:
     response = client.request(method, path, headers={"Authorization": "Bearer wrong"})
     assert response.status_code == 401
-    assert "service token" in response.json()["detail"]
+    assert "no admin's token" in response.json()["detail"]
     assert client.request(method, path).status_code == 401
+    # The service token is the machines' credential, not a person's: it opens no admin endpoint.
+    assert client.request(method, path, headers={"Authorization": "Bearer t0ken"}).status_code == 401
+
+
+def test_admin_me_names_the_admin_without_touching_redis(client: TestClient) -> None:
+    response = client.get("/admin/me", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.json() == {"name": "anna"}
 
 
 def test_request_id_is_made_when_absent(client: TestClient) -> None:
@@ -175,7 +191,7 @@ def test_gateway_entry_point_is_declared() -> None:
     [
         (api.app, ["create_app"]),
         (api.commands, ["register"]),
-        (api._admin, ["admin_router", "stored_json"]),
+        (api._admin, ["admin_router", "preview_params", "stored_json"]),
         (api._errors, ["HTTP_STATUS_BY_GRPC_CODE", "HTTP_STATUS_BY_ERROR", "http_status_of", "install_error_handlers"]),
         (api._feeds, ["MAX_EVENTS_BODY_BYTES", "feed_params", "call_metadata", "feeds_router"]),
         (api._proto, ["FeedParams", "feed_request", "feed_json", "preferences_json", "preferences_message",
@@ -205,10 +221,47 @@ def test_a_non_ascii_request_id_is_replaced_not_forwarded(client: TestClient) ->
     assert len(response.headers["X-Request-ID"]) == 32 and response.headers["X-Request-ID"].isascii()
 
 
-def test_the_gateway_refuses_to_start_without_a_service_token_outside_dev_mode() -> None:
-    settings = _settings()
-    settings = settings.model_copy(update={"server": settings.server.model_copy(update={"dev_mode": False})})
-    with pytest.raises(ConfigError, match="HOTFEED_SERVER_SERVICE_TOKEN"):
-        api.app.create_app(settings)
-    secured = settings.model_copy(update={"server": settings.server.model_copy(update={"service_token": "t"})})
-    assert api.app.create_app(secured) is not None
+def _production(settings: Settings) -> Settings:
+    return settings.model_copy(update={"server": settings.server.model_copy(update={"dev_mode": False})})
+
+
+@pytest.mark.parametrize(
+    ("service_token", "admin_tokens", "named", "not_named"),
+    [
+        ("", "", ["HOTFEED_SERVER_SERVICE_TOKEN", "HOTFEED_GATEWAY_ADMIN_TOKENS"], []),
+        ("t", "", ["HOTFEED_GATEWAY_ADMIN_TOKENS"], ["HOTFEED_SERVER_SERVICE_TOKEN"]),
+        ("", f"anna:{ADMIN_TOKEN}", ["HOTFEED_SERVER_SERVICE_TOKEN"], ["HOTFEED_GATEWAY_ADMIN_TOKENS"]),
+    ],
+)
+def test_the_gateway_refuses_to_start_with_an_open_door_outside_dev_mode(
+    service_token: str, admin_tokens: str, named: list[str], not_named: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        api.app.create_app(_production(_settings(token=service_token, admin_tokens=admin_tokens)))
+    message = str(caught.value)
+    assert "\n" not in message and "HOTFEED_DEV_MODE=1" in message
+    assert all(n in message for n in named) and not any(n in message for n in not_named)
+
+
+def test_the_gateway_starts_with_both_tokens_or_in_dev_mode() -> None:
+    assert api.app.create_app(_production(_settings(token="t", admin_tokens=f"anna:{ADMIN_TOKEN}"))) is not None
+    dev = _settings()
+    assert dev.server.dev_mode  # tests/conftest.py sets HOTFEED_DEV_MODE=1
+    assert api.app.create_app(dev) is not None
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_every_asset_from_the_gateway(client: TestClient, page: str) -> None:
+    response = client.get(page)
+    assert response.status_code == 200
+    html = response.text
+    # Offline means no outside host anywhere in the page (a CDN, fonts, the validator badge).
+    assert not re.search(r"https?://|//cdn|jsdelivr|unpkg|googleapis", html), html
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"""(?:url: |spec-url=)['"]([^'"]+)['"]""", html)
+    assert any(a.endswith(".js") for a in assets) and "/openapi.json" in assets
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        fetched = client.get(asset)
+        assert fetched.status_code == 200 and len(fetched.content) > 0, asset
+    if page == "/docs":
+        assert '"validatorUrl": null' in html

@@ -49,3 +49,27 @@ def test_a_bad_value_names_its_variable_and_masks_passwords(monkeypatch):
 def test_model_checkpoint_none_switches_the_model_off(monkeypatch):
     monkeypatch.setenv("HOTFEED_MODEL_CHECKPOINT", "none")
     assert load_settings().model.checkpoint is None
+
+
+def test_admin_tokens_map_each_token_to_its_admin(monkeypatch):
+    monkeypatch.setenv("HOTFEED_GATEWAY_ADMIN_TOKENS", " anna:0123456789abcdef-anna , boris@shop.example:0123456789abcdef-boris,")
+    assert load_settings().gateway.admin_identities() == {
+        "0123456789abcdef-anna": "anna", "0123456789abcdef-boris": "boris@shop.example"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("anna-without-a-token", "entry 1 must be name:token"),
+        ("anna:short-secret", "the token of 'anna' (entry 1) is shorter than 16 characters"),
+        ("anna:0123456789abcdef-1,anna:0123456789abcdef-2", "admin 'anna' is listed twice"),
+        ("anna:0123456789abcdef-1,boris:0123456789abcdef-1", "the token of 'boris' (entry 2) is also another admin's"),
+    ],
+)
+def test_bad_admin_tokens_are_refused_without_showing_a_token(monkeypatch, value, expected):
+    monkeypatch.setenv("HOTFEED_GATEWAY_ADMIN_TOKENS", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "HOTFEED_GATEWAY_ADMIN_TOKENS=<hidden>" in message and expected in message
+    assert "0123456789abcdef" not in message and "short-secret" not in message
