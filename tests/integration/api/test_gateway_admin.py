@@ -3,6 +3,7 @@ publish and rollback with a comment, diffs, the audit trail and the admin tokens
 
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 
 from fastapi.testclient import TestClient
@@ -242,11 +243,14 @@ def test_dev_mode_without_admin_tokens_records_the_dev_admin(make_gateway_settin
         assert _put(client, "summer", _summer()).json()["author"] == DEV_ADMIN
 
 
-def test_admin_page_is_served(admin_client: TestClient) -> None:
-    response = admin_client.get("/admin")
+def test_admin_page_is_served_and_keeps_the_token_in_memory_only(admin_client: TestClient) -> None:
+    response = admin_client.get("/admin", headers={"Authorization": ""})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert "/admin/profiles" in response.text and "Preview" in response.text
+    page = response.text
+    for endpoint in ("/admin/me", "/validate", "/versions/", "/diff?from=", "/admin/audit"):
+        assert endpoint in page, endpoint
+    assert not re.search(r"(local|session)Storage\s*[.\[]|document\.cookie", page)
 
 
 def test_redis_down_is_503(make_gateway_settings) -> None:

@@ -1,0 +1,181 @@
+"""The /admin console end to end in a real browser: headless Chromium from Debian (apt-get
+install chromium chromium-driver; .ci/run installs them) driven by Selenium, against the
+real gateway served over HTTP and the real gRPC recommender of ``service_stack``."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from api.app import create_app
+from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
+from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
+from recommender.profiles import read_item_fields
+from recommender.stores.profiles import ProfileStore
+from tests.integration.api.conftest import ADMIN_NAME, ADMIN_TOKEN, gateway_settings
+
+_APT_HINT = "install the browser with `apt-get update && apt-get install -y chromium chromium-driver` (.ci/run does)"
+# Waits for the page and the recommender's profile poll; generous for a busy 2-core box.
+_WAIT_S = 20
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gateway_url(service_stack, grpc_server: str) -> Iterator[str]:
+    """The real gateway, served by uvicorn over HTTP in this process, in front of the recommender."""
+    settings = gateway_settings(service_stack.settings, redis=service_stack.settings.redis, grpc_target=grpc_server)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + _WAIT_S
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail(f"the gateway did not start on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.fail(f"chromium or chromedriver is not on PATH; {_APT_HINT}")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
+        options.add_argument(arg)
+    chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    yield chrome
+    chrome.quit()
+
+
+def _text(browser: webdriver.Chrome, element_id: str) -> str:
+    return browser.find_element(By.ID, element_id).text
+
+
+def _wait_text(browser: webdriver.Chrome, element_id: str, needle: str) -> str:
+    WebDriverWait(browser, _WAIT_S).until(lambda b: needle in _text(b, element_id),
+                                          f"#{element_id} never said {needle!r}")
+    return _text(browser, element_id)
+
+
+def _type_yaml(browser: webdriver.Chrome, text: str) -> None:
+    box = browser.find_element(By.ID, "yaml")
+    box.clear()
+    box.send_keys(text)
+
+
+def _make_live(browser: webdriver.Chrome, version: str, action: str, comment: str) -> None:
+    browser.find_element(By.ID, "publish-comment").send_keys(comment)
+    browser.find_element(By.CSS_SELECTOR, f'tr[data-version="{version}"] button.{action}').click()
+    alert = WebDriverWait(browser, _WAIT_S).until(expected_conditions.alert_is_present())
+    assert version in alert.text
+    alert.accept()
+    _wait_text(browser, "message", f"version {version} of")
+
+
+def _served_version(grpc_server: str, name: str, expected: str) -> str:
+    """Return the profile version HomeFeed reports under ``name`` once it is ``expected``, or
+    the last one seen when the recommender's poll never brings it."""
+    stub = pb_grpc.RecommenderStub(grpc.insecure_channel(grpc_server))
+    seen, deadline = "", time.monotonic() + _WAIT_S
+    while seen != expected and time.monotonic() < deadline:
+        try:
+            seen = stub.HomeFeed(pb.HomeFeedRequest(session_id="console-e2e", page_size=3, profile=name),
+                                 timeout=10).profile_version
+        except grpc.RpcError as exc:
+            # NOT_FOUND until the recommender's next poll sees a newly published profile.
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        if seen != expected:
+            time.sleep(0.1)
+    return seen
+
+
+def test_a_product_manager_edits_validates_publishes_and_rolls_back(
+    browser: webdriver.Chrome, gateway_url: str, grpc_server: str, service_stack, tmp_path: Path
+) -> None:
+    name = f"console-e2e-{uuid.uuid4().hex[:6]}"
+    store = ProfileStore(service_stack.settings.redis,
+                         fields=read_item_fields(service_stack.settings.paths.mappings_dir))
+    try:
+        browser.get(f"{gateway_url}/admin")
+        browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
+        browser.find_element(By.ID, "signin").click()
+        _wait_text(browser, "whoami", f"signed in as {ADMIN_NAME}")
+
+        # A new profile starts from the default's YAML; the PM renames it and edits the kNN weight.
+        browser.find_element(By.ID, "new").click()
+        WebDriverWait(browser, _WAIT_S).until(
+            lambda b: "name: CHANGE-ME" in b.find_element(By.ID, "yaml").get_attribute("value"))
+        template = browser.find_element(By.ID, "yaml").get_attribute("value").replace("name: CHANGE-ME", f"name: {name}")
+        knn_weight = re.compile(r"(- type: knn\n\s+weight: )[0-9.]+")
+        assert knn_weight.search(template), "the default profile has no knn weight to edit"
+        browser.find_element(By.ID, "name").send_keys(name)
+
+        _type_yaml(browser, knn_weight.sub(r"\g<1>-1.0", template))
+        problems = _wait_text(browser, "problems", "greater than or equal to 0")
+        assert re.search(r"components\[\d+\]\.weight", problems), problems
+
+        _type_yaml(browser, knn_weight.sub(r"\g<1>0.5", template))
+        _wait_text(browser, "problems", "valid")
+        browser.find_element(By.ID, "save").click()
+        first = re.search(r"saved draft ([0-9a-f]{16})", _wait_text(browser, "message", "saved draft")).group(1)
+        assert browser.find_element(By.CSS_SELECTOR, f'tr[data-version="{first}"]').get_attribute("data-status") == "draft"
+        _make_live(browser, first, "publish", "half the knn weight for the sale")
+        assert _served_version(grpc_server, name, first) == first
+
+        _type_yaml(browser, knn_weight.sub(r"\g<1>3.0", template))
+        browser.find_element(By.ID, "save").click()
+        second = re.search(r"saved draft ([0-9a-f]{16})",
+                           _wait_text(browser, "message", "saved draft")).group(1)
+        assert second != first
+        _make_live(browser, second, "publish", "more knn")
+        assert _served_version(grpc_server, name, second) == second
+
+        _make_live(browser, first, "rollback", "CTR dropped with more knn")
+        assert _served_version(grpc_server, name, first) == first
+        audit = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#audit tr")]
+        assert [re.search(r"(save_draft|publish|rollback)", row).group(1) for row in audit] == [
+            "rollback", "publish", "save_draft", "publish", "save_draft"]
+        assert all(ADMIN_NAME in row for row in audit) and "CTR dropped with more knn" in audit[0]
+
+        # The token never left the page's memory.
+        assert browser.execute_script(
+            "return window.localStorage.length + window.sessionStorage.length + document.cookie.length") == 0
+        screenshot = tmp_path / "admin-console.png"
+        assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 0
+    finally:
+        store.delete(name)
+        store.client.close()
+
+
+def test_docs_render_from_the_gateway_alone(browser: webdriver.Chrome, gateway_url: str) -> None:
+    browser.get(f"{gateway_url}/docs")
+    WebDriverWait(browser, _WAIT_S).until(
+        lambda b: "hotfeed gateway" in b.find_element(By.CSS_SELECTOR, "#swagger-ui").text, "Swagger UI never rendered")
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(url.startswith(gateway_url) for url in loaded), loaded
