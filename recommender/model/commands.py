@@ -99,6 +99,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="publish the checkpoint to the running recommenders (`hotfeed model publish`); with "
                        "Redis unreachable it is only written (default: --publish)")
     _add_blend_flag(train)
+    train.add_argument("--refit", action=argparse.BooleanOptionalAction, default=False,
+                       help="after picking the epoch count, tail bias and blend weights on validation, train again "
+                       "on train + validation and write that model (about twice the training time; "
+                       "default: --no-refit)")
     _add_training_flags(train)
     train.set_defaults(handler=run_train)
 

@@ -21,8 +21,8 @@ import pyarrow as pa
 from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP, read_events, read_items
 from recommender.errors import ConfigError, InvalidRequest, NotFound
 from recommender.model.baselines import BASELINES, Popularity, SessionItemKNN, SessionPopularity
-from recommender.model.hybrid import HybridScorer, fit_blend, tune_blend
-from recommender.model.session_knn import KNN_DEFAULTS, SESSION_BASELINES, build_session_baseline, tune_knn
+from recommender.model.hybrid import Blend, HybridScorer, fit_blend, tune_blend
+from recommender.model.session_knn import KNN_DEFAULTS, SESSION_BASELINES, SessionKNN, build_session_baseline, tune_knn
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
 from recommender.model.content import ContentEncoder, calibrate_offset, fit_content_encoder, listings_from_items
@@ -142,13 +142,24 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     trainer = Trainer(config, device=device)
     model = trainer.build(args.model, split)
     report = trainer.fit(model, split)
-    content = fit_content(model, split, items_path)
     blend = None
     if args.blend != "none":
         blend = fit_blend(ModelScorer(model, device=device), split, knn_name=args.blend,
                           max_length=int(config["max_length"]))
         print(f"blend with {args.blend}: weights {blend.weights.to_dict()} picked on validation "
               f"({blend.info['weights_tuning']})")
+    picked = split
+    if args.refit:
+        # The epoch count, tail bias and blend weights picked on validation; the model and the KNN
+        # fitted again on train + validation (what `hotfeed eval --refit` measures).
+        split = refit_split(split)
+        trainer = Trainer({**trainer.config, "epochs": max(report.best_epoch, 1)}, device=device)
+        model = trainer.build(args.model, split)
+        report = trainer.fit(model, split)
+        if blend is not None:
+            blend = Blend(knn=SessionKNN(blend.knn.name, split.item_counts, split.train, blend.knn.params),
+                          weights=blend.weights, info={**blend.info, "refit": True})
+    content = fit_content(model, picked, items_path)  # its scale offset is calibrated on validation
     trainer.save(path, model, split, report, content=content, blend=blend)
     print(f"{report.summary()} on {device.type}; checkpoint {path}")
     if content is not None and content.report.get("held_out"):

@@ -88,3 +88,25 @@ def test_eval_maps_a_checkpoint_trained_on_another_vocabulary(tmp_path, artifact
     results = json.loads((out / "results.json").read_text())["results"]
     # the item the checkpoint never saw is never recommended by it, so it cannot cover all 30 items
     assert results["tailnet"]["Coverage@20"] <= 29 / 30 and results["tailnet"]["HR@20"] > 0
+
+
+def test_refit_trains_the_served_model_and_its_knn_on_train_plus_validation(tmp_path, artifacts, chain_raw):
+    from recommender.model.checkpoint import load_checkpoint
+
+    events = tmp_path / "events.csv"
+    chain_raw.to_csv(events, index=False)
+    common = ["--events", str(events), "--epochs", "2", "--set", "embedding_dim=16", "--device", "cpu",
+              "--no-publish", "--items", "none"]
+    assert main(["train", "--out", str(tmp_path / "plain.pt"), *common]) == 0
+    assert main(["train", "--refit", "--out", str(tmp_path / "refit.pt"), *common]) == 0
+    plain, refit = load_checkpoint(tmp_path / "plain.pt"), load_checkpoint(tmp_path / "refit.pt")
+    assert plain.vocab == refit.vocab
+    # The validation sessions (40 of the chain data's days) now count as training clicks and neighbours.
+    assert refit.item_counts.sum() > plain.item_counts.sum()
+    assert refit.blend.knn.n_sessions > plain.blend.knn.n_sessions
+    assert refit.blend.weights == plain.blend.weights  # picked once, on validation
+    out = tmp_path / "report"
+    assert main(["eval", "--refit", "--models", "gru4rec", "--baselines", "S-POP", "--hybrids", "", "--out", str(out),
+                 "--metrics", "HR@20", *common[:-3]]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["refit"] is True and report["split_params"]["refit"] is True
