@@ -76,6 +76,8 @@ def feed_json(response: pb.FeedResponse, *, explain: bool) -> dict[str, Any]:
         "model_version": response.model_version,
         "served_from": _served_from(response.served_from),
         "degradations": [{"stage": d.stage, "reason": d.reason} for d in response.degradations],
+        # The A/B experiment whose variant (profile_version) served the page; "" for none.
+        "experiment": response.experiment,
     }
 
 

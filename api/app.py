@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from api._admin import admin_router
+from api._experiments import experiments_router
 from api._errors import install_error_handlers
 from api._feeds import feeds_router
 from api._identity import TokenVerifier
@@ -27,6 +28,7 @@ from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.errors import ConfigError
 from recommender.profiles import read_item_fields
 from recommender.settings import Settings
+from recommender.stores.experiments import ExperimentStore
 from recommender.stores.profiles import ProfileStore
 
 __all__ = ["create_app"]
@@ -128,4 +130,5 @@ def create_app(settings: Settings, *, channel: grpc.Channel | None = None) -> Fa
 
     app.include_router(feeds_router(stub, settings))
     app.include_router(admin_router(store, stub, settings))
+    app.include_router(experiments_router(ExperimentStore(settings.redis, profiles=store)))
     return app

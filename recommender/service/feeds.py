@@ -56,6 +56,7 @@ from recommender.service.pipeline import (
 )
 from recommender.service.profile_cache import LiveProfile, ProfileCache
 from recommender.settings import Settings
+from recommender.stores.experiments import ExperimentCounter
 from recommender.stores.feed_pages import FeedPageStore, FeedState
 from recommender.stores.popular import PopularStore
 from recommender.stores.segments import RedisSegmentStore
@@ -101,6 +102,8 @@ class FeedPage:
     model_version: str
     served_from: Literal["engine", "fallback"]
     degradations: list[tuple[str, str]] = field(default_factory=list)
+    # The A/B experiment whose variant (profile_version) served the page; "" when none.
+    experiment: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,7 @@ class FeedService:
         popular: PopularStore,
         scorer: Any = None,
         items: ItemCache | None = None,
+        experiment_counts: ExperimentCounter | None = None,
     ):
         self.settings = settings
         self.engine = engine
@@ -169,6 +173,7 @@ class FeedService:
         self.popular = popular
         self.scorer = scorer
         self.items = items or ItemCache()
+        self.experiment_counts = experiment_counts
         self.alias = settings.engine.index_alias
         # Half the engine deadline: the multi-get comes after the search, within the same request.
         self.item_vectors = ItemVectorCache(engine, self.alias, timeout_ms=max(settings.server.engine_timeout_ms // 2, 1))
@@ -199,21 +204,29 @@ class FeedService:
         plan = PLANS[req.kind]
         _check_request(req, plan)
         now = now or datetime.now(timezone.utc)
-        live = self.profiles.get(req.profile or "default")
+        live = self.profiles.for_viewer(req.profile or "default", req.user_id or req.session_id)
         deg = Degradations()
         try:
             if not self._slots.acquire(timeout=self._queue_timeout_s):
                 # More feeds in flight than the cores can compute: answer at once from the popular
                 # list rather than queue without bound (flagged, and counted like any fallback).
-                return self._fallback_page(req, self._new_state(req, live, (), self.scorer), deg,
+                page = self._fallback_page(req, self._new_state(req, live, (), self.scorer), deg,
                                            cause="no free feed slot", stage="overload",
                                            reason="the recommender is overloaded; served the popular fallback")
-            try:
-                return self._serve_feed(req, plan, live, deg, now=now)
-            finally:
-                self._slots.release()
+            else:
+                try:
+                    page = self._serve_feed(req, plan, live, deg, now=now)
+                finally:
+                    self._slots.release()
         finally:
             deg.log(f"{req.kind} feed")
+        if live.experiment:
+            page.experiment = live.experiment
+            # Every page the variant answered counts, fallback pages too (intent to treat):
+            # leaving them out would credit a variant for the engine trouble it happened to miss.
+            if self.experiment_counts is not None:
+                self.experiment_counts.add(live.experiment, live.version, "impressions", len(page.items))
+        return page
 
     def _serve_feed(self, req: FeedRequest, plan: FeedPlan, live: LiveProfile, deg: Degradations, *,
                     now: datetime) -> FeedPage:
@@ -511,6 +524,8 @@ class FeedService:
         served = 0
         known = self.scorer.vocab.to_list()[:200] if self.scorer is not None else []
         deadline_ms, self.engine_timeout_ms = self.engine_timeout_ms, self.settings.engine.timeout_ms
+        # Warm-up feeds are nobody's impressions.
+        counts, self.experiment_counts = self.experiment_counts, None
         try:
             for n in range(searches):
                 # A session of known items, so kNN and the rerank run too.
@@ -524,6 +539,7 @@ class FeedService:
                 served += page.served_from == "engine"
         finally:
             self.engine_timeout_ms = deadline_ms
+            self.experiment_counts = counts
         _log.info("warmed up: %d of %d feeds engine-served in %.0f ms", served, searches,
                   (time.perf_counter() - started) * 1000)
 

@@ -3,6 +3,9 @@
 The cache polls the store's revision counter (one cheap GET) every ``poll_ms``; when it moved,
 every active profile is re-read. A profile that no longer validates is logged and the last
 good version of it keeps serving; if Redis is down at start, the shipped default serves.
+
+Running A/B experiments are reloaded with the profiles (starting or stopping one bumps the
+same revision): ``for_viewer`` serves a viewer the variant ``assign_variant`` picks for them.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import logging
 import threading
 
 from recommender.errors import HotfeedError, NotFound, ProfileRejected, StoreUnavailable
+from recommender.experiments import Experiment, assign_variant
 from recommender.profiles import ItemFields, ScoreProfile, load_default_profile, profile_version
+from recommender.stores.experiments import ExperimentStore
 from recommender.stores.profiles import ProfileStore, StoredProfile
 
 __all__ = ["ProfileCache", "LiveProfile"]
@@ -20,21 +25,27 @@ _log = logging.getLogger(__name__)
 
 
 class LiveProfile:
-    """A profile as serving uses it: the parsed profile, its name and version."""
+    """A profile as serving uses it: the parsed profile, its name and version, and the
+    experiment that chose this version ("" when none did)."""
 
-    def __init__(self, name: str, version: str, profile: ScoreProfile):
+    def __init__(self, name: str, version: str, profile: ScoreProfile, *, experiment: str = ""):
         self.name = name
         self.version = version
         self.profile = profile
+        self.experiment = experiment
 
     @classmethod
-    def from_stored(cls, stored: StoredProfile) -> "LiveProfile":
-        return cls(stored.name, stored.version, stored.profile)
+    def from_stored(cls, stored: StoredProfile, *, experiment: str = "") -> "LiveProfile":
+        return cls(stored.name, stored.version, stored.profile, experiment=experiment)
 
 
 class ProfileCache:
-    def __init__(self, store: ProfileStore, *, fields: ItemFields, poll_ms: int = 250):
+    def __init__(self, store: ProfileStore, *, fields: ItemFields, poll_ms: int = 250,
+                 experiments: ExperimentStore | None = None):
         self.store = store
+        self.experiments = experiments
+        # profile name -> (running experiment, version -> its LiveProfile)
+        self._experiments: dict[str, tuple[Experiment, dict[str, LiveProfile]]] = {}
         self.poll_s = poll_ms / 1000
         self._profiles: dict[str, LiveProfile] = {}
         self._revision: int | None = None
@@ -72,11 +83,37 @@ class ProfileCache:
                 continue
             if stored is not None:
                 loaded[name] = LiveProfile.from_stored(stored)
+        experiments = self._load_experiments()
         with self._lock:
             # Rejected profiles keep their last good version; deleted ones go; default always stays.
             kept = {n: p for n, p in self._profiles.items() if n not in loaded and (n in names or n == "default")}
             self._profiles = {**kept, **loaded}
+            self._experiments = experiments
             self._revision = revision
+
+    def _load_experiments(self) -> dict[str, tuple[Experiment, dict[str, LiveProfile]]]:
+        """Return the running experiments with their variants' profiles; an experiment with a
+        variant that cannot be served is left out (logged), so its viewers get the live version."""
+        out: dict[str, tuple[Experiment, dict[str, LiveProfile]]] = {}
+        if self.experiments is None:
+            return out
+        for experiment in self.experiments.running():
+            variants: dict[str, LiveProfile] = {}
+            for variant in experiment.variants:
+                try:
+                    stored = self.store.get_version(experiment.profile, variant.version)
+                except ProfileRejected as exc:
+                    stored, reason = None, str(exc)
+                else:
+                    reason = "that version is no longer stored"
+                if stored is None:
+                    _log.error("experiment %r not served: variant %s of profile %r: %s", experiment.name,
+                               variant.version, experiment.profile, reason)
+                    break
+                variants[variant.version] = LiveProfile.from_stored(stored, experiment=experiment.name)
+            else:
+                out[experiment.profile] = (experiment, variants)
+        return out
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_s):
@@ -95,3 +132,27 @@ class ProfileCache:
         if profile is None:
             raise NotFound(f"score profile {name!r} does not exist; known profiles: {known}")
         return profile
+
+    def for_viewer(self, name: str, viewer: str) -> LiveProfile:
+        """Return the profile ``name`` as ``viewer`` (user id, else session id; "" for none) is
+        served: the variant of the experiment running on it, else the live version.
+
+        A viewer with no id at all gets the live version: there is nothing stable to split on.
+        Raises NotFound naming the known profiles.
+        """
+        live = self.get(name)
+        with self._lock:
+            running = self._experiments.get(name)
+        if running is None or not viewer:
+            return live
+        experiment, variants = running
+        return variants[assign_variant(experiment, viewer).version]
+
+    def variants_for_viewer(self, viewer: str) -> list[tuple[str, str]]:
+        """Return (experiment, version) of every running experiment for ``viewer``: the variants
+        their events count towards (none for a viewer with no id)."""
+        if not viewer:
+            return []
+        with self._lock:
+            running = list(self._experiments.values())
+        return [(e.name, assign_variant(e, viewer).version) for e, _ in running]

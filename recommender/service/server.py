@@ -27,6 +27,7 @@ from recommender.service.profile_cache import ProfileCache
 from recommender.service.servicer import RecommenderServicer, TokenInterceptor
 from recommender.settings import DEV_CURSOR_SECRET, Settings
 from recommender.stores import ServingStores, open_stores
+from recommender.stores.experiments import ExperimentCounter, ExperimentStore
 from recommender.stores.profiles import ProfileStore
 from recommender.stores.published_models import PublishedModel, PublishedModelStore
 
@@ -102,6 +103,8 @@ class RunningServer:
         if self.model_watcher is not None:
             self.model_watcher.stop()
         self.profiles.stop()
+        if self.feeds.experiment_counts is not None:
+            self.feeds.experiment_counts.stop()
         self.stores.close()
         self.feeds.engine.close()
 
@@ -118,9 +121,12 @@ def start_server(settings: Settings, *, port: int | None = None) -> RunningServe
         _log.warning("HOTFEED_DEV_MODE=1: insecure defaults allowed (default cursor secret, no service token)")
     fields = read_item_fields(settings.paths.mappings_dir)
     stores = open_stores(settings)
-    profiles = ProfileCache(ProfileStore(settings.redis, fields=fields, client=stores.client), fields=fields,
-                            poll_ms=settings.server.profile_poll_ms)
+    profile_store = ProfileStore(settings.redis, fields=fields, client=stores.client)
+    profiles = ProfileCache(profile_store, fields=fields, poll_ms=settings.server.profile_poll_ms,
+                            experiments=ExperimentStore(settings.redis, profiles=profile_store))
     profiles.start()
+    experiment_counts = ExperimentCounter(settings.redis, client=stores.client,
+                                          flush_ms=settings.server.experiment_flush_ms)
     scorer, failed_version = _load_start_scorer(settings, stores)
     feeds = FeedService(
         settings,
@@ -131,6 +137,7 @@ def start_server(settings: Settings, *, port: int | None = None) -> RunningServe
         pages=stores.pages,
         popular=stores.popular,
         scorer=scorer,
+        experiment_counts=experiment_counts,
     )
     if scorer is not None:
         record_serving_model(scorer.version)
@@ -159,6 +166,7 @@ def start_server(settings: Settings, *, port: int | None = None) -> RunningServe
         stores.close()
         raise ServiceSetupError(f"cannot listen on {address}: port in use? set HOTFEED_SERVER_PORT")
     server.start()
+    experiment_counts.start()
     model_watcher = None
     if settings.model.checkpoint is not None:
         # HOTFEED_MODEL_CHECKPOINT=none switches the model off, published ones included.

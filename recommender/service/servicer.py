@@ -28,6 +28,7 @@ from recommender.errors import (
     Unauthenticated,
 )
 from recommender.events import MAX_ID_LENGTH, InteractionEvent, parse_event
+from recommender.experiments import COUNTED_EVENTS
 from recommender.redact import redact
 from recommender.service import metrics
 from recommender.service.feeds import FeedPage, FeedRequest, FeedService
@@ -125,6 +126,7 @@ def _feed_response(page: FeedPage) -> pb.FeedResponse:
         model_version=page.model_version,
         served_from=_SERVED_FROM[page.served_from],
         degradations=[pb.Degradation(stage=s, reason=r) for s, r in page.degradations],
+        experiment=page.experiment,
     )
 
 
@@ -222,6 +224,21 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     def RecordEvents(self, request, context):
         return self._call("RecordEvents", context, lambda: self._record(request))
 
+    def _count_for_experiments(self, counted: list[tuple[str, str]]) -> None:
+        """Add each event to the variant its viewer is assigned in every running experiment.
+
+        Counted here rather than in the indexer: this process already holds the running
+        experiments (the profile cache) and their assignment, so counting is a hash and an
+        in-memory add, flushed with the impressions; the indexer would need its own copy.
+        Events written to the stream by other producers are therefore not counted.
+        """
+        counts = self.feeds.experiment_counts
+        if counts is None:
+            return
+        for viewer, event_type in counted:
+            for experiment, version in self.feeds.profiles.variants_for_viewer(viewer):
+                counts.add(experiment, version, event_type)
+
     def _record(self, request: pb.RecordEventsRequest) -> pb.RecordEventsResponse:
         total = len(request.events) + len(request.listings)
         if total > self.max_events:
@@ -229,6 +246,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         now_s = time.time()
         accepted: list[dict[str, Any]] = []
         histories: dict[str, list[str]] = {}
+        # (viewer, event type) of the events A/B experiments count.
+        counted: list[tuple[str, str]] = []
         rejections = []
         for n, event in enumerate(request.events):
             try:
@@ -253,6 +272,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             if isinstance(parsed, InteractionEvent):
                 for key in {parsed.session_id, parsed.user_id} - {None}:
                     histories.setdefault(key, []).append(parsed.item_id)
+                if parsed.event_type in COUNTED_EVENTS:
+                    counted.append((parsed.user_id or parsed.session_id or "", parsed.event_type))
         for n, listing in enumerate(request.listings, start=len(request.events)):
             try:
                 wire = _listing_wire(listing)
@@ -265,6 +286,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             self.events.append(accepted)
             for key, items in histories.items():
                 self.sessions.append(key, items)
+            self._count_for_experiments(counted)
         metrics.EVENTS.labels(outcome="accepted").inc(len(accepted))
         metrics.EVENTS.labels(outcome="rejected").inc(len(rejections))
         return pb.RecordEventsResponse(accepted=len(accepted), rejected=len(rejections), rejections=rejections)

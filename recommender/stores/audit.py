@@ -1,4 +1,4 @@
-"""The admin audit trail in Redis: who did what to which profile version, when, and why.
+"""The admin audit trail in Redis: who did what to which profile version or experiment, when, and why.
 
 Redis layout (``P`` is ``settings.redis.key_prefix``):
 
@@ -22,7 +22,8 @@ from recommender.stores._redis import open_redis, redis_errors_translated
 
 __all__ = ["AUDIT_ACTIONS", "AuditEntry", "AuditLog", "audit_key", "audit_payload"]
 
-AUDIT_ACTIONS = ("save_draft", "publish", "rollback", "delete")
+AUDIT_ACTIONS = ("save_draft", "publish", "rollback", "delete", "start_experiment", "stop_experiment",
+                 "promote_experiment")
 # Entries read per round trip while filtering by profile name.
 _SCAN_CHUNK = 500
 
@@ -42,7 +43,8 @@ class AuditEntry:
     at: float
     actor: str
     action: str
-    # What was acted on ("profile") and its name and version ("" when the action has none).
+    # What was acted on ("profile" or "experiment") and its name and version ("" when the
+    # action has none; for an experiment, the promoted version).
     target: str
     name: str
     version: str
@@ -81,7 +83,8 @@ class AuditLog:
         self.key = audit_key(settings.key_prefix)
 
     def entries(self, *, limit: int = 50, name: str | None = None) -> list[AuditEntry]:
-        """Return up to ``limit`` entries, newest first; only those about profile ``name`` when given."""
+        """Return up to ``limit`` entries, newest first; only those about the profile or experiment
+        ``name`` when given."""
         if not 1 <= limit <= 1000:
             raise InvalidRequest(f"audit limit {limit!r} must be 1..1000")
         out: list[AuditEntry] = []

@@ -25,12 +25,13 @@ def test_home_feed_page_has_the_documented_shape(feed_client: TestClient, servic
     response = feed_client.get("/v1/feed/home", params={"page_size": 5}, headers=token_for(_user(service_stack)))
     assert response.status_code == 200, response.text
     page = response.json()
-    assert set(page) == {"items", "next_cursor", "profile_version", "model_version", "served_from", "degradations"}
+    assert set(page) == {"items", "next_cursor", "profile_version", "model_version", "served_from", "degradations",
+                         "experiment"}
     assert len(page["items"]) == 5
     assert all(set(item) == {"item_id", "score"} for item in page["items"])
     assert set(i["item_id"] for i in page["items"]) <= set(_active(service_stack))
     assert page["served_from"] == "engine" and page["next_cursor"] and page["profile_version"]
-    assert page["degradations"] == []
+    assert page["degradations"] == [] and page["experiment"] == ""
 
 
 def test_explain_adds_component_scores(feed_client: TestClient) -> None:

@@ -35,6 +35,7 @@ def _response() -> pb.FeedResponse:
         model_version="m1",
         served_from=pb.SERVED_FROM_FALLBACK,
         degradations=[pb.Degradation(stage="engine", reason="timeout after 80 ms")],
+        experiment="knn-weight",
     )
 
 
@@ -46,6 +47,7 @@ def test_feed_json_has_the_documented_shape() -> None:
         "model_version": "m1",
         "served_from": "fallback",
         "degradations": [{"stage": "engine", "reason": "timeout after 80 ms"}],
+        "experiment": "knn-weight",
     }
 
 
