@@ -266,6 +266,11 @@ def _drained(settings: Settings, timeout_s: float = 120) -> dict:
                   "pending": int(group.get("pending") or 0), "lag": int(group.get("lag") or 0),
                   "dead_lettered": int(client.xlen(f"{settings.redis.key_prefix}events:dead"))}
         if (counts["pending"] == 0 and counts["lag"] == 0) or time.monotonic() > deadline:
+            reasons: dict[str, int] = {}
+            for _, fields in client.xrange(f"{settings.redis.key_prefix}events:dead", count=10_000):
+                reason = str(fields.get("reason", "?"))[:120]
+                reasons[reason] = reasons.get(reason, 0) + 1
+            counts["dead_letter_reasons"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
             return counts
         time.sleep(1)
 
