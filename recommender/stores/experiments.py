@@ -37,7 +37,7 @@ from recommender.experiments import (
 from recommender.settings import RedisSettings
 from recommender.stores._redis import open_redis, redis_errors_translated
 from recommender.stores.audit import audit_key, audit_payload
-from recommender.stores.profiles import ProfileStore, _checked_comment
+from recommender.stores.profiles import ProfileStore, checked_comment
 
 __all__ = ["ExperimentCounter", "ExperimentStore"]
 
@@ -126,7 +126,7 @@ class ExperimentStore:
         already used, or a profile that already runs an experiment; NotFound for an unknown profile.
         """
         checked_experiment_name(name)
-        comment = _checked_comment(comment, required=False, action="experiment start")
+        comment = checked_comment(comment, required=False, action="experiment start")
         if self.profiles.active(profile) is None:
             raise NotFound(f"score profile {profile!r} does not exist; known profiles: {self.profiles.names()}")
         checked = checked_variants(variants, published=set(self.profiles.published(profile)), profile=profile)
@@ -190,7 +190,7 @@ class ExperimentStore:
         Raises InvalidRequest for an empty comment or a version that is not one of its variants.
         A stopped experiment can still be promoted (the decision often comes after the stop).
         """
-        comment = _checked_comment(comment, required=True, action="promote")
+        comment = checked_comment(comment, required=True, action="promote")
         experiment = self.get(name)
         if version not in {v.version for v in experiment.variants}:
             raise InvalidRequest(f"version {version!r} is not a variant of experiment {name!r}; its variants are "
@@ -201,7 +201,7 @@ class ExperimentStore:
 
     def _stopped(self, name: str, *, actor: str, comment: str, promoted: str,
                  experiment: Experiment | None = None) -> Experiment:
-        comment = _checked_comment(comment, required=False, action="experiment stop")
+        comment = checked_comment(comment, required=False, action="experiment stop")
         experiment = experiment or self.get(name)
         if not promoted and experiment.state != "running":
             raise InvalidRequest(f"experiment {name!r} is already stopped; start a new experiment to test again")

@@ -51,7 +51,7 @@ from recommender.stores.audit import AuditLog, audit_key, audit_payload
 
 __all__ = [
     "DEFAULT_PROFILE", "MAX_COMMENT_CHARS", "MAX_PROFILE_BYTES", "MAX_VERSIONS", "ProfileStore", "PublishRecord",
-    "StoredProfile",
+    "StoredProfile", "checked_comment",
 ]
 
 DEFAULT_PROFILE = "default"
@@ -158,7 +158,7 @@ class PublishRecord:
     comment: str
 
 
-def _checked_comment(comment: str, *, required: bool, action: str) -> str:
+def checked_comment(comment: str, *, required: bool, action: str) -> str:
     if not isinstance(comment, str):
         raise InvalidRequest(f"the comment of a {action} must be text, got {type(comment).__name__}")
     comment = comment.strip()
@@ -300,7 +300,7 @@ class ProfileStore:
         over MAX_COMMENT_CHARS.
         """
         _checked_name(name)
-        comment = _checked_comment(comment, required=False, action="draft")
+        comment = checked_comment(comment, required=False, action="draft")
         profile = self._parsed(name, text)
         stored = self._write(name, text, profile, author=author, only_if_absent=False, activate=False,
                              comment=comment, audited=True)
@@ -394,7 +394,7 @@ class ProfileStore:
     def _make_live(self, name: str, version: str, *, actor: str, comment: str, action: str | None) -> StoredProfile:
         _checked_name(name)
         if action is not None:
-            comment = _checked_comment(comment, required=True, action=action)
+            comment = checked_comment(comment, required=True, action=action)
         _checked_version(name, version)
         stored = self.get_version(name, version)
         if stored is None:
@@ -458,7 +458,7 @@ class ProfileStore:
                 f"save a new version or activate an older one instead"
             )
         entry = audit_payload(at=time.time(), actor=actor, action="delete", target="profile", name=name,
-                              version="", comment=_checked_comment(comment, required=False, action="delete")
+                              version="", comment=checked_comment(comment, required=False, action="delete")
                               ) if actor else ""
         keys = [self._versions_key(name), self._history_key(name), self._active_key, self._revision_key,
                 self._published_key(name), self._names_key, self._audit_key]
