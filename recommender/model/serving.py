@@ -153,8 +153,9 @@ class SessionScorer:
         if self.blend is None or session is None or not len(session):
             return logits
         weights = self.blend.weights
-        return blend(logits, knn_at(self.blend.knn, session, candidates),
-                     repeat_at(session, candidates, weights.repeat_decay), weights)
+        unused = np.zeros(len(candidates))  # a part with weight 0 is not computed (blend skips it)
+        return blend(logits, knn_at(self.blend.knn, session, candidates) if weights.knn else unused,
+                     repeat_at(session, candidates, weights.repeat_decay) if weights.repeat else unused, weights)
 
     def unknown(self, item_ids: Sequence[str]) -> list[str]:
         """Return the ids the model's table does not hold (they need a content vector to be scored)."""
