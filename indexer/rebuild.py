@@ -31,6 +31,7 @@ from indexer.cohorts import assign_user_cohorts
 from indexer.documents import engagement_counts, item_documents, popularity_documents
 from indexer.embeddings import item_vectors
 from indexer.popularity import compute_cohort_popularity, compute_popular_fallback
+from indexer.warmup import warm_index
 from recommender.engine import BulkResult
 from recommender.stores.cohort_maxima import CohortMaxima
 
@@ -217,6 +218,9 @@ def rebuild_index(
         engine.delete_index(index)
         raise
 
+    regions = data.items["region"].dropna().astype(str).unique().tolist() if "region" in data.items else []
+    warm_index(engine, index, settings, regions=regions, now=now)
+    t = stage("warm", t)
     previous = engine.swap_alias(alias, index)
     if popular is not None:
         popular.write(

@@ -238,3 +238,15 @@ def test_a_run_until_idle_drains_what_the_engine_refused_or_keeps_it_pending(eng
     assert report.acked == 3 and report.failed == 0 and stream.backlog(GROUP)["pending"] == 0
     assert _child(engine, settings, item)["decayed_weight"] == pytest.approx(
         3 * settings.indexer.event_weights["like"], rel=0.01)
+
+
+def test_a_new_index_is_warmed_with_feed_queries_before_the_swap(engine, settings, market):
+    from indexer.rebuild import data_time
+    from indexer.warmup import warm_index
+
+    report = _rebuild(engine, market, settings)
+    assert "warm" in report.stage_seconds and list(report.stage_seconds).index("warm") < list(
+        report.stage_seconds).index("swap")
+    # The production query shape (default profile, kNN, per region) runs on the live OpenSearch index.
+    regions = market.items["region"].dropna().astype(str).unique().tolist()
+    assert warm_index(engine, report.index, settings, regions=regions, now=data_time(market), queries=6) == 6
