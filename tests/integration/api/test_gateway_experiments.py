@@ -126,7 +126,7 @@ def test_experiments_need_the_admin_token(admin_client: TestClient) -> None:
     assert response.status_code == 401
 
 
-def _wait_for(check, what: str, *, within_s: float = 15.0):
+def _wait_for(check, what: str, *, within_s: float = 30.0):
     """Return check()'s first truthy value; the recommender polls profiles and flushes counts."""
     started = time.monotonic()
     while True:
@@ -158,7 +158,15 @@ def test_variants_serve_feeds_and_count_impressions_and_clicks(feed_client: Test
                 served[page.profile_version] += len(page.items)
             return page
 
-        _wait_for(lambda: home("ab-warm").experiment == name, "the recommender serving the experiment")
+        def serving_experiment() -> bool:
+            try:
+                return home("ab-warm").experiment == name
+            except grpc.RpcError as exc:  # the new profile is unknown until the recommender's next poll
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                return False
+
+        _wait_for(serving_experiment, "the recommender serving the experiment")
         experiment = Experiment(name=name, profile=profile, variants=(Variant(first, 50), Variant(second, 50)),
                                 state="running", created_by="", created_at=0)
         sessions = [f"ab-session-{n}" for n in range(12)]
