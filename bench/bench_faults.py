@@ -228,10 +228,7 @@ def _phase(load: FeedLoad, name: str, inject, *, quiet_s: float) -> dict:
         answering, recovered = recovered
     time.sleep(quiet_s)
     end = time.time()
-    if answering is not None:
-        recovered_for_buckets = answering
-    else:
-        recovered_for_buckets = recovered
+    recovered_for_buckets = answering if answering is not None else recovered
     after = load.counts()
     outcomes = load.outcomes_between(start, end)
     degraded = [t for t, o in outcomes if o in ("fallback", "error")]

@@ -43,3 +43,17 @@ def chain_split():
     from recommender.model.data import build_sessions, split_sessions
 
     return split_sessions(build_sessions(validate_events(chain_events())[0]), test_days=1.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tailnet(chain_split):
+    """(trainer, model, report): a 16-dim TailNet trained two epochs on the chain split (deterministic)."""
+    import torch
+
+    from recommender.model.config import load_model_config
+    from recommender.model.trainer import Trainer
+
+    trainer = Trainer(load_model_config("tailnet", flags={"epochs": 2, "embedding_dim": 16}),
+                      device=torch.device("cpu"), progress=False)
+    model = trainer.build("tailnet", chain_split)
+    return trainer, model, trainer.fit(model, chain_split)

@@ -4,18 +4,13 @@ import torch
 
 from recommender.errors import ConfigError, NotFound
 from recommender.model.checkpoint import FORMAT_VERSION, load_checkpoint
-from recommender.model.config import load_model_config
 from recommender.model.serving import SessionScorer
-from recommender.model.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, chain_split):
+def trained(tmp_path_factory, chain_split, tiny_tailnet):
     split = chain_split
-    config = load_model_config("tailnet", flags={"epochs": 2, "embedding_dim": 16})
-    trainer = Trainer(config, device=torch.device("cpu"), progress=False)
-    model = trainer.build("tailnet", split)
-    report = trainer.fit(model, split)
+    trainer, model, report = tiny_tailnet
     path = trainer.save(tmp_path_factory.mktemp("ckpt") / "tailnet.pt", model, split, report)
     return path, model, split
 

@@ -9,13 +9,11 @@ import torch
 
 from recommender.errors import ConfigError
 from recommender.model.checkpoint import load_checkpoint
-from recommender.model.config import load_model_config
 from recommender.model.evaluate import ModelScorer
 from recommender.model.hybrid import (EPSILON, Blend, BlendWeights, HybridScorer, fit_blend, repeat_distribution,
                                       tune_blend)
 from recommender.model.serving import SessionScorer
 from recommender.model.session_knn import SequentialRules
-from recommender.model.trainer import Trainer
 
 
 class _Fixed:
@@ -65,12 +63,9 @@ def test_the_weights_are_picked_on_validation(chain_split):
 
 
 @pytest.fixture(scope="module")
-def blended(tmp_path_factory, chain_split):
+def blended(tmp_path_factory, chain_split, tiny_tailnet):
     split = chain_split
-    config = load_model_config("tailnet", flags={"epochs": 2, "embedding_dim": 16})
-    trainer = Trainer(config, device=torch.device("cpu"), progress=False)
-    model = trainer.build("tailnet", split)
-    report = trainer.fit(model, split)
+    trainer, model, report = tiny_tailnet
     fitted = fit_blend(ModelScorer(model, device=torch.device("cpu")), split, knn_name="VSTAN", tune_knn_params=False)
     # Fixed weights with every part non-zero, so the identity check below covers all three parts.
     fitted.weights = BlendWeights(model=0.4, knn=0.4, repeat=0.2, repeat_decay=0.6)
