@@ -37,7 +37,7 @@ from recommender.stores.profiles import (
     StoredProfile,
 )
 
-__all__ = ["admin_router", "preview_params", "stored_json"]
+__all__ = ["admin_router", "preview_params", "problems_json", "profile_body", "stored_json"]
 
 # The admin making the request, from their token (api._identity).
 Admin = Annotated[str, Depends(admin_identity)]
@@ -78,6 +78,11 @@ def stored_json(stored: StoredProfile, *, active_version: str | None = None,
     }
 
 
+def problems_json(problems: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """Return ``valid`` and one ``{loc, message}`` per ``(location, message)`` problem."""
+    return {"valid": not problems, "problems": [{"loc": loc, "message": msg} for loc, msg in problems]}
+
+
 def _audit_json(entry: AuditEntry) -> dict[str, Any]:
     return {"id": entry.id, "at": entry.at, "actor": entry.actor, "action": entry.action, "target": entry.target,
             "name": entry.name, "version": entry.version, "comment": entry.comment}
@@ -96,8 +101,8 @@ def preview_params(
                       page_size=page_size or request.app.state.settings.gateway.default_page_size)
 
 
-async def _yaml_body(request: Request, name: str) -> str:
-    """Return the request body as profile YAML text; raises ProfileRejected or InvalidRequest saying what is wrong."""
+async def profile_body(request: Request, name: str) -> str:
+    """Return the request body as profile text (YAML, or JSON); raises ProfileRejected or InvalidRequest saying what is wrong."""
     body = await request.body()
     where = f"the body of {request.method} {request.url.path}"
     if len(body) > MAX_PROFILE_BYTES:
@@ -105,9 +110,9 @@ async def _yaml_body(request: Request, name: str) -> str:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidRequest(f"{where} is not UTF-8; send the YAML as UTF-8 text") from None
+        raise InvalidRequest(f"{where} is not UTF-8; send the profile as UTF-8 text") from None
     if not text.strip():
-        raise ProfileRejected(f"{where} is empty; send the profile YAML")
+        raise ProfileRejected(f"{where} is empty; send the profile")
     return text
 
 
@@ -171,9 +176,8 @@ def admin_router(store: ProfileStore, stub: pb_grpc.RecommenderStub, settings: S
     @router.post("/profiles/{name}/validate", dependencies=guarded)
     async def validate_profile(name: str, request: Request) -> dict[str, Any]:
         """Return ``valid`` and one ``{loc, message}`` per problem of the YAML body: a dry run, nothing is stored."""
-        text = await _yaml_body(request, name)
-        problems = await run_in_threadpool(store.validate, name, text)
-        return {"valid": not problems, "problems": [{"loc": loc, "message": msg} for loc, msg in problems]}
+        text = await profile_body(request, name)
+        return problems_json(await run_in_threadpool(store.validate, name, text))
 
     @router.put("/profiles/{name}")
     async def save_draft(
@@ -183,7 +187,7 @@ def admin_router(store: ProfileStore, stub: pb_grpc.RecommenderStub, settings: S
         comment: Annotated[str, Query(max_length=MAX_COMMENT_CHARS)] = "",
     ) -> dict[str, Any]:
         """Return the saved draft (not live: publish it to serve it); 422 with every problem when the YAML is invalid."""
-        text = await _yaml_body(request, name)
+        text = await profile_body(request, name)
         stored = await run_in_threadpool(store.save_draft, name, text, author=who, comment=comment)
         active = store.active(name)
         return stored_json(stored, active_version=active.version if active else None, published=store.published(name))

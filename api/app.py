@@ -24,6 +24,7 @@ from api._experiments import experiments_router
 from api._errors import install_error_handlers
 from api._feeds import feeds_router
 from api._identity import TokenVerifier
+from api._profile_views import profile_views_router
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.errors import ConfigError
 from recommender.profiles import read_item_fields
@@ -130,5 +131,6 @@ def create_app(settings: Settings, *, channel: grpc.Channel | None = None) -> Fa
 
     app.include_router(feeds_router(stub, settings))
     app.include_router(admin_router(store, stub, settings))
+    app.include_router(profile_views_router(store))
     app.include_router(experiments_router(ExperimentStore(settings.redis, profiles=store)))
     return app

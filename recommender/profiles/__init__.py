@@ -9,7 +9,10 @@ from recommender.profiles._loader import (
     load_default_profile,
     load_profile,
     parse_profile,
+    profile_data,
     profile_version,
+    read_profile_yaml,
+    render_profile_yaml,
     validate_profile,
 )
 from recommender.profiles._mapping import NUMERIC_TYPES, POPULARITY_FIELDS, ItemFields, read_item_fields
@@ -33,6 +36,7 @@ from recommender.profiles._schema import (
     Knn,
     Rerank,
     ScoreProfile,
+    profile_json_schema,
 )
 
 __all__ = [
@@ -62,7 +66,11 @@ __all__ = [
     "load_default_profile",
     "load_profile",
     "parse_profile",
+    "profile_data",
+    "profile_json_schema",
     "profile_version",
     "read_item_fields",
+    "read_profile_yaml",
+    "render_profile_yaml",
     "validate_profile",
 ]

@@ -38,7 +38,10 @@ __all__ = [
     "load_profile",
     "load_default_profile",
     "dump_profile",
+    "profile_data",
     "profile_version",
+    "read_profile_yaml",
+    "render_profile_yaml",
 ]
 
 _DATE_TYPES = frozenset({"date", "date_nanos"})
@@ -210,21 +213,28 @@ def _check_yaml_shape(text: str | bytes) -> None:
         return  # safe_load below reports the syntax error with its position
 
 
-def parse_profile(text: str | bytes, *, fields: ItemFields) -> ScoreProfile:
-    """Return the validated profile written as YAML (JSON is YAML too) in ``text``.
+def read_profile_yaml(text: str | bytes) -> Any:
+    """Return the plain data (not validated) written as YAML (JSON is YAML too) in ``text``.
 
-    Raises ProfileRejected for an oversized, over-deep or aliased document, unparseable YAML
-    (with line and column) or an invalid profile.
+    Raises ProfileRejected for an oversized, over-deep or aliased document, or unparseable
+    YAML (with line and column).
     """
     _check_yaml_shape(text)
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ProfileRejected(f"profile YAML does not parse{at}: {problem}; fix the YAML syntax") from None
-    return validate_profile(data, fields=fields)
+
+
+def parse_profile(text: str | bytes, *, fields: ItemFields) -> ScoreProfile:
+    """Return the validated profile written as YAML (JSON is YAML too) in ``text``.
+
+    Raises ProfileRejected like ``read_profile_yaml``, or for an invalid profile.
+    """
+    return validate_profile(read_profile_yaml(text), fields=fields)
 
 
 def load_profile(path: Path, *, fields: ItemFields) -> ScoreProfile:
@@ -244,14 +254,22 @@ def load_default_profile(*, fields: ItemFields) -> ScoreProfile:
     return parse_profile(files("recommender.profiles").joinpath("default.yaml").read_text(encoding="utf-8"), fields=fields)
 
 
-def _plain(profile: ScoreProfile) -> dict[str, Any]:
-    # None stays: for some knobs (diversity.max_per_category) it means "off", not "default".
+def profile_data(profile: ScoreProfile) -> dict[str, Any]:
+    """Return the profile as plain JSON data, every knob spelled out in schema order.
+
+    None stays: for some knobs (diversity.max_per_category) it means "off", not "default".
+    """
     return profile.model_dump(mode="json")
+
+
+def render_profile_yaml(data: Any) -> str:
+    """Return plain data (a profile's, valid or not) as YAML, keys in the order given."""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def dump_profile(profile: ScoreProfile) -> str:
     """Return the profile as YAML, every knob spelled out; ``parse_profile`` reads it back equal."""
-    return yaml.safe_dump(_plain(profile), sort_keys=False, allow_unicode=True)
+    return render_profile_yaml(profile_data(profile))
 
 
 def profile_version(profile: ScoreProfile) -> str:
@@ -261,5 +279,5 @@ def profile_version(profile: ScoreProfile) -> str:
     it spells out. Any change, even to the description, gives a new version, so a cursor made
     under an older profile is recognised as such.
     """
-    canonical = json.dumps(_plain(profile), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(profile_data(profile), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]

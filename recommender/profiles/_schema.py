@@ -12,7 +12,7 @@ Adding a component takes a model here (added to ``Component``), a function there
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,6 +36,7 @@ __all__ = [
     "Rerank",
     "Diversity",
     "ScoreProfile",
+    "profile_json_schema",
 ]
 
 CohortType = Literal["all", "gender", "age", "gender_age", "region", "platform", "cluster", "combined"]
@@ -264,3 +265,12 @@ class ScoreProfile(_Model):
     def components_of(self, model: type[_ComponentBase]) -> tuple[_ComponentBase, ...]:
         """Return the components of one model class, in profile order."""
         return tuple(c for c in self.components if isinstance(c, model))
+
+
+def profile_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of a ScoreProfile (types, bounds, defaults, component ``type`` tags).
+
+    Generated from the models above, so it is the one source of the bounds the admin
+    console's form shows; the models still decide what is valid.
+    """
+    return ScoreProfile.model_json_schema()
