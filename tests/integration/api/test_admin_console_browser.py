@@ -16,16 +16,18 @@ from pathlib import Path
 import grpc
 import pytest
 import uvicorn
+import yaml
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from api.app import create_app
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
-from recommender.profiles import read_item_fields
+from recommender.profiles import Knn, load_default_profile, read_item_fields
 from recommender.stores.profiles import ProfileStore
 from tests.integration.api.conftest import ADMIN_NAME, ADMIN_TOKEN, gateway_settings
 
@@ -88,6 +90,24 @@ def _type_yaml(browser: webdriver.Chrome, text: str) -> None:
     box.send_keys(text)
 
 
+def _yaml_view(browser: webdriver.Chrome) -> dict:
+    """Return the profile data of the YAML view (hidden or not)."""
+    return yaml.safe_load(browser.find_element(By.ID, "yaml").get_attribute("value"))
+
+
+def _type_in_form(browser: webdriver.Chrome, loc: str, text: str) -> None:
+    box = browser.find_element(By.CSS_SELECTOR, f'#form input[data-loc="{loc}"]')
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(text)
+
+
+def _field_problem(browser: webdriver.Chrome, loc: str) -> str:
+    """Return the problem shown next to the form field at ``loc``, in the same row as its input."""
+    row = browser.find_element(By.CSS_SELECTOR, f'#form div.field[data-field="{loc}"]')
+    assert row.find_elements(By.CSS_SELECTOR, f'input[data-loc="{loc}"]'), f"no input for {loc} in its row"
+    return row.find_element(By.CSS_SELECTOR, f'.field-problem[data-problem-for="{loc}"]').text
+
+
 def _make_live(browser: webdriver.Chrome, version: str, action: str, comment: str) -> None:
     browser.find_element(By.ID, "publish-comment").send_keys(comment)
     browser.find_element(By.CSS_SELECTOR, f'tr[data-version="{version}"] button.{action}').click()
@@ -119,42 +139,76 @@ def test_a_product_manager_edits_validates_publishes_and_rolls_back(
     browser: webdriver.Chrome, gateway_url: str, grpc_server: str, service_stack, tmp_path: Path
 ) -> None:
     name = f"console-e2e-{uuid.uuid4().hex[:6]}"
-    store = ProfileStore(service_stack.settings.redis,
-                         fields=read_item_fields(service_stack.settings.paths.mappings_dir))
+    fields = read_item_fields(service_stack.settings.paths.mappings_dir)
+    store = ProfileStore(service_stack.settings.redis, fields=fields)
+    knn = next(i for i, c in enumerate(load_default_profile(fields=fields).components) if isinstance(c, Knn))
+    weight = f"components[{knn}].weight"
     try:
         browser.get(f"{gateway_url}/admin")
         browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
         browser.find_element(By.ID, "signin").click()
         _wait_text(browser, "whoami", f"signed in as {ADMIN_NAME}")
 
-        # A new profile starts from the default's YAML; the PM renames it and edits the kNN weight.
+        # A new profile starts from the default, shown in the form; naming it names the YAML too.
         browser.find_element(By.ID, "new").click()
         WebDriverWait(browser, _WAIT_S).until(
-            lambda b: "name: CHANGE-ME" in b.find_element(By.ID, "yaml").get_attribute("value"))
-        template = browser.find_element(By.ID, "yaml").get_attribute("value").replace("name: CHANGE-ME", f"name: {name}")
-        knn_weight = re.compile(r"(- type: knn\n\s+weight: )[0-9.]+")
-        assert knn_weight.search(template), "the default profile has no knn weight to edit"
+            lambda b: b.find_elements(By.CSS_SELECTOR, f'#form input[data-loc="{weight}"]'), "the form never showed")
+        assert browser.find_element(By.ID, "form").is_displayed() and not browser.find_element(By.ID, "yaml").is_displayed()
         browser.find_element(By.ID, "name").send_keys(name)
+        WebDriverWait(browser, _WAIT_S).until(lambda b: _yaml_view(b)["name"] == name, "the YAML never took the name")
 
-        _type_yaml(browser, knn_weight.sub(r"\g<1>-1.0", template))
-        problems = _wait_text(browser, "problems", "greater than or equal to 0")
-        assert re.search(r"components\[\d+\]\.weight", problems), problems
-
-        _type_yaml(browser, knn_weight.sub(r"\g<1>0.5", template))
+        # The PM halves the kNN weight in the form: the YAML view follows.
+        _type_in_form(browser, weight, "1")
+        WebDriverWait(browser, _WAIT_S).until(lambda b: _yaml_view(b)["components"][knn]["weight"] == 1,
+                                              "the YAML never showed the form's weight")
+        # The bounds come from the schema: a hint beside the input, and the server's message next to the field.
+        hint = browser.find_element(By.CSS_SELECTOR, f'#form div.field[data-field="{weight}"] .hint').text
+        assert hint == "0 ≤ x", hint
+        _type_in_form(browser, weight, "-1")
+        WebDriverWait(browser, _WAIT_S).until(lambda b: "greater than or equal to 0" in _field_problem(b, weight),
+                                              f"no problem next to {weight}")
+        assert "out-of-bounds" in browser.find_element(By.CSS_SELECTOR, f'input[data-loc="{weight}"]').get_attribute("class")
+        assert weight in _text(browser, "problems")
+        _type_in_form(browser, weight, "0.5")
         _wait_text(browser, "problems", "valid")
+        assert _field_problem(browser, weight) == "" and _yaml_view(browser)["components"][knn]["weight"] == 0.5
+
         browser.find_element(By.ID, "save").click()
         first = re.search(r"saved draft ([0-9a-f]{16})", _wait_text(browser, "message", "saved draft")).group(1)
+        assert store.get_version(name, first).profile.components[knn].weight == 0.5
         assert browser.find_element(By.CSS_SELECTOR, f'tr[data-version="{first}"]').get_attribute("data-status") == "draft"
         _make_live(browser, first, "publish", "half the knn weight for the sale")
         assert _served_version(grpc_server, name, first) == first
 
-        _type_yaml(browser, knn_weight.sub(r"\g<1>3.0", template))
+        # A power user edits the YAML view; the form follows when shown again.
+        browser.find_element(By.ID, "tab-yaml").click()
+        more = _yaml_view(browser)
+        more["components"][knn]["weight"] = -1.0
+        _type_yaml(browser, yaml.safe_dump(more, sort_keys=False))
+        problems = _wait_text(browser, "problems", "greater than or equal to 0")
+        assert weight in problems, problems
+        more["components"][knn]["weight"] = 3.0
+        _type_yaml(browser, yaml.safe_dump(more, sort_keys=False))
+        _wait_text(browser, "problems", "valid")
+        browser.find_element(By.ID, "tab-form").click()
+        WebDriverWait(browser, _WAIT_S).until(
+            lambda b: b.find_element(By.CSS_SELECTOR, f'input[data-loc="{weight}"]').get_attribute("value") == "3",
+            "the form never showed the YAML's weight")
         browser.find_element(By.ID, "save").click()
         second = re.search(r"saved draft ([0-9a-f]{16})",
                            _wait_text(browser, "message", "saved draft")).group(1)
         assert second != first
         _make_live(browser, second, "publish", "more knn")
         assert _served_version(grpc_server, name, second) == second
+
+        # Any two versions can be compared.
+        Select(browser.find_element(By.ID, "diff-from")).select_by_value(first)
+        Select(browser.find_element(By.ID, "diff-to")).select_by_value(second)
+        browser.find_element(By.ID, "diff-show").click()
+        WebDriverWait(browser, _WAIT_S).until(lambda b: b.find_element(By.ID, "diff").is_displayed())
+        diff = _text(browser, "diff")
+        assert f"--- {name}@{first}" in diff and f"+++ {name}@{second}" in diff
+        assert re.search(r"^-\s+weight: 0\.5$", diff, re.M) and re.search(r"^\+\s+weight: 3\.0$", diff, re.M), diff
 
         _make_live(browser, first, "rollback", "CTR dropped with more knn")
         assert _served_version(grpc_server, name, first) == first

@@ -248,7 +248,8 @@ def test_admin_page_is_served_and_keeps_the_token_in_memory_only(admin_client: T
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
-    for endpoint in ("/admin/me", "/validate", "/versions/", "/diff?from=", "/admin/audit"):
+    for endpoint in ("/admin/me", "/admin/profile-schema", "/parse", "/render", "/versions/", "/diff?from=",
+                     "/admin/audit"):
         assert endpoint in page, endpoint
     assert not re.search(r"(local|session)Storage\s*[.\[]|document\.cookie", page)
 
