@@ -19,6 +19,7 @@ import uvicorn
 import yaml
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
@@ -82,6 +83,12 @@ def _wait_text(browser: webdriver.Chrome, element_id: str, needle: str) -> str:
     WebDriverWait(browser, _WAIT_S).until(lambda b: needle in _text(b, element_id),
                                           f"#{element_id} never said {needle!r}")
     return _text(browser, element_id)
+
+
+def _wait(browser: webdriver.Chrome, condition, message: str):
+    """Return the first truthy value of ``condition(browser)``; an element replaced meanwhile (the
+    form is rebuilt from the YAML) is looked up again."""
+    return WebDriverWait(browser, _WAIT_S, ignored_exceptions=(StaleElementReferenceException,)).until(condition, message)
 
 
 def _type_yaml(browser: webdriver.Chrome, text: str) -> None:
@@ -151,26 +158,24 @@ def test_a_product_manager_edits_validates_publishes_and_rolls_back(
 
         # A new profile starts from the default, shown in the form; naming it names the YAML too.
         browser.find_element(By.ID, "new").click()
-        WebDriverWait(browser, _WAIT_S).until(
-            lambda b: b.find_elements(By.CSS_SELECTOR, f'#form input[data-loc="{weight}"]'), "the form never showed")
+        _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#form input[data-loc="{weight}"]'),
+              "the form never showed")
         assert browser.find_element(By.ID, "form").is_displayed() and not browser.find_element(By.ID, "yaml").is_displayed()
         browser.find_element(By.ID, "name").send_keys(name)
-        WebDriverWait(browser, _WAIT_S).until(lambda b: _yaml_view(b)["name"] == name, "the YAML never took the name")
+        _wait(browser, lambda b: _yaml_view(b)["name"] == name, "the YAML never took the name")
 
-        # The PM halves the kNN weight in the form: the YAML view follows.
+        # The PM lowers the kNN weight in the form: the YAML view follows.
         _type_in_form(browser, weight, "1")
-        WebDriverWait(browser, _WAIT_S).until(lambda b: _yaml_view(b)["components"][knn]["weight"] == 1,
-                                              "the YAML never showed the form's weight")
+        _wait(browser, lambda b: _yaml_view(b)["components"][knn]["weight"] == 1, "the YAML never showed the form's weight")
         # The bounds come from the schema: a hint beside the input, and the server's message next to the field.
         hint = browser.find_element(By.CSS_SELECTOR, f'#form div.field[data-field="{weight}"] .hint').text
         assert hint == "0 ≤ x", hint
         _type_in_form(browser, weight, "-1")
-        WebDriverWait(browser, _WAIT_S).until(lambda b: "greater than or equal to 0" in _field_problem(b, weight),
-                                              f"no problem next to {weight}")
+        _wait(browser, lambda b: "greater than or equal to 0" in _field_problem(b, weight), f"no problem next to {weight}")
         assert "out-of-bounds" in browser.find_element(By.CSS_SELECTOR, f'input[data-loc="{weight}"]').get_attribute("class")
         assert weight in _text(browser, "problems")
         _type_in_form(browser, weight, "0.5")
-        _wait_text(browser, "problems", "valid")
+        _wait(browser, lambda b: _text(b, "problems") == "valid", "the fixed weight never validated")
         assert _field_problem(browser, weight) == "" and _yaml_view(browser)["components"][knn]["weight"] == 0.5
 
         browser.find_element(By.ID, "save").click()
@@ -189,11 +194,10 @@ def test_a_product_manager_edits_validates_publishes_and_rolls_back(
         assert weight in problems, problems
         more["components"][knn]["weight"] = 3.0
         _type_yaml(browser, yaml.safe_dump(more, sort_keys=False))
-        _wait_text(browser, "problems", "valid")
+        _wait(browser, lambda b: _text(b, "problems") == "valid", "the fixed YAML never validated")
         browser.find_element(By.ID, "tab-form").click()
-        WebDriverWait(browser, _WAIT_S).until(
-            lambda b: b.find_element(By.CSS_SELECTOR, f'input[data-loc="{weight}"]').get_attribute("value") == "3",
-            "the form never showed the YAML's weight")
+        _wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, f'input[data-loc="{weight}"]').get_attribute("value") == "3",
+              "the form never showed the YAML's weight")
         browser.find_element(By.ID, "save").click()
         second = re.search(r"saved draft ([0-9a-f]{16})",
                            _wait_text(browser, "message", "saved draft")).group(1)
@@ -205,7 +209,7 @@ def test_a_product_manager_edits_validates_publishes_and_rolls_back(
         Select(browser.find_element(By.ID, "diff-from")).select_by_value(first)
         Select(browser.find_element(By.ID, "diff-to")).select_by_value(second)
         browser.find_element(By.ID, "diff-show").click()
-        WebDriverWait(browser, _WAIT_S).until(lambda b: b.find_element(By.ID, "diff").is_displayed())
+        _wait(browser, lambda b: b.find_element(By.ID, "diff").is_displayed(), "the diff never showed")
         diff = _text(browser, "diff")
         assert f"--- {name}@{first}" in diff and f"+++ {name}@{second}" in diff
         assert re.search(r"^-\s+weight: 0\.5$", diff, re.M) and re.search(r"^\+\s+weight: 3\.0$", diff, re.M), diff
