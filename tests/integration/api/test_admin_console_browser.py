@@ -28,7 +28,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from api.app import create_app
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
-from recommender.profiles import Knn, load_default_profile, read_item_fields
+from recommender.profiles import CategoryBoost, Knn, load_default_profile, read_item_fields
 from recommender.stores.profiles import ProfileStore
 from tests.integration.api.conftest import ADMIN_NAME, ADMIN_TOKEN, gateway_settings
 
@@ -229,6 +229,58 @@ def test_a_product_manager_edits_validates_publishes_and_rolls_back(
     finally:
         store.delete(name)
         store.client.close()
+
+
+def test_the_form_edits_toggles_lists_and_boosts(browser: webdriver.Chrome, gateway_url: str, service_stack) -> None:
+    fields = read_item_fields(service_stack.settings.paths.mappings_dir)
+    default = load_default_profile(fields=fields)
+    knn = next(i for i, c in enumerate(default.components) if isinstance(c, Knn))
+    boost = next(i for i, c in enumerate(default.components) if isinstance(c, CategoryBoost))
+    browser.get(f"{gateway_url}/admin")
+    browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
+    browser.find_element(By.ID, "signin").click()
+    _wait_text(browser, "whoami", f"signed in as {ADMIN_NAME}")
+    browser.find_element(By.ID, "new").click()
+    _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#form input.toggle"), "the form never showed")
+    browser.find_element(By.ID, "name").send_keys("form-only")
+    _wait(browser, lambda b: _yaml_view(b)["name"] == "form-only", "the YAML never took the name")
+
+    def click(selector: str) -> None:
+        _wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, selector), f"no {selector}").click()
+
+    def yaml_shows(check, what: str) -> None:
+        _wait(browser, lambda b: check(_yaml_view(b)), f"the YAML never showed {what}")
+
+    # A component's toggle switches it off (weight 0) and back on (its weight again).
+    click(f'input.toggle[data-loc="components[{knn}]:on"]')
+    yaml_shows(lambda d: d["components"][knn]["weight"] == 0, "the kNN switched off")
+    click(f'input.toggle[data-loc="components[{knn}]:on"]')
+    yaml_shows(lambda d: d["components"][knn]["weight"] == default.components[knn].weight, "the kNN back on")
+    # A knob that can be unset: off is null, on takes a value within its bounds.
+    click('input.toggle[data-loc="filters.price_min:on"]')
+    yaml_shows(lambda d: d["filters"]["price_min"] == 0, "a price floor")
+    # Category boosts: add one, rename it, set its boost.
+    click(f'div.field-problem[data-problem-for="components[{boost}].boosts"] ~ button.add')
+    yaml_shows(lambda d: d["components"][boost]["boosts"] == {"new-category": 1.0}, "a new boost")
+    key = browser.find_element(By.CSS_SELECTOR, f'input[data-loc="components[{boost}].boosts.new-category:key"]')
+    key.send_keys(Keys.CONTROL, "a")
+    key.send_keys("electronics/phones", Keys.TAB)
+    yaml_shows(lambda d: d["components"][boost]["boosts"] == {"electronics/phones": 1.0}, "the renamed boost")
+    _type_in_form(browser, f"components[{boost}].boosts.electronics/phones", "2.5")
+    yaml_shows(lambda d: d["components"][boost]["boosts"] == {"electronics/phones": 2.5}, "the boost's value")
+    # Components: add one of a picked type (with its schema defaults), then remove it.
+    Select(browser.find_element(By.CSS_SELECTOR, 'select[data-loc="components:new"]')).select_by_visible_text("knn")
+    click('select[data-loc="components:new"] ~ button.add')
+    count = len(default.components)
+    yaml_shows(lambda d: len(d["components"]) == count + 1 and d["components"][-1]["type"] == "knn", "the new component")
+    # Two kNN components need distinct names (a whole-profile rule: listed under the form).
+    _wait_text(browser, "problems", f"components[{count}] name 'knn' is already used")
+    added = _yaml_view(browser)["components"][-1]
+    assert {k: added[k] for k in ("k", "num_candidates")} == {"k": Knn.model_fields["k"].default,
+                                                              "num_candidates": Knn.model_fields["num_candidates"].default}
+    browser.find_element(By.XPATH, f'//div[@data-problem-for="components[{count}]"]/../legend/button').click()
+    yaml_shows(lambda d: len(d["components"]) == count, "the component removed")
+    _wait(browser, lambda b: _text(b, "problems") == "valid", "the profile never validated again")
 
 
 def test_docs_render_from_the_gateway_alone(browser: webdriver.Chrome, gateway_url: str) -> None:
