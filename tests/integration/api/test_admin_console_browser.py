@@ -115,6 +115,19 @@ def _field_problem(browser: webdriver.Chrome, loc: str) -> str:
     return row.find_element(By.CSS_SELECTOR, f'.field-problem[data-problem-for="{loc}"]').text
 
 
+def _start_new_profile(browser: webdriver.Chrome, gateway_url: str, name: str) -> None:
+    """Sign in to the console, start a new profile (the default's copy, in the form) and name it."""
+    browser.get(f"{gateway_url}/admin")
+    browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
+    browser.find_element(By.ID, "signin").click()
+    _wait_text(browser, "whoami", f"signed in as {ADMIN_NAME}")
+    browser.find_element(By.ID, "new").click()
+    _wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, '#form input[data-loc="name"]').get_attribute("value")
+          == "CHANGE-ME", "the form never showed the new profile")
+    browser.find_element(By.ID, "name").send_keys(name)
+    _wait(browser, lambda b: _yaml_view(b)["name"] == name, "the YAML never took the name")
+
+
 def _make_live(browser: webdriver.Chrome, version: str, action: str, comment: str) -> None:
     browser.find_element(By.ID, "publish-comment").send_keys(comment)
     browser.find_element(By.CSS_SELECTOR, f'tr[data-version="{version}"] button.{action}').click()
@@ -151,18 +164,9 @@ def test_a_product_manager_edits_validates_publishes_and_rolls_back(
     knn = next(i for i, c in enumerate(load_default_profile(fields=fields).components) if isinstance(c, Knn))
     weight = f"components[{knn}].weight"
     try:
-        browser.get(f"{gateway_url}/admin")
-        browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
-        browser.find_element(By.ID, "signin").click()
-        _wait_text(browser, "whoami", f"signed in as {ADMIN_NAME}")
-
         # A new profile starts from the default, shown in the form; naming it names the YAML too.
-        browser.find_element(By.ID, "new").click()
-        _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#form input[data-loc="{weight}"]'),
-              "the form never showed")
+        _start_new_profile(browser, gateway_url, name)
         assert browser.find_element(By.ID, "form").is_displayed() and not browser.find_element(By.ID, "yaml").is_displayed()
-        browser.find_element(By.ID, "name").send_keys(name)
-        _wait(browser, lambda b: _yaml_view(b)["name"] == name, "the YAML never took the name")
 
         # The PM lowers the kNN weight in the form: the YAML view follows.
         _type_in_form(browser, weight, "1")
@@ -224,6 +228,7 @@ def test_a_product_manager_edits_validates_publishes_and_rolls_back(
         # The token never left the page's memory.
         assert browser.execute_script(
             "return window.localStorage.length + window.sessionStorage.length + document.cookie.length") == 0
+        browser.execute_script("window.scrollTo(0, 0)")  # the editor's form in the picture
         screenshot = tmp_path / "admin-console.png"
         assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 0
     finally:
@@ -236,14 +241,7 @@ def test_the_form_edits_toggles_lists_and_boosts(browser: webdriver.Chrome, gate
     default = load_default_profile(fields=fields)
     knn = next(i for i, c in enumerate(default.components) if isinstance(c, Knn))
     boost = next(i for i, c in enumerate(default.components) if isinstance(c, CategoryBoost))
-    browser.get(f"{gateway_url}/admin")
-    browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
-    browser.find_element(By.ID, "signin").click()
-    _wait_text(browser, "whoami", f"signed in as {ADMIN_NAME}")
-    browser.find_element(By.ID, "new").click()
-    _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#form input.toggle"), "the form never showed")
-    browser.find_element(By.ID, "name").send_keys("form-only")
-    _wait(browser, lambda b: _yaml_view(b)["name"] == "form-only", "the YAML never took the name")
+    _start_new_profile(browser, gateway_url, "form-only")
 
     def click(selector: str) -> None:
         _wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, selector), f"no {selector}").click()
