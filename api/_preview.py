@@ -127,6 +127,7 @@ def compare_sides(live: dict[str, Any], draft: dict[str, Any], *, k: int) -> dic
 
 def _request(params: FeedParams, *, version: str, deadline_ms: int) -> pb.HomeFeedRequest:
     request = feed_request(pb.HomeFeedRequest, params)
+    request.explain = True  # a preview always shows the component scores
     request.preview.CopyFrom(pb.PreviewOptions(profile_version=version, engine_deadline_ms=deadline_ms))
     return request
 
