@@ -248,7 +248,8 @@ def admin_router(store: ProfileStore, stub: pb_grpc.RecommenderStub, settings: S
                                                                     "one; absent: the newest draft")] = "",
         user_id: Annotated[list[str], Query(description=f"repeat for several users (at most {MAX_USERS}); absent: "
                                                         f"a random sample of recently active users")] = [],
-        sample: Annotated[int, Query(ge=1, le=MAX_USERS, description="users sampled when none is named")] = SAMPLE_USERS,
+        sample: Annotated[int, Query(ge=1, le=MAX_USERS, description="users sampled when none is named")] = (
+            SAMPLE_USERS),
         region: Annotated[str, Query(max_length=64)] = "",
         page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 10,
     ) -> dict[str, Any]:

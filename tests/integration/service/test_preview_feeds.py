@@ -29,7 +29,8 @@ def stub(service_stack) -> Iterator[pb_grpc.RecommenderStub]:
 @pytest.fixture
 def draft(service_stack) -> Iterator[tuple[str, str]]:
     """A profile that exists only as a draft (never published): ``(name, version)``."""
-    store = ProfileStore(service_stack.settings.redis, fields=read_item_fields(service_stack.settings.paths.mappings_dir))
+    settings = service_stack.settings
+    store = ProfileStore(settings.redis, fields=read_item_fields(settings.paths.mappings_dir))
     name = f"pv-draft-{uuid.uuid4().hex[:6]}"
     text = store.active("default").text.replace("name: default", f"name: {name}")
     stored = store.save_draft(name, text, author="test")
@@ -69,7 +70,8 @@ def test_a_never_published_draft_is_served_by_version_with_item_details(stub, se
     # writer saves in order), no saved feed is of the draft's profile.
     ordinary = stub.HomeFeed(pb.HomeFeedRequest(session_id=f"pv-after-{name}", page_size=5), timeout=10)
     assert ordinary.next_cursor
-    saved_key = f"{prefix}feed:{decode_cursor(ordinary.next_cursor, secret=service_stack.settings.server.cursor_secret).feed_id}"
+    cursor = decode_cursor(ordinary.next_cursor, secret=service_stack.settings.server.cursor_secret)
+    saved_key = f"{prefix}feed:{cursor.feed_id}"
     redis = open_redis(service_stack.settings.redis, decode_responses=False)
     try:
         deadline = time.monotonic() + 30
