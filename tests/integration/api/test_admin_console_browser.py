@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -97,6 +98,24 @@ def _make_live(browser: webdriver.Chrome, version: str, action: str, comment: st
     assert version in alert.text
     alert.accept()
     _wait_text(browser, "message", f"version {version} of")
+
+
+def _open_profile(browser: webdriver.Chrome, name: str) -> None:
+    """Click profile ``name`` in the list once sign-in has loaded the default one (the list is
+    redrawn while the page loads, so a click may land on a replaced element: retried)."""
+    WebDriverWait(browser, _WAIT_S).until(
+        lambda b: b.find_element(By.ID, "name").get_attribute("value") == "default"
+        and b.find_elements(By.CSS_SELECTOR, "#history tr"), "the default profile never loaded")
+
+    def clicked(b: webdriver.Chrome) -> bool:
+        for li in b.find_elements(By.CSS_SELECTOR, "#profiles li"):
+            if li.text.split("\n")[0] == name:
+                li.click()
+                break
+        return b.find_element(By.ID, "name").get_attribute("value") == name
+
+    WebDriverWait(browser, _WAIT_S, ignored_exceptions=(StaleElementReferenceException,)).until(
+        clicked, f"profile {name} never opened")
 
 
 def _served_version(grpc_server: str, name: str, expected: str) -> str:
@@ -204,10 +223,7 @@ def test_a_product_manager_previews_live_against_a_draft_side_by_side(
         browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
         browser.find_element(By.ID, "signin").click()
         _wait_text(browser, "whoami", f"signed in as {ADMIN_NAME}")
-        WebDriverWait(browser, _WAIT_S).until(
-            lambda b: any(li.text.startswith(name) for li in b.find_elements(By.CSS_SELECTOR, "#profiles li")))
-        next(li for li in browser.find_elements(By.CSS_SELECTOR, "#profiles li") if li.text.startswith(name)).click()
-        WebDriverWait(browser, _WAIT_S).until(lambda b: b.find_element(By.ID, "name").get_attribute("value") == name)
+        _open_profile(browser, name)
 
         browser.find_element(By.ID, "p-users").send_keys(user)
         browser.find_element(By.ID, "p-size").clear()
