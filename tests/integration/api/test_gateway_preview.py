@@ -6,7 +6,6 @@ left untouched."""
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -20,23 +19,10 @@ from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.service.server import start_server
 from recommender.settings import ServerSettings
 from recommender.stores.recent_users import RecentUsers
-from tests.integration.api.conftest import ADMIN_HEADERS, gateway_settings, token_for
+from tests.integration.api.conftest import ADMIN_HEADERS, gateway_settings, token_for, wait_for
 
 # The draft of these tests triples the weight of the bumped-freshness component.
 _BUMPED = re.compile(r"(name: freshness_bumped\n(?:\s+\w+: .*\n)*?\s+weight: )1\.0")
-_WAIT_S = 30
-
-
-def _wait_for(check, what: str):
-    """Return check()'s first truthy value (the recommender polls profiles and flushes counts)."""
-    started = time.monotonic()
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() - started > _WAIT_S:
-            pytest.fail(f"{what} did not happen within {_WAIT_S} s")
-        time.sleep(0.1)
 
 
 def _save(client: TestClient, name: str, text: str) -> str:
@@ -242,8 +228,8 @@ def test_a_preview_during_an_experiment_leaves_its_counters_alone(feed_client: T
         return page.experiment == experiment
 
     try:
-        _wait_for(served_in_experiment, "the recommender serving the experiment")
-        _wait_for(lambda: impressions() == warm_up, "the warm-up impressions reaching Redis")
+        wait_for(served_in_experiment, "the recommender serving the experiment")
+        wait_for(lambda: impressions() == warm_up, "the warm-up impressions reaching Redis")
         for version in (live, draft):
             preview = _preview(feed_client, name, version=version, user_id=users, page_size=5)
             assert all(row["live"]["served_by"] == "engine" for row in preview["users"])
@@ -252,7 +238,7 @@ def test_a_preview_during_an_experiment_leaves_its_counters_alone(feed_client: T
         page = stub.HomeFeed(pb.HomeFeedRequest(session_id="pv-ab-after", page_size=3, profile=name), timeout=10)
         assert page.experiment == experiment
         expected = {**warm_up, page.profile_version: warm_up[page.profile_version] + len(page.items)}
-        _wait_for(lambda: impressions() == expected, "exactly the ordinary page's impressions reaching Redis")
+        wait_for(lambda: impressions() == expected, "exactly the ordinary page's impressions reaching Redis")
     finally:
         feed_client.post(f"/admin/experiments/{experiment}/stop", json={}, headers=ADMIN_HEADERS)
         channel.close()
