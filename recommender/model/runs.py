@@ -153,7 +153,10 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         # The epoch count, tail bias and blend weights picked on validation; the model and the KNN
         # fitted again on train + validation (what `hotfeed eval --refit` measures).
         split = refit_split(split)
-        trainer = Trainer({**trainer.config, "epochs": max(report.best_epoch, 1)}, device=device)
+        refit_config = {**trainer.config, "epochs": max(report.best_epoch, 1)}
+        if hasattr(model, "tail_bias"):
+            refit_config["tail_bias"] = float(model.tail_bias)  # as the blend picked it
+        trainer = Trainer(refit_config, device=device)
         model = trainer.build(args.model, split)
         report = trainer.fit(model, split)
         if blend is not None:
@@ -274,12 +277,15 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         knn = baseline(knn_name, split)  # on train only, like the models the weights are picked with
         final_knn = scorers.get(knn_name) or baseline(knn_name, final)
         for model_name in models:
-            weights, info = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length,
-                                       max_examples=TUNING_PREFIXES)
+            choice = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length,
+                                max_examples=TUNING_PREFIXES)
             name = f"{model_name}+{knn_name}"
-            scorers[name] = HybridScorer(scorers[model_name], final_knn, weights=weights, name=name)
-            hybrid_weights[name] = {"weights": weights.to_dict(), "validation_HR@20+MRR@20": info}
-            print(f"{name}: weights {weights.to_dict()} picked on validation ({info})")
+            scorers[name] = HybridScorer(choice.scorer(scorers[model_name]), final_knn, weights=choice.weights,
+                                         name=name)
+            hybrid_weights[name] = {"weights": choice.weights.to_dict(), "tail_bias": choice.tail_bias,
+                                    "validation_HR@20+MRR@20": choice.info}
+            picked_bias = "" if choice.tail_bias is None else f", tail bias {choice.tail_bias}"
+            print(f"{name}: weights {choice.weights.to_dict()}{picked_bias} picked on validation ({choice.info})")
     results = evaluate_scorers(scorers, final, metrics=metrics, max_length=max_length)
     written = write_report(results, out, extra={
         "events": str(args.events), "protocol": split.params["protocol"], "split": split.summary(),
