@@ -1,16 +1,15 @@
 """Admin endpoints for score profiles: drafts, validation, publish and rollback with a
-comment, diffs, the audit trail, and previews over gRPC.
+comment, diffs, the audit trail, and side-by-side previews of a version against the live one.
 
 Profiles are read and written through ``recommender.stores.profiles.ProfileStore``; a
 published version reaches serving within the recommender's poll interval. Every endpoint
 needs an admin token (``api._identity.admin_identity``), whose admin name is recorded
-as the author and in the audit trail. Previews are ordinary home feed calls with the gRPC
-``profile`` field set, so they show what serving would return.
+as the author and in the audit trail. Previews are home feed calls with the gRPC ``preview``
+field set (``api._preview``): the recommender ranks exactly the stored version asked for.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,15 +20,16 @@ from starlette.concurrency import run_in_threadpool
 
 from api._feeds import call_metadata
 from api._identity import admin_identity
-from api._proto import FeedParams, feed_json, feed_request
-from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
+from api._preview import MAX_USERS, SAMPLE_USERS, preview_call_timeout_s, preview_user
+from api._proto import FeedParams
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.errors import InvalidRequest, NotFound, ProfileRejected
 from recommender.events import MAX_ID_LENGTH
+from recommender.query import MAX_PAGE_SIZE
 from recommender.settings import Settings
 from recommender.stores.audit import AuditEntry
+from recommender.stores.recent_users import RecentUsers
 from recommender.stores.profiles import (
-    DEFAULT_PROFILE,
     MAX_COMMENT_CHARS,
     MAX_PROFILE_BYTES,
     ProfileStore,
@@ -37,7 +37,7 @@ from recommender.stores.profiles import (
     StoredProfile,
 )
 
-__all__ = ["admin_router", "preview_params", "problems_json", "profile_body", "stored_json"]
+__all__ = ["admin_router", "problems_json", "profile_body", "stored_json"]
 
 # The admin making the request, from their token (api._identity).
 Admin = Annotated[str, Depends(admin_identity)]
@@ -88,17 +88,27 @@ def _audit_json(entry: AuditEntry) -> dict[str, Any]:
             "name": entry.name, "version": entry.version, "comment": entry.comment}
 
 
-def preview_params(
-    request: Request,
-    user_id: Annotated[str, Query(max_length=MAX_ID_LENGTH, description="the user to preview for")] = "",
-    session_id: Annotated[str, Query(max_length=MAX_ID_LENGTH)] = "",
-    region: Annotated[str, Query(max_length=64)] = "",
-    page_size: Annotated[int | None, Query(ge=1, le=1000)] = None,
-) -> FeedParams:
-    """Return the feed parameters of a preview (FastAPI dependency). Unlike the apps' feeds, the
-    user comes from the query: the admin is not the viewer, they preview for any user."""
-    return FeedParams(user_id=user_id or None, session_id=session_id, region=region,
-                      page_size=page_size or request.app.state.settings.gateway.default_page_size)
+def _preview_users(given: list[str]) -> list[str]:
+    """Return the user ids an admin named for a preview, deduplicated in order; raises
+    InvalidRequest for too many or a malformed one."""
+    users = list(dict.fromkeys(given))
+    if len(users) > MAX_USERS:
+        raise InvalidRequest(f"{len(users)} user ids; preview at most {MAX_USERS} at once")
+    for user in users:
+        if not user.strip() or len(user) > MAX_ID_LENGTH:
+            raise InvalidRequest(f"user_id {user[:40]!r}{'...' if len(user) > 40 else ''} must be 1..{MAX_ID_LENGTH} "
+                                 f"characters")
+    return users
+
+
+def _newest_draft(store: ProfileStore, name: str, live_version: str) -> str:
+    """Return the newest never-published version of ``name``; NotFound when there is none."""
+    published = store.published(name)
+    for stored in store.history(name, limit=_HISTORY_LIMIT):
+        if stored.version != live_version and stored.version not in published:
+            return stored.version
+    raise NotFound(f"score profile {name!r} has no draft to preview; save one, or name a stored version "
+                   f"with ?version=")
 
 
 async def profile_body(request: Request, name: str) -> str:
@@ -120,7 +130,10 @@ def admin_router(store: ProfileStore, stub: pb_grpc.RecommenderStub, settings: S
     """Return the router of the admin API and page; every endpoint but the page needs an admin token."""
     router = APIRouter(prefix="/admin", tags=["admin"])
     guarded = [Depends(admin_identity)]
-    timeout_s = settings.gateway.deadline_ms / 1000
+    recent = RecentUsers(settings.redis, client=store.client)
+    preview_deadline_ms = settings.gateway.preview_deadline_ms
+    preview_timeout_s = preview_call_timeout_s(preview_deadline_ms=preview_deadline_ms,
+                                               call_deadline_ms=settings.gateway.deadline_ms)
 
     def not_found(name: str) -> NotFound:
         return NotFound(f"score profile {name!r} does not exist; known profiles: {store.all_names()}")
@@ -233,29 +246,53 @@ def admin_router(store: ProfileStore, stub: pb_grpc.RecommenderStub, settings: S
 
     @router.get("/profiles/{name}/preview", dependencies=guarded)
     def preview_profile(
-        name: str, request: Request, params: Annotated[FeedParams, Depends(preview_params)]
+        name: str,
+        request: Request,
+        version: Annotated[str, Query(max_length=64, description="the stored version to compare with the live "
+                                                                    "one; absent: the newest draft")] = "",
+        user_id: Annotated[list[str], Query(description=f"repeat for several users (at most {MAX_USERS}); absent: "
+                                                        f"a random sample of recently active users")] = [],
+        sample: Annotated[int, Query(ge=1, le=MAX_USERS, description="users sampled when none is named")] = (
+            SAMPLE_USERS),
+        region: Annotated[str, Query(max_length=64)] = "",
+        page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 10,
     ) -> dict[str, Any]:
-        """Return the home feed under ``name`` and under ``default`` side by side, with explanations.
-
-        Both are live recommender calls; the recommender knows a profile within its poll
-        interval of the save, so a preview right after a save may answer 404 for a moment.
+        """Return, per user, the home feed under the live version of ``name`` and under ``version``
+        side by side (``api._preview.preview_user``): items with title, price, category and age,
+        rank changes, component scores, what served each side and, when both were ranked by the
+        engine, the overlap. ``users_from`` says whether the users were named or sampled.
         """
-        if store.active(name) is None:
-            raise NotFound(f"score profile {name!r} has no live version; publish one first")
+        live = store.active(name)
+        if live is None:
+            if not store.history(name, limit=1):
+                raise not_found(name)
+            raise NotFound(f"score profile {name!r} has no live version to compare with; publish one first")
+        other = version or _newest_draft(store, name, live.version)
+        if store.get_version(name, other) is None:
+            raise NotFound(f"score profile {name!r} has no stored version {other!r}; the profile's history lists "
+                           f"its versions")
+        users = _preview_users(user_id)
+        if users:
+            unknown = recent.unknown(users)
+            if unknown:
+                raise NotFound(f"user id(s) {[u[:40] for u in unknown[:5]]} unknown: no session history, segments "
+                               f"or declared preferences; name recently active users, or leave user_id out for a "
+                               f"sample of them")
+            users_from = "given"
+        else:
+            users = recent.sample(sample)
+            if not users:
+                raise NotFound("no recently active users to sample (no signed-in events in the event stream); "
+                               "name users with ?user_id=")
+            users_from = "sample of recently active users"
         metadata = call_metadata(request, settings)
-        pages = {}
-        for label, profile in (("profile", name), ("default", DEFAULT_PROFILE)):
-            # Each side starts at page one: a cursor belongs to one profile version.
-            side = replace(params, profile=profile, explain=True, cursor="")
-            response = stub.HomeFeed(feed_request(pb.HomeFeedRequest, side), timeout=timeout_s, metadata=metadata)
-            pages[label] = feed_json(response, explain=True)
-        ours = [i["item_id"] for i in pages["profile"]["items"]]
-        theirs = [i["item_id"] for i in pages["default"]["items"]]
-        return {
-            "name": name,
-            "profile": pages["profile"],
-            "default": pages["default"],
-            "overlap": len(set(ours) & set(theirs)),
-        }
+        previews = [
+            preview_user(stub, FeedParams(user_id=user, region=region, page_size=page_size, profile=name),
+                         live_version=live.version, draft_version=other, deadline_ms=preview_deadline_ms,
+                         timeout_s=preview_timeout_s, metadata=metadata)
+            for user in users
+        ]
+        return {"name": name, "live_version": live.version, "version": other, "users_from": users_from,
+                "page_size": page_size, "engine_deadline_ms": preview_deadline_ms, "users": previews}
 
     return router

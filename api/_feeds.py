@@ -35,6 +35,8 @@ MAX_EVENTS_BODY_BYTES = 1024 * 1024
 MAX_PREFERENCES_BODY_BYTES = 128 * 1024
 
 _UINT32_MAX = 2**32 - 1
+# What only the admin console's previews choose (api/_admin.py); the apps' feeds refuse them.
+_PREVIEW_ONLY = ("profile", "profile_version", "version", "preview")
 _IdParam = Annotated[str, Query(max_length=MAX_ID_LENGTH)]
 _Categories = Annotated[list[str], Query(description="repeat the parameter for several category path prefixes")]
 
@@ -59,6 +61,10 @@ def feed_params(
     if "user_id" in request.query_params:
         raise InvalidRequest("user_id is not a query parameter: the viewer comes from the signed token "
                              "(Authorization: Bearer <token>); leave it out for a logged-out feed")
+    chosen = [name for name in _PREVIEW_ONLY if name in request.query_params]
+    if chosen:
+        raise InvalidRequest(f"{chosen[0]} is not a query parameter of the apps' feeds: they always serve the live "
+                             f"score profile; product managers preview other versions in the admin console")
     return FeedParams(
         user_id=user_id or None,
         session_id=session_id,

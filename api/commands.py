@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gateway.add_argument("--port", type=int, default=None, help=f"listen port {env_default('gateway', 'port')}")
     gateway.add_argument("--grpc-target", default=None,
                          help=f"recommender host:port {env_default('gateway', 'grpc_target')}")
+    gateway.add_argument("--preview-deadline-ms", type=int, default=None,
+                         help="engine deadline of the admin console's previews, instead of the recommender's production "
+                         f"deadline {env_default('gateway', 'preview_deadline_ms')}")
     gateway.set_defaults(handler=_serve)
 
 
@@ -36,7 +39,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app
 
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "grpc_target": args.grpc_target}.items() if v is not None}
+    given = {"host": args.host, "port": args.port, "grpc_target": args.grpc_target,
+             "preview_deadline_ms": args.preview_deadline_ms}
+    overrides = {k: v for k, v in given.items() if v is not None}
     gateway = settings.gateway.model_validate({**settings.gateway.model_dump(), **overrides})
     settings = settings.model_copy(update={"gateway": gateway})
     _log.info("gateway on http://%s:%d -> recommender %s (admin page: /admin)", gateway.host, gateway.port, gateway.grpc_target)

@@ -278,6 +278,11 @@ class GatewaySettings(BaseSettings):
     grpc_target: str = Field(default="127.0.0.1:50051", min_length=3)
     # Deadline of each gRPC call; past it the gateway answers 504.
     deadline_ms: int = Field(default=1_000, ge=1, le=60_000)
+    # The engine search deadline of the admin console's previews, carried to the recommender
+    # instead of its production deadline (HOTFEED_SERVER_ENGINE_TIMEOUT_MS), so a busy box
+    # still ranks both sides rather than serving the popular fallback; the preview's gRPC
+    # calls get this plus deadline_ms. At most the recommender's HOTFEED_ENGINE_TIMEOUT_MS.
+    preview_deadline_ms: int = Field(default=2_000, ge=1, le=60_000)
     # Page size of a feed request that names none (the recommender refuses page_size 0).
     default_page_size: int = Field(default=20, ge=1, le=1_000)
     # Who the viewer is comes only from a signed token (Authorization: Bearer <JWT>, the user

@@ -21,7 +21,8 @@ from recommender.model.data import PrefixExamples, SessionSplit, prefix_examples
 from recommender.model.metrics import DEFAULT_METRICS, RankedLists, metric_by_name
 from recommender.model.network import SessionModel
 
-__all__ = ["Scorer", "ModelScorer", "rank_top_k", "evaluate_scorers", "format_table", "write_report"]
+__all__ = ["Scorer", "ModelScorer", "rank_top_k", "rank_scorers", "metrics_of", "evaluate_scorers", "format_table",
+           "write_report"]
 
 _log = logging.getLogger(__name__)
 
@@ -68,6 +69,27 @@ def rank_top_k(
     return out, examples.targets
 
 
+def rank_scorers(scorers: Mapping[str, Scorer], split: SessionSplit, *, k: int = 20,
+                 max_length: int = 20) -> dict[str, RankedLists]:
+    """Return {scorer name: its top-``k`` lists} for every prefix of the test sessions."""
+    examples = prefix_examples(split.test, max_length=max_length)
+    lists = {}
+    for name, scorer in scorers.items():
+        topk, targets = rank_top_k(scorer, examples, k=k, progress=f"eval {name}")
+        lists[name] = RankedLists(topk=topk, targets=targets, is_tail=split.is_tail)
+    return lists
+
+
+def metrics_of(lists: Mapping[str, RankedLists], metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, dict[str, float]]:
+    """Return {scorer name: {metric name: value}} of ranked lists."""
+    chosen = [metric_by_name(m) for m in metrics]
+    results: dict[str, dict[str, float]] = {}
+    for name, ranked in lists.items():
+        results[name] = {m.name: m.compute(ranked) for m in chosen}
+        _log.info("%s: %s", name, ", ".join(f"{m}={v:.4f}" for m, v in results[name].items()))
+    return results
+
+
 def evaluate_scorers(
     scorers: Mapping[str, Scorer],
     split: SessionSplit,
@@ -76,16 +98,8 @@ def evaluate_scorers(
     max_length: int = 20,
 ) -> dict[str, dict[str, float]]:
     """Return {scorer name: {metric name: value}} on every prefix of the test sessions."""
-    chosen = [metric_by_name(m) for m in metrics]
-    k = max(m.k for m in chosen)
-    examples = prefix_examples(split.test, max_length=max_length)
-    results: dict[str, dict[str, float]] = {}
-    for name, scorer in scorers.items():
-        topk, targets = rank_top_k(scorer, examples, k=k, progress=f"eval {name}")
-        lists = RankedLists(topk=topk, targets=targets, is_tail=split.is_tail)
-        results[name] = {m.name: m.compute(lists) for m in chosen}
-        _log.info("%s: %s", name, ", ".join(f"{m}={v:.4f}" for m, v in results[name].items()))
-    return results
+    k = max(metric_by_name(m).k for m in metrics)
+    return metrics_of(rank_scorers(scorers, split, k=k, max_length=max_length), metrics)
 
 
 def format_table(results: Mapping[str, Mapping[str, float]]) -> str:

@@ -20,6 +20,7 @@ from recommender.errors import ConfigError
 __all__ = [
     "RankedLists",
     "Metric",
+    "PerPrefixMetric",
     "HitRate",
     "MRR",
     "NDCG",
@@ -76,28 +77,38 @@ class Metric:
             raise ConfigError(f"{self.name} needs top-{self.k} lists; got top-{lists.topk.shape[1]}")
 
 
-class HitRate(Metric):
+class PerPrefixMetric(Metric):
+    """A metric that is the mean of one value per prefix (``per_prefix``): what a paired
+    comparison of two scorers on the same prefixes resamples (recommender/model/significance.py)."""
+
+    def per_prefix(self, lists: RankedLists) -> np.ndarray:
+        raise NotImplementedError
+
+    def compute(self, lists: RankedLists) -> float:
+        self._check(lists)
+        return float(np.mean(self.per_prefix(lists))) if len(lists.targets) else 0.0
+
+
+class HitRate(PerPrefixMetric):
     """HR@K = (1/N) * sum_n 1[rank_n <= K]: the share of prefixes whose next item is in the top K."""
 
     short = "HR"
 
-    def compute(self, lists: RankedLists) -> float:
-        self._check(lists)
-        return float(np.mean(lists.ranks(self.k) > 0)) if len(lists.targets) else 0.0
+    def per_prefix(self, lists: RankedLists) -> np.ndarray:
+        return (lists.ranks(self.k) > 0).astype(np.float64)
 
 
-class MRR(Metric):
+class MRR(PerPrefixMetric):
     """MRR@K = (1/N) * sum_n 1[rank_n <= K] / rank_n: the mean reciprocal rank, 0 outside the top K."""
 
     short = "MRR"
 
-    def compute(self, lists: RankedLists) -> float:
-        self._check(lists)
+    def per_prefix(self, lists: RankedLists) -> np.ndarray:
         ranks = lists.ranks(self.k)
-        return float(np.mean(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0))) if len(ranks) else 0.0
+        return np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0)
 
 
-class NDCG(Metric):
+class NDCG(PerPrefixMetric):
     """NDCG@K = (1/N) * sum_n 1[rank_n <= K] / log2(rank_n + 1).
 
     One relevant item per prefix, so the ideal DCG is 1/log2(2) = 1.
@@ -105,11 +116,9 @@ class NDCG(Metric):
 
     short = "NDCG"
 
-    def compute(self, lists: RankedLists) -> float:
-        self._check(lists)
+    def per_prefix(self, lists: RankedLists) -> np.ndarray:
         ranks = lists.ranks(self.k)
-        gains = np.where(ranks > 0, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
-        return float(np.mean(gains)) if len(ranks) else 0.0
+        return np.where(ranks > 0, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
 
 
 class Coverage(Metric):

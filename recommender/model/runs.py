@@ -11,6 +11,8 @@ import argparse
 import datetime as dt
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,9 @@ from recommender.model.content import ContentEncoder, calibrate_offset, fit_cont
 from recommender.model.data import (ItemVocabulary, SessionSplit, build_sessions, prefix_examples, refit_split,
                                     split_sessions)
 from recommender.model.device import pick_device
-from recommender.model.evaluate import ModelScorer, Scorer, evaluate_scorers, format_table, write_report
-from recommender.model.metrics import metric_by_name
+from recommender.model.evaluate import ModelScorer, Scorer, format_table, metrics_of, rank_scorers, write_report
+from recommender.model.metrics import RankedLists, metric_by_name
+from recommender.model.significance import PairedDifference, compare
 from recommender.model.network import MODELS
 from recommender.model.trainer import Trainer
 from recommender.settings import Settings
@@ -153,7 +156,10 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         # The epoch count, tail bias and blend weights picked on validation; the model and the KNN
         # fitted again on train + validation (what `hotfeed eval --refit` measures).
         split = refit_split(split)
-        trainer = Trainer({**trainer.config, "epochs": max(report.best_epoch, 1)}, device=device)
+        refit_config = {**trainer.config, "epochs": max(report.best_epoch, 1)}
+        if hasattr(model, "tail_bias"):
+            refit_config["tail_bias"] = float(model.tail_bias)  # as the blend picked it
+        trainer = Trainer(refit_config, device=device)
         model = trainer.build(args.model, split)
         report = trainer.fit(model, split)
         if blend is not None:
@@ -274,24 +280,48 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         knn = baseline(knn_name, split)  # on train only, like the models the weights are picked with
         final_knn = scorers.get(knn_name) or baseline(knn_name, final)
         for model_name in models:
-            weights, info = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length,
-                                       max_examples=TUNING_PREFIXES)
+            choice = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length,
+                                max_examples=TUNING_PREFIXES)
             name = f"{model_name}+{knn_name}"
-            scorers[name] = HybridScorer(scorers[model_name], final_knn, weights=weights, name=name)
-            hybrid_weights[name] = {"weights": weights.to_dict(), "validation_HR@20+MRR@20": info}
-            print(f"{name}: weights {weights.to_dict()} picked on validation ({info})")
-    results = evaluate_scorers(scorers, final, metrics=metrics, max_length=max_length)
+            scorers[name] = HybridScorer(choice.scorer(scorers[model_name]), final_knn, weights=choice.weights,
+                                         name=name)
+            hybrid_weights[name] = {"weights": choice.weights.to_dict(), "tail_bias": choice.tail_bias,
+                                    "validation_HR@20+MRR@20": choice.info}
+            picked_bias = "" if choice.tail_bias is None else f", tail bias {choice.tail_bias}"
+            print(f"{name}: weights {choice.weights.to_dict()}{picked_bias} picked on validation ({choice.info})")
+    # At least top-20 lists: the comparisons below read HR@20 and MRR@20 whatever --metrics holds.
+    lists = rank_scorers(scorers, final, k=max([20] + [metric_by_name(m).k for m in metrics]), max_length=max_length)
+    results = metrics_of(lists, metrics)
+    comparisons = _blends_against_baselines(lists, hybrid_weights)
     written = write_report(results, out, extra={
         "events": str(args.events), "protocol": split.params["protocol"], "split": split.summary(),
         "split_params": final.params, "refit": bool(args.refit),
         "device": device.type, "training": training, "hybrids": hybrid_weights, "tuned_baselines": tuned,
+        "comparisons": {pair: [asdict(d) | {"verdict": d.verdict} for d in diffs] for pair, diffs in comparisons.items()},
     })
     print(f"protocol: {split.params['protocol']} (recommender/model/data.py); "
           + ("fitted again on train + validation (--refit)" if args.refit else "fitted on train only"))
     print(format_table(results))
+    if comparisons:
+        print("each blend against the strongest baselines on the same test prefixes: difference "
+              "[95% paired-bootstrap interval]; 'tie' when the interval spans 0 (recommender/model/significance.py)")
+        for pair, diffs in comparisons.items():
+            print(f"  {pair}: " + "; ".join(d.describe() for d in diffs))
     print(f"evaluated {len(scorers)} scorers on {split.summary()} in {time.monotonic() - started:.0f}s; "
           f"report in {out} ({len(written)} files)")
     return 0
+
+
+# The baselines each served blend must beat (issue 13): the strongest neighbourhood methods.
+_BAR_BASELINES: tuple[str, ...] = ("V-SKNN", "VSTAN")
+
+
+def _blends_against_baselines(lists: Mapping[str, RankedLists],
+                              hybrids: Mapping[str, Any]) -> dict[str, list[PairedDifference]]:
+    """Return {"<blend> vs <baseline>": paired HR@20 and MRR@20 differences} for every blend row
+    and every one of _BAR_BASELINES that was evaluated."""
+    return {f"{blend} vs {base}": compare(lists[blend], lists[base])
+            for blend in hybrids for base in _BAR_BASELINES if base in lists and blend in lists}
 
 
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,6 +13,11 @@ A first page (the named steps are in pipeline.py; each stage is timed in metrics
 
 Later pages come from the saved feed; when it runs dry, the engine continues after the last
 hit it returned (search_after), excluding everything served.
+
+A preview (``FeedRequest.preview``, the admin console) serves the stored profile version it
+names, draft or not, never an experiment's variant and never counted in one; it waits for
+a feed slot and the engine up to its own deadline, saves no page state (first page only, no
+cursor) and adds each item's details (title, price, category, times) from the index.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -32,7 +37,14 @@ import numpy as np
 
 from recommender.cohorts import ALL_COHORT, normalize_cohort_value, region_cohort
 from recommender.engine import SearchEngine
-from recommender.errors import EngineUnavailable, InvalidRequest, NotFound, StoreUnavailable, Unauthenticated
+from recommender.errors import (
+    EngineUnavailable,
+    HotfeedError,
+    InvalidRequest,
+    NotFound,
+    StoreUnavailable,
+    Unauthenticated,
+)
 from recommender.events import MAX_ID_LENGTH
 from recommender.query import MAX_PAGE_SIZE, FeedContext, SearchAfter, build_feed_query, build_similar_items_query
 from recommender.query import read_component_scores
@@ -62,13 +74,24 @@ from recommender.stores.popular import PopularStore
 from recommender.stores.segments import RedisSegmentStore
 from recommender.stores.sessions import SessionStore
 
-__all__ = ["FeedKind", "FeedRequest", "FeedItem", "FeedPage", "FeedService", "ItemCache"]
+__all__ = ["FeedKind", "Preview", "FeedRequest", "FeedItem", "FeedPage", "FeedService", "ItemCache", "DETAIL_FIELDS"]
 
 _log = logging.getLogger(__name__)
 _MAX_LIST = 200  # entries in any repeated request field
 # Regions whose popular list is copied in memory for a Redis outage; bounded, so a caller
 # sending ever new region strings cannot grow the process.
 _POPULAR_COPIES = 256
+# The index fields a preview shows of each item (ItemDetails in the proto).
+DETAIL_FIELDS = ("title", "price", "category", "created_at", "bumped_at")
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What makes a request an admin console preview (proto ``PreviewOptions``): the stored
+    profile version to serve ("" for the live one) and the engine deadline (0: production's)."""
+
+    profile_version: str = ""
+    engine_deadline_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,7 @@ class FeedRequest:
     profile: str = ""
     explain: bool = False
     item_id: str = ""
+    preview: Preview | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +116,8 @@ class FeedItem:
     item_id: str
     score: float
     components: dict[str, float] = field(default_factory=dict)
+    # Previews only: the DETAIL_FIELDS the item's document has; None when it was not read.
+    details: dict[str, Any] | None = None
 
 
 @dataclass
@@ -203,11 +229,18 @@ class FeedService:
         """
         plan = PLANS[req.kind]
         _check_request(req, plan)
+        self._check_preview(req)
         now = now or datetime.now(timezone.utc)
-        live = self.profiles.for_viewer(req.profile or "default", req.user_id or req.session_id)
+        if req.preview is not None:
+            # A preview is nobody's impression: never an experiment's variant, never counted.
+            live = self.profiles.version(req.profile or "default", req.preview.profile_version)
+        else:
+            live = self.profiles.for_viewer(req.profile or "default", req.user_id or req.session_id)
         deg = Degradations()
+        # A preview waits for a slot as long as for the engine: on a busy box it is still ranked.
+        queue_timeout_s = self._queue_timeout_s if req.preview is None else self._deadline_ms(req) / 1000
         try:
-            if not self._slots.acquire(timeout=self._queue_timeout_s):
+            if not self._slots.acquire(timeout=queue_timeout_s):
                 # More feeds in flight than the cores can compute: answer at once from the popular
                 # list rather than queue without bound (flagged, and counted like any fallback).
                 page = self._fallback_page(req, self._new_state(req, live, (), self.scorer), deg,
@@ -218,6 +251,8 @@ class FeedService:
                     page = self._serve_feed(req, plan, live, deg, now=now)
                 finally:
                     self._slots.release()
+            if req.preview is not None:
+                page.items = self._with_details(req, page.items, deg)
         finally:
             deg.log(f"{req.kind} feed")
         if live.experiment:
@@ -227,6 +262,37 @@ class FeedService:
             if self.experiment_counts is not None:
                 self.experiment_counts.add(live.experiment, live.version, "impressions", len(page.items))
         return page
+
+    def _check_preview(self, req: FeedRequest) -> None:
+        """Raise InvalidRequest when a preview asks for what previews do not do."""
+        if req.preview is None:
+            return
+        if req.cursor:
+            raise InvalidRequest("a preview shows the first page only; send it without a cursor")
+        cap = self.settings.engine.timeout_ms
+        if not 0 <= req.preview.engine_deadline_ms <= cap:
+            raise InvalidRequest(f"preview engine deadline {req.preview.engine_deadline_ms} ms is outside 0..{cap} ms "
+                                 f"(the engine client's timeout); ask for less")
+
+    def _deadline_ms(self, req: FeedRequest) -> int:
+        """Return the engine deadline of ``req`` in ms: a preview's own, else the production one."""
+        if req.preview is not None and req.preview.engine_deadline_ms:
+            return req.preview.engine_deadline_ms
+        return self.engine_timeout_ms
+
+    def _with_details(self, req: FeedRequest, items: list[FeedItem], deg: Degradations) -> list[FeedItem]:
+        """Return ``items`` with the DETAIL_FIELDS of their documents, read in one multi-get (the
+        items unchanged, and a ``details`` degradation, when the engine cannot answer)."""
+        if not items:
+            return items
+        try:
+            sources = self.engine.mget(self.alias, [(i.item_id, None) for i in items], fields=list(DETAIL_FIELDS),
+                                       timeout_ms=self._deadline_ms(req))
+        except HotfeedError as exc:
+            deg.add("details", "item details unreadable (search engine trouble); item ids only", cause=exc)
+            return items
+        return [replace(item, details={k: source[k] for k in DETAIL_FIELDS if source.get(k) is not None})
+                if source is not None else item for item, source in zip(items, sources)]
 
     def _serve_feed(self, req: FeedRequest, plan: FeedPlan, live: LiveProfile, deg: Degradations, *,
                     now: datetime) -> FeedPage:
@@ -281,7 +347,7 @@ class FeedService:
         cached = self.items.get(req.item_id)
         if cached is not None:
             return cached
-        source = self.engine.get(self.alias, req.item_id, timeout_ms=self.engine_timeout_ms)
+        source = self.engine.get(self.alias, req.item_id, timeout_ms=self._deadline_ms(req))
         if source is None or source.get("item_id") is None:
             raise NotFound(f"item {req.item_id!r} does not exist in the index")
         self.items.put(req.item_id, source)
@@ -322,7 +388,8 @@ class FeedService:
             body = build_feed_query(live.profile, context, now=now)
         with self._stage(req.kind, "engine"):
             try:
-                result = self.engine.search(self.alias, body, timeout_ms=self.engine_timeout_ms, named_scores=req.explain)
+                result = self.engine.search(self.alias, body, timeout_ms=self._deadline_ms(req),
+                                            named_scores=req.explain)
             except (NotFound, InvalidRequest) as exc:
                 raise EngineUnavailable(str(exc)) from exc
         metrics.ENGINE_TOOK_SECONDS.labels(rpc=req.kind).observe(result.took_ms / 1000)
@@ -402,7 +469,8 @@ class FeedService:
         with self._stage(req.kind, "page"):
             rows, more = paginate(state, req.page_size)
             next_cursor = ""
-            if more:
+            # A preview keeps no page state: it shows one first page, nobody scrolls it.
+            if more and req.preview is None:
                 try:
                     if save_now:
                         # Redis already failed this request: find out now rather than hand out

@@ -6,12 +6,16 @@ good version of it keeps serving; if Redis is down at start, the shipped default
 
 Running A/B experiments are reloaded with the profiles (starting or stopping one bumps the
 same revision): ``for_viewer`` serves a viewer the variant ``assign_variant`` picks for them.
+
+Previews (the admin console) ask for one stored version, drafts included: ``version`` reads it
+from the store once and keeps it by (name, version); a stored version never changes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 
 from recommender.errors import HotfeedError, NotFound, ProfileRejected, StoreUnavailable
 from recommender.experiments import Experiment, assign_variant
@@ -22,6 +26,8 @@ from recommender.stores.profiles import ProfileStore, StoredProfile
 __all__ = ["ProfileCache", "LiveProfile"]
 
 _log = logging.getLogger(__name__)
+# Stored versions kept for previews: a console session looks at a handful at a time.
+_PREVIEW_VERSIONS = 64
 
 
 class LiveProfile:
@@ -49,6 +55,8 @@ class ProfileCache:
         self.poll_s = poll_ms / 1000
         self._profiles: dict[str, LiveProfile] = {}
         self._revision: int | None = None
+        # (name, version) -> a stored version asked for by a preview
+        self._versions: OrderedDict[tuple[str, str], LiveProfile] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,6 +140,32 @@ class ProfileCache:
         if profile is None:
             raise NotFound(f"score profile {name!r} does not exist; known profiles: {known}")
         return profile
+
+    def version(self, name: str, version: str) -> LiveProfile:
+        """Return the stored ``version`` of profile ``name`` (a never-published draft too), or the
+        live one when ``version`` is "", for a preview: never an experiment's variant.
+
+        Raises NotFound when that version is not stored, ProfileRejected when it no longer
+        validates, StoreUnavailable when Redis cannot be read.
+        """
+        if not version:
+            return self.get(name)
+        key = (name, version)
+        with self._lock:
+            cached = self._versions.get(key)
+            if cached is not None:
+                self._versions.move_to_end(key)
+                return cached
+        stored = self.store.get_version(name, version)
+        if stored is None:
+            raise NotFound(f"score profile {name!r} has no stored version {version!r}; "
+                           f"the profile's history lists its versions")
+        loaded = LiveProfile.from_stored(stored)
+        with self._lock:
+            self._versions[key] = loaded
+            while len(self._versions) > _PREVIEW_VERSIONS:
+                self._versions.popitem(last=False)
+        return loaded
 
     def for_viewer(self, name: str, viewer: str) -> LiveProfile:
         """Return the profile ``name`` as ``viewer`` (user id, else session id; "" for none) is

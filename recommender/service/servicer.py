@@ -10,10 +10,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
@@ -31,7 +32,7 @@ from recommender.events import MAX_ID_LENGTH, InteractionEvent, parse_event
 from recommender.experiments import COUNTED_EVENTS
 from recommender.redact import redact
 from recommender.service import metrics
-from recommender.service.feeds import FeedPage, FeedRequest, FeedService
+from recommender.service.feeds import FeedItem, FeedPage, FeedRequest, FeedService, Preview
 from recommender.segments import DeclaredPreferences
 from recommender.stores.events import EventStream
 from recommender.stores.segments import RedisSegmentStore
@@ -101,6 +102,15 @@ class TokenInterceptor(grpc.ServerInterceptor):
         return self._deny
 
 
+def _preview(request: Any) -> Preview | None:
+    """Return the preview options of a feed request, None when it is not a preview (only
+    HomeFeedRequest has the field)."""
+    if "preview" not in request.DESCRIPTOR.fields_by_name or not request.HasField("preview"):
+        return None
+    return Preview(profile_version=request.preview.profile_version,
+                   engine_deadline_ms=request.preview.engine_deadline_ms)
+
+
 def _feed_request(kind: str, request: Any) -> FeedRequest:
     return FeedRequest(
         kind=kind,
@@ -115,12 +125,46 @@ def _feed_request(kind: str, request: Any) -> FeedRequest:
         profile=request.profile,
         explain=request.explain,
         item_id=getattr(request, "item_id", ""),
+        preview=_preview(request),
     )
+
+
+def _timestamp_of(value: Any) -> Timestamp | None:
+    """Return a document time (epoch milliseconds, as the indexer writes them, or ISO-8601 text)
+    as a Timestamp; None when it is neither."""
+    ts = Timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        ts.FromMilliseconds(int(value))
+        return ts
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    ts.FromDatetime(parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc))
+    return ts
+
+
+def _details_message(details: dict[str, Any]) -> pb.ItemDetails:
+    message = pb.ItemDetails(title=str(details.get("title", "")), category=str(details.get("category", "")))
+    if isinstance(details.get("price"), (int, float)):
+        message.price = float(details["price"])
+    for name in ("created_at", "bumped_at"):
+        ts = _timestamp_of(details[name]) if name in details else None
+        if ts is not None:
+            getattr(message, name).CopyFrom(ts)
+    return message
+
+
+def _item_message(item: FeedItem) -> pb.FeedItem:
+    message = pb.FeedItem(item_id=item.item_id, score=item.score, component_scores=item.components)
+    if item.details is not None:
+        message.details.CopyFrom(_details_message(item.details))
+    return message
 
 
 def _feed_response(page: FeedPage) -> pb.FeedResponse:
     return pb.FeedResponse(
-        items=[pb.FeedItem(item_id=i.item_id, score=i.score, component_scores=i.components) for i in page.items],
+        items=[_item_message(i) for i in page.items],
         next_cursor=page.next_cursor,
         profile_version=page.profile_version,
         model_version=page.model_version,

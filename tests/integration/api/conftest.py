@@ -27,6 +27,21 @@ def token_for(user_id: str, *, exp_in_s: float = 300) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def wait_for(check, what: str, *, within_s: float = 30.0):
+    """Return check()'s first truthy value, failing the test when none came within ``within_s``
+    (the recommender polls profiles and flushes experiment counts in the background)."""
+    import time
+
+    started = time.monotonic()
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() - started > within_s:
+            pytest.fail(f"{what} did not happen within {within_s} s")
+        time.sleep(0.1)
+
+
 # The console's admin in these tests: her name is what the audit trail must record.
 ADMIN_NAME = "pm-anna"
 ADMIN_TOKEN = "anna-admin-token-0123456789abcdef"

@@ -29,7 +29,9 @@ from api.app import create_app
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.profiles import CategoryBoost, Knn, load_default_profile, read_item_fields
+from recommender.segments import DeclaredPreferences
 from recommender.stores.profiles import ProfileStore
+from recommender.stores.segments import RedisSegmentStore
 from tests.integration.api.conftest import ADMIN_NAME, ADMIN_TOKEN, gateway_settings
 
 _APT_HINT = "install the browser with `apt-get update && apt-get install -y chromium chromium-driver` (.ci/run does)"
@@ -115,12 +117,17 @@ def _field_problem(browser: webdriver.Chrome, loc: str) -> str:
     return row.find_element(By.CSS_SELECTOR, f'.field-problem[data-problem-for="{loc}"]').text
 
 
-def _start_new_profile(browser: webdriver.Chrome, gateway_url: str, name: str) -> None:
-    """Sign in to the console, start a new profile (the default's copy, in the form) and name it."""
+def _sign_in(browser: webdriver.Chrome, gateway_url: str) -> None:
+    """Open the console and sign in as ``ADMIN_NAME``; returns once the page has loaded the default profile."""
     browser.get(f"{gateway_url}/admin")
     browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
     browser.find_element(By.ID, "signin").click()
     _wait_text(browser, "whoami", f"signed in as {ADMIN_NAME}")
+
+
+def _start_new_profile(browser: webdriver.Chrome, gateway_url: str, name: str) -> None:
+    """Sign in to the console, start a new profile (the default's copy, in the form) and name it."""
+    _sign_in(browser, gateway_url)
     browser.find_element(By.ID, "new").click()
     _wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, '#form input[data-loc="name"]').get_attribute("value")
           == "CHANGE-ME", "the form never showed the new profile")
@@ -135,6 +142,23 @@ def _make_live(browser: webdriver.Chrome, version: str, action: str, comment: st
     assert version in alert.text
     alert.accept()
     _wait_text(browser, "message", f"version {version} of")
+
+
+def _open_profile(browser: webdriver.Chrome, name: str) -> None:
+    """Click profile ``name`` in the list once sign-in has loaded the default one (the list is
+    redrawn while the page loads, so a click may land on a replaced element: retried)."""
+    WebDriverWait(browser, _WAIT_S).until(
+        lambda b: b.find_element(By.ID, "name").get_attribute("value") == "default"
+        and b.find_elements(By.CSS_SELECTOR, "#history tr"), "the default profile never loaded")
+
+    def clicked(b: webdriver.Chrome) -> bool:
+        for li in b.find_elements(By.CSS_SELECTOR, "#profiles li"):
+            if li.text.split("\n")[0] == name:
+                li.click()
+                break
+        return b.find_element(By.ID, "name").get_attribute("value") == name
+
+    _wait(browser, clicked, f"profile {name} never opened")
 
 
 def _served_version(grpc_server: str, name: str, expected: str) -> str:
@@ -287,3 +311,50 @@ def test_docs_render_from_the_gateway_alone(browser: webdriver.Chrome, gateway_u
         lambda b: "hotfeed gateway" in b.find_element(By.CSS_SELECTOR, "#swagger-ui").text, "Swagger UI never rendered")
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert loaded and all(url.startswith(gateway_url) for url in loaded), loaded
+
+
+def test_a_product_manager_previews_live_against_a_draft_side_by_side(
+    browser: webdriver.Chrome, gateway_url: str, service_stack
+) -> None:
+    settings = service_stack.settings
+    name = f"console-pv-{uuid.uuid4().hex[:6]}"
+    store = ProfileStore(settings.redis, fields=read_item_fields(settings.paths.mappings_dir))
+    segments = RedisSegmentStore(settings.redis, client=store.client)
+    user = f"console-pv-user-{uuid.uuid4().hex[:6]}"
+    try:
+        text = store.active("default").text.replace("name: default", f"name: {name}")
+        live = store.save_draft(name, text, author=ADMIN_NAME).version
+        store.publish(name, live, actor=ADMIN_NAME, comment="the live one")
+        draft = store.save_draft(name, text.replace("weight: 2.0", "weight: 0.5", 1), author=ADMIN_NAME).version
+        assert draft != live
+        # A user serving knows (declared preferences), so the preview accepts them.
+        segments.set_declared_preferences(user, DeclaredPreferences(liked_categories=()))
+
+        _sign_in(browser, gateway_url)
+        _open_profile(browser, name)
+
+        browser.find_element(By.ID, "p-users").send_keys(user)
+        browser.find_element(By.ID, "p-size").clear()
+        browser.find_element(By.ID, "p-size").send_keys("5")
+        browser.find_element(By.ID, "preview").click()
+        message = _wait_text(browser, "p-message", f"live {live} against {draft}")
+        assert "1 user(s), as named" in message
+        block = browser.find_element(By.CSS_SELECTOR, f'#p-results .p-user[data-user="{user}"]')
+        live_column = block.find_element(By.CSS_SELECTOR, ".p-live")
+        draft_column = block.find_element(By.CSS_SELECTOR, ".p-draft")
+        assert f"version {live}" in live_column.text and f"version {draft}" in draft_column.text
+        assert "served by engine" in live_column.text and "served by engine" in draft_column.text
+        # Side by side: the draft column starts to the right of the live one, on the same line.
+        assert draft_column.location["x"] > live_column.location["x"] + live_column.size["width"] / 2
+        assert abs(draft_column.location["y"] - live_column.location["y"]) < 5
+        titles = service_stack.market.items.set_index("item_id")["title"]
+        for column in (live_column, draft_column):
+            rows = column.find_elements(By.CSS_SELECTOR, "tr[data-item]")
+            assert len(rows) == 5
+            first = rows[0]
+            assert first.find_element(By.CSS_SELECTOR, ".p-title").text == titles[first.get_attribute("data-item")]
+        assert re.search(r"\d+ of 5 items in common", block.find_element(By.CSS_SELECTOR, ".p-overlap").text)
+    finally:
+        segments.clear_declared_preferences(user)
+        store.delete(name)
+        store.client.close()

@@ -4,7 +4,6 @@ with per-variant impression and click counts."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import grpc
@@ -14,7 +13,7 @@ from fastapi.testclient import TestClient
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.experiments import Experiment, Variant, assign_variant
-from tests.integration.api.conftest import ADMIN_HEADERS, ADMIN_NAME
+from tests.integration.api.conftest import ADMIN_HEADERS, ADMIN_NAME, wait_for
 
 SUMMER = "name: {name}\ndescription: knn first\ncomponents:\n  - type: knn\n    weight: {weight}\n"
 
@@ -126,18 +125,6 @@ def test_experiments_need_the_admin_token(admin_client: TestClient) -> None:
     assert response.status_code == 401
 
 
-def _wait_for(check, what: str, *, within_s: float = 30.0):
-    """Return check()'s first truthy value; the recommender polls profiles and flushes counts."""
-    started = time.monotonic()
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() - started > within_s:
-            pytest.fail(f"{what} did not happen within {within_s} s")
-        time.sleep(0.1)
-
-
 def test_variants_serve_feeds_and_count_impressions_and_clicks(feed_client: TestClient, service_stack,
                                                                grpc_server: str) -> None:
     profile, name = f"gw-ab-{uuid.uuid4().hex[:6]}", f"ab-{uuid.uuid4().hex[:6]}"
@@ -166,7 +153,7 @@ def test_variants_serve_feeds_and_count_impressions_and_clicks(feed_client: Test
                     raise
                 return False
 
-        _wait_for(serving_experiment, "the recommender serving the experiment")
+        wait_for(serving_experiment, "the recommender serving the experiment")
         experiment = Experiment(name=name, profile=profile, variants=(Variant(first, 50), Variant(second, 50)),
                                 state="running", created_by="", created_at=0)
         sessions = [f"ab-session-{n}" for n in range(12)]
@@ -189,7 +176,7 @@ def test_variants_serve_feeds_and_count_impressions_and_clicks(feed_client: Test
                        for v in (first, second))
             return rows if done else None
 
-        rows = _wait_for(counted, "the impressions and clicks reaching Redis")
+        rows = wait_for(counted, "the impressions and clicks reaching Redis")
         assert rows[first]["impressions"] > 0 and rows[second]["impressions"] > 0
         for version in (first, second):
             ctr = rows[version]["ctr"]
@@ -197,7 +184,7 @@ def test_variants_serve_feeds_and_count_impressions_and_clicks(feed_client: Test
             assert ctr["low"] <= ctr["rate"] <= ctr["high"]
         stopped = feed_client.post(f"/admin/experiments/{name}/stop", json={"comment": "done"}, headers=ADMIN_HEADERS)
         assert stopped.status_code == 200, stopped.text
-        _wait_for(lambda: not home("ab-after").experiment, "the recommender dropping the stopped experiment")
+        wait_for(lambda: not home("ab-after").experiment, "the recommender dropping the stopped experiment")
     finally:
         feed_client.post(f"/admin/experiments/{name}/stop", json={}, headers=ADMIN_HEADERS)
         feed_client.delete(f"/admin/profiles/{profile}", headers=ADMIN_HEADERS)

@@ -1,4 +1,4 @@
-"""Feeds, events and previews through the gateway, against the real gRPC recommender
+"""Feeds and events through the gateway, against the real gRPC recommender
 (``service_stack``: a small synthetic index in OpenSearch, Redis, the server in-process)."""
 
 from __future__ import annotations
@@ -107,43 +107,6 @@ def test_events_are_forwarded_and_rejections_point_into_the_callers_list(feed_cl
     assert item not in {i["item_id"] for i in page["items"]}
     not_a_list = feed_client.post("/v1/events", json={"type": "view"})
     assert not_a_list.status_code == 400 and "JSON list of events" in not_a_list.json()["detail"]
-
-
-def test_preview_renders_a_profile_beside_the_default(feed_client: TestClient, service_stack) -> None:
-    name = f"gw-preview-{uuid.uuid4().hex[:6]}"
-    default_text = feed_client.get("/admin/profiles/default", headers=ADMIN_HEADERS).json()["active"]["text"]
-    text = default_text.replace("name: default", f"name: {name}").replace("weight: 2.0", "weight: 0.0", 1)
-    saved = feed_client.put(f"/admin/profiles/{name}", content=text.encode(), headers=ADMIN_HEADERS)
-    assert saved.status_code == 200, saved.text
-    published = feed_client.post(f"/admin/profiles/{name}/versions/{saved.json()['version']}/publish",
-                                 json={"comment": "preview test"}, headers=ADMIN_HEADERS)
-    assert published.status_code == 200, published.text
-    try:
-        started = time.monotonic()
-        while True:
-            # The recommender picks the new profile up on its next poll.
-            response = feed_client.get(f"/admin/profiles/{name}/preview", headers=ADMIN_HEADERS,
-                                       params={"session_id": "gw-preview", "page_size": 8})
-            if response.status_code != 404 or time.monotonic() - started > 2.0:
-                break
-            time.sleep(0.05)
-        assert response.status_code == 200, response.text
-        preview = response.json()
-        assert preview["profile"]["profile_version"] == saved.json()["version"]
-        assert preview["default"]["profile_version"] != preview["profile"]["profile_version"]
-        assert len(preview["profile"]["items"]) == len(preview["default"]["items"]) == 8
-        assert all("component_scores" in i for i in preview["profile"]["items"] + preview["default"]["items"])
-        assert 0 <= preview["overlap"] <= 8
-        # The admin previews for any user: the user comes from the query, not from a viewer token.
-        user = _user(service_stack)
-        for_user = feed_client.get(f"/admin/profiles/{name}/preview", headers=ADMIN_HEADERS,
-                                   params={"user_id": user, "page_size": 4})
-        assert for_user.status_code == 200, for_user.text
-        assert len(for_user.json()["profile"]["items"]) == 4
-    finally:
-        feed_client.delete(f"/admin/profiles/{name}", headers=ADMIN_HEADERS)
-    gone = feed_client.get(f"/admin/profiles/{name}/preview", headers=ADMIN_HEADERS)
-    assert gone.status_code == 404
 
 
 def test_health_and_request_id(feed_client: TestClient) -> None:

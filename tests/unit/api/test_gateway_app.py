@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 import api._admin
 import api._errors
 import api._feeds
+import api._preview
 import api._proto
 import api.app
 import api.commands
@@ -176,8 +177,9 @@ def test_gateway_command_parses_its_overrides() -> None:
     # The parser alone: build_parser() would load every deployable's commands (torch included).
     parser = argparse.ArgumentParser(prog="hotfeed")
     api.commands.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["gateway", "--port", "9999", "--grpc-target", "10.0.0.1:50051"])
-    assert (args.port, args.grpc_target, args.host) == (9999, "10.0.0.1:50051", None)
+    args = parser.parse_args(["gateway", "--port", "9999", "--grpc-target", "10.0.0.1:50051",
+                              "--preview-deadline-ms", "3000"])
+    assert (args.port, args.grpc_target, args.host, args.preview_deadline_ms) == (9999, "10.0.0.1:50051", None, 3000)
     assert args.handler.__module__ == "api.commands"
 
 
@@ -191,7 +193,9 @@ def test_gateway_entry_point_is_declared() -> None:
     [
         (api.app, ["create_app"]),
         (api.commands, ["register"]),
-        (api._admin, ["admin_router", "preview_params", "stored_json"]),
+        (api._admin, ["admin_router", "stored_json"]),
+        (api._preview, ["SAMPLE_USERS", "MAX_USERS", "preview_call_timeout_s", "side_json", "compare_sides",
+                        "preview_user"]),
         (api._errors, ["HTTP_STATUS_BY_GRPC_CODE", "HTTP_STATUS_BY_ERROR", "http_status_of", "install_error_handlers"]),
         (api._feeds, ["MAX_EVENTS_BODY_BYTES", "feed_params", "call_metadata", "feeds_router"]),
         (api._proto, ["FeedParams", "feed_request", "feed_json", "preferences_json", "preferences_message",

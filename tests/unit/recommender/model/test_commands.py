@@ -66,6 +66,13 @@ def test_train_then_eval_the_checkpoint_end_to_end(tmp_path, artifacts, chain_ra
     assert set(report["results"]) == {"SR", "VSTAN", "gru4rec", "gru4rec+VSTAN"} and report["protocol"] == "next-click"
     weights = report["hybrids"]["gru4rec+VSTAN"]["weights"]
     assert sum(weights[k] for k in ("model", "knn", "repeat")) == pytest.approx(1.0)
+    # The blend against the bar's baseline that ran (VSTAN; V-SKNN was not asked for), paired on the same prefixes.
+    (pair, diffs), = report["comparisons"].items()
+    assert pair == "gru4rec+VSTAN vs VSTAN" and [d["metric"] for d in diffs] == ["HR@20", "MRR@20"]
+    assert all(d["low"] <= d["difference"] <= d["high"] and d["verdict"] in {"better", "worse", "tie"} for d in diffs)
+    assert diffs[0]["difference"] == pytest.approx(report["results"]["gru4rec+VSTAN"]["HR@20"]
+                                                   - report["results"]["VSTAN"]["HR@20"])
+    assert "gru4rec+VSTAN vs VSTAN: HR@20" in capsys.readouterr().out
 
 
 def test_unknown_metric_fails_before_training(tmp_path, artifacts, chain_raw, capsys):
