@@ -18,6 +18,7 @@ import api._admin
 import api._errors
 import api._feeds
 import api._preview
+import api._profile_views
 import api._proto
 import api.app
 import api.commands
@@ -193,7 +194,8 @@ def test_gateway_entry_point_is_declared() -> None:
     [
         (api.app, ["create_app"]),
         (api.commands, ["register"]),
-        (api._admin, ["admin_router", "stored_json"]),
+        (api._admin, ["admin_router", "problems_json", "profile_body", "stored_json"]),
+        (api._profile_views, ["profile_views_router", "yaml_as_data", "data_as_yaml"]),
         (api._preview, ["SAMPLE_USERS", "MAX_USERS", "preview_call_timeout_s", "side_json", "compare_sides",
                         "preview_user"]),
         (api._errors, ["HTTP_STATUS_BY_GRPC_CODE", "HTTP_STATUS_BY_ERROR", "http_status_of", "install_error_handlers"]),
