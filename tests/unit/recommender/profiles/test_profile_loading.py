@@ -23,8 +23,12 @@ from recommender.profiles import (
     load_default_profile,
     load_profile,
     parse_profile,
+    profile_data,
+    profile_json_schema,
     profile_version,
     read_item_fields,
+    read_profile_yaml,
+    render_profile_yaml,
     validate_profile,
 )
 from recommender.settings import REPO_ROOT
@@ -300,3 +304,26 @@ def test_a_deeply_nested_profile_is_refused_not_a_crash(fields) -> None:
 def test_an_oversized_profile_is_refused(fields) -> None:
     with pytest.raises(ProfileRejected, match="at most 65536"):
         parse_profile("# " + "x" * 70_000, fields=fields)
+
+
+def test_profile_data_rendered_as_yaml_reads_back_equal(fields: ItemFields) -> None:
+    default = load_default_profile(fields=fields)
+    text = render_profile_yaml(profile_data(default))
+    assert text == dump_profile(default)
+    assert read_profile_yaml(text) == profile_data(default)
+    assert parse_profile(text, fields=fields) == default
+
+
+def test_invalid_data_renders_as_written_and_reads_back(minimal: dict[str, Any]) -> None:
+    # The form's data may be invalid while a PM types: the YAML view still shows it.
+    bad = {**minimal, "components": [{"type": "knn", "weight": -1, "k": "many"}]}
+    assert read_profile_yaml(render_profile_yaml(bad)) == bad
+    with pytest.raises(ProfileRejected, match=r"does not parse at line 2, column 1"):
+        read_profile_yaml("name: [\n")
+
+
+def test_json_schema_is_the_models_own() -> None:
+    schema = profile_json_schema()
+    assert schema == ScoreProfile.model_json_schema()
+    knn = schema["$defs"]["Knn"]["properties"]["k"]
+    assert (knn["minimum"], knn["maximum"]) == (Knn.model_fields["k"].metadata[0].ge, Knn.model_fields["k"].metadata[1].le)
