@@ -303,6 +303,10 @@ def test_the_form_edits_toggles_lists_and_boosts(browser: webdriver.Chrome, gate
     browser.find_element(By.XPATH, f'//div[@data-problem-for="components[{count}]"]/../legend/button').click()
     yaml_shows(lambda d: len(d["components"]) == count, "the component removed")
     _wait(browser, lambda b: _text(b, "problems") == "valid", "the profile never validated again")
+    # The form is built from the gateway's own schema: the page asked nothing of any other host.
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert any(url.endswith("/admin/profile-schema") for url in loaded), loaded
+    assert all(url.startswith(gateway_url) for url in loaded), loaded
 
 
 def test_docs_render_from_the_gateway_alone(browser: webdriver.Chrome, gateway_url: str) -> None:
