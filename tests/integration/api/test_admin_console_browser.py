@@ -303,6 +303,13 @@ def test_the_form_edits_toggles_lists_and_boosts(browser: webdriver.Chrome, gate
     browser.find_element(By.XPATH, f'//div[@data-problem-for="components[{count}]"]/../legend/button').click()
     yaml_shows(lambda d: len(d["components"]) == count, "the component removed")
     _wait(browser, lambda b: _text(b, "problems") == "valid", "the profile never validated again")
+    # YAML that does not parse leaves the form nothing to show, and says where to fix it.
+    click("#tab-yaml")
+    _type_yaml(browser, "name: [\n")
+    _wait_text(browser, "problems", "does not parse at line")
+    click("#tab-form")
+    _wait_text(browser, "form", "fix it in the YAML view")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#form input")
     # The form is built from the gateway's own schema: the page asked nothing of any other host.
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert any(url.endswith("/admin/profile-schema") for url in loaded), loaded
