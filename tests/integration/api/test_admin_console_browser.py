@@ -187,6 +187,8 @@ def test_a_product_manager_edits_validates_publishes_and_rolls_back(
     store = ProfileStore(service_stack.settings.redis, fields=fields)
     knn = next(i for i, c in enumerate(load_default_profile(fields=fields).components) if isinstance(c, Knn))
     weight = f"components[{knn}].weight"
+    segments = RedisSegmentStore(service_stack.settings.redis, client=store.client)
+    user = f"console-e2e-user-{uuid.uuid4().hex[:6]}"
     try:
         # A new profile starts from the default, shown in the form; naming it names the YAML too.
         _start_new_profile(browser, gateway_url, name)
@@ -230,6 +232,15 @@ def test_a_product_manager_edits_validates_publishes_and_rolls_back(
         second = re.search(r"saved draft ([0-9a-f]{16})",
                            _wait_text(browser, "message", "saved draft")).group(1)
         assert second != first
+        # Before publishing, the PM previews live (first) against the draft (second) for a user serving knows.
+        segments.set_declared_preferences(user, DeclaredPreferences(liked_categories=()))
+        browser.find_element(By.ID, "p-users").send_keys(user)
+        browser.find_element(By.ID, "preview").click()
+        _wait_text(browser, "p-message", f"live {first} against {second}")
+        block = browser.find_element(By.CSS_SELECTOR, f'#p-results .p-user[data-user="{user}"]')
+        for column, version in ((".p-live", first), (".p-draft", second)):
+            text = block.find_element(By.CSS_SELECTOR, column).text
+            assert f"version {version}" in text and "served by engine" in text, text
         _make_live(browser, second, "publish", "more knn")
         assert _served_version(grpc_server, name, second) == second
 
@@ -256,6 +267,7 @@ def test_a_product_manager_edits_validates_publishes_and_rolls_back(
         screenshot = tmp_path / "admin-console.png"
         assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 0
     finally:
+        segments.clear_declared_preferences(user)
         store.delete(name)
         store.client.close()
 
