@@ -26,14 +26,12 @@ import numpy as np
 import torch
 
 from recommender.model.data import SessionSplit, prefix_examples, sample_examples
-from recommender.model.evaluate import ModelScorer, Scorer
+from recommender.model.evaluate import Scorer
 from recommender.model.metrics import RankedLists, metric_by_name
-from recommender.model.network import TAIL_BIAS_GRID
 from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, sum_at, tune_knn
 
-__all__ = ["EPSILON", "Blend", "BlendChoice", "BlendWeights", "HybridScorer", "WithTailBias", "blend", "fit_blend",
-           "knn_at", "knn_distribution", "repeat_at", "repeat_distribution", "tail_biases_of", "tune_blend",
-           "WEIGHT_STEP", "REPEAT_DECAYS", "SERVABLE_KNN"]
+__all__ = ["EPSILON", "Blend", "BlendWeights", "HybridScorer", "blend", "fit_blend", "knn_at", "knn_distribution",
+           "repeat_at", "repeat_distribution", "tune_blend", "WEIGHT_STEP", "REPEAT_DECAYS", "SERVABLE_KNN"]
 
 EPSILON = 1e-4
 WEIGHT_STEP = 0.1
@@ -140,104 +138,49 @@ def _grid(step: float) -> list[tuple[float, float, float]]:
             for a in range(n + 1) for b in range(n + 1 - a)]
 
 
-class WithTailBias:
-    """A model scorer whose TailNet scores with ``tail_bias`` (the model's own is restored after each call):
-    one trained model gives the blend tuning every rectification strength, and a hybrid row its own."""
-
-    def __init__(self, scorer: ModelScorer, tail_bias: float):
-        self.scorer, self.tail_bias = scorer, float(tail_bias)
-
-    def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        model = self.scorer.model
-        before, model.tail_bias = model.tail_bias, self.tail_bias
-        try:
-            return self.scorer.score_sessions(items, lengths)
-        finally:
-            model.tail_bias = before
-
-
-def tail_biases_of(scorer: Scorer) -> tuple[float, ...]:
-    """Return the tail biases the blend tuning tries with ``scorer``: the grid for a TailNet, none for
-    other models and for checkpoints scored through another vocabulary."""
-    if isinstance(scorer, ModelScorer) and hasattr(scorer.model, "tail_bias"):
-        return TAIL_BIAS_GRID
-    return ()
-
-
-@dataclass(frozen=True)
-class BlendChoice:
-    """The blend picked on validation: its weights, the model's tail bias (None: the model's own), what was tried."""
-
-    weights: BlendWeights
-    tail_bias: float | None
-    info: dict
-
-    def scorer(self, model: Scorer) -> Scorer:
-        """Return ``model`` as the blend scores it (with the picked tail bias)."""
-        return model if self.tail_bias is None else WithTailBias(model, self.tail_bias)
-
-
 def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequence[str] = ("HR@20", "MRR@20"),
                max_length: int = 20, step: float = WEIGHT_STEP, decays: Sequence[float] = REPEAT_DECAYS,
-               tail_biases: Sequence[float] | None = None, max_examples: int = 5000, batch_size: int = 512,
-               seed: int = 0) -> BlendChoice:
-    """Return the blend with the best sum of the validation ``metrics``, and what was tried.
+               max_examples: int = 5000, batch_size: int = 512, seed: int = 0) -> tuple[BlendWeights, dict]:
+    """Return (the blend weights with the best sum of the validation ``metrics``, what was tried).
 
     The sum of HR@20 and MRR@20 by default: the blend has to win on both, not trade one away.
-    Every weight triple on the simplex at ``step`` is tried with the middle decay and each tail
-    bias (``tail_biases``, default ``tail_biases_of(model)``: a TailNet's rectification strength
-    is picked for the blend it serves in, not for the model alone), then the best triple and bias
-    with each decay; at most ``max_examples`` validation prefixes (a seeded sample). Ties go to
-    the larger tail bias (more of the long tail at equal accuracy), then the larger model weight,
-    then the larger KNN weight.
+    Every weight triple on the simplex at ``step`` is tried with the middle decay, then the
+    best triple with each decay; at most ``max_examples`` validation prefixes (a seeded sample).
+    Ties go to the larger model weight, then the larger KNN weight.
     """
     chosen = [metric_by_name(m) for m in metrics]
     k = max(m.k for m in chosen)
-    biases: tuple[float | None, ...] = tuple(tail_biases_of(model) if tail_biases is None else tail_biases) or (None,)
-    variants = {b: model if b is None else WithTailBias(model, b) for b in biases}
     examples = sample_examples(prefix_examples(split.valid, max_length=max_length), max_examples, seed=seed)
     if not len(examples):
-        return BlendChoice(BlendWeights(), None, {})
+        return BlendWeights(), {}
     hybrid = HybridScorer(model, knn, weights=BlendWeights())
     middle = sorted(decays)[len(decays) // 2]
-    Tried = tuple[float | None, BlendWeights]
 
-    def evaluate(candidates: list[Tried]) -> dict[Tried, float]:
-        tops: dict[Tried, list[np.ndarray]] = {c: [] for c in candidates}
+    def evaluate(candidates: list[BlendWeights]) -> dict[BlendWeights, float]:
+        tops: dict[BlendWeights, list[np.ndarray]] = {w: [] for w in candidates}
         for start in range(0, len(examples), batch_size):
             lengths = examples.lengths[start:start + batch_size]
             items = examples.items[start:start + batch_size, : int(lengths.max())]
-            _, dist, repeats = hybrid.parts(items, lengths, decays={w.repeat_decay for _, w in candidates})
-            for bias in {b for b, _ in candidates}:
-                logits = variants[bias].score_sessions(items, lengths).astype(np.float64)
-                for w in (w for b, w in candidates if b == bias):
-                    scores = torch.from_numpy(blend(logits, dist, repeats[w.repeat_decay], w).astype(np.float32))
-                    scores[:, 0] = -np.inf
-                    top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-                    found = np.zeros((len(lengths), k), dtype=np.int64)
-                    found[:, : top.indices.shape[1]] = np.where(np.isfinite(top.values.numpy()),
-                                                                top.indices.numpy(), 0)
-                    tops[(bias, w)].append(found)
-        return {c: sum(m.compute(RankedLists(topk=np.concatenate(t), targets=examples.targets, is_tail=split.is_tail))
-                       for m in chosen) for c, t in tops.items()}
+            logits, dist, repeats = hybrid.parts(items, lengths, decays={w.repeat_decay for w in candidates})
+            for w in candidates:
+                scores = torch.from_numpy(blend(logits, dist, repeats[w.repeat_decay], w).astype(np.float32))
+                scores[:, 0] = -np.inf
+                top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+                found = np.zeros((len(lengths), k), dtype=np.int64)
+                found[:, : top.indices.shape[1]] = np.where(np.isfinite(top.values.numpy()), top.indices.numpy(), 0)
+                tops[w].append(found)
+        return {w: sum(m.compute(RankedLists(topk=np.concatenate(t), targets=examples.targets, is_tail=split.is_tail))
+                       for m in chosen) for w, t in tops.items()}
 
-    def rank(c: Tried) -> tuple:
-        bias, w = c
-        return values[c], -math.inf if bias is None else bias, w.model, w.knn, w.repeat_decay == middle
-
-    values = evaluate([(b, BlendWeights(x, y, z, middle)) for b in biases for x, y, z in _grid(step)])
-    best_bias, best = max(values, key=rank)
+    values = evaluate([BlendWeights(a, b, c, middle) for a, b, c in _grid(step)])
+    best = max(values, key=lambda w: (values[w], w.model, w.knn))
     if best.repeat:
-        values.update(evaluate([(best_bias, BlendWeights(best.model, best.knn, best.repeat, d))
-                                for d in decays if d != middle]))
-        best_bias, best = max(values, key=rank)
-    alone = {b: values.get((b, BlendWeights(1.0, 0.0, 0.0, middle)), float("nan")) for b in biases}
-    info = {"validation_prefixes": len(examples), "best": round(values[(best_bias, best)], 4), "tried": len(values),
-            "model_alone": round(max(alone.values()), 4),
-            "knn_alone": round(values.get((biases[0], BlendWeights(0.0, 1.0, 0.0, middle)), float("nan")), 4)}
-    if best_bias is not None:
-        info["tail_bias"] = best_bias
-    return BlendChoice(best, best_bias, info)
+        values.update(evaluate([BlendWeights(best.model, best.knn, best.repeat, d) for d in decays if d != middle]))
+        best = max(values, key=lambda w: (values[w], w.model, w.knn, w.repeat_decay == middle))
+    return best, {"validation_prefixes": len(examples), "best": round(values[best], 4), "tried": len(values),
+                  "model_alone": round(values.get(BlendWeights(1.0, 0.0, 0.0, middle), float("nan")), 4),
+                  "knn_alone": round(values.get(BlendWeights(0.0, 1.0, 0.0, middle), float("nan")), 4)}
+
 
 
 SERVABLE_KNN: tuple[str, ...] = tuple(KNN_DEFAULTS)  # the neighbourhood methods (SR is not served)
@@ -274,17 +217,11 @@ class Blend:
 def fit_blend(model: Scorer, split: SessionSplit, *, knn_name: str = "VSTAN", tune_knn_params: bool = True,
               max_length: int = 20, max_examples: int = 5000) -> Blend:
     """Return the blend of ``model`` with the KNN ``knn_name`` over the training sessions, the KNN's
-    parameters and the weights picked on validation (at most ``max_examples`` prefixes each).
-
-    A TailNet's tail bias is picked with the weights, and ``model``'s is set to it: the checkpoint
-    then serves the model with the strength its blend was tuned for (Trainer.save writes it).
-    """
+    parameters and the weights picked on validation (at most ``max_examples`` prefixes each)."""
     if knn_name not in SERVABLE_KNN:
         raise ValueError(f"blend KNN {knn_name!r} is not one of {SERVABLE_KNN!r}")
     params, info = (tune_knn(knn_name, split, max_length=max_length, max_examples=max_examples)
                     if tune_knn_params else (KNN_DEFAULTS[knn_name], {}))
     knn = SessionKNN(knn_name, split.item_counts, split.train, params)
-    choice = tune_blend(model, knn, split, max_length=max_length, max_examples=max_examples)
-    if choice.tail_bias is not None and isinstance(model, ModelScorer):
-        model.model.tail_bias = choice.tail_bias
-    return Blend(knn=knn, weights=choice.weights, info={"knn_tuning": info, "weights_tuning": choice.info})
+    weights, tried = tune_blend(model, knn, split, max_length=max_length, max_examples=max_examples)
+    return Blend(knn=knn, weights=weights, info={"knn_tuning": info, "weights_tuning": tried})

@@ -30,11 +30,7 @@ from torch import Tensor, nn
 
 from recommender.errors import ConfigError
 
-__all__ = ["ItemEmbedding", "SessionModel", "TailNet", "SASRec", "GRU4Rec", "MODELS", "TAIL_BIAS_GRID", "build_model"]
-
-# The rectification strengths tried on validation (logit offsets added to the tail preference):
-# by the trainer for the model alone, and by the blend tuning for the served scorer.
-TAIL_BIAS_GRID: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+__all__ = ["ItemEmbedding", "SessionModel", "TailNet", "SASRec", "GRU4Rec", "MODELS", "build_model"]
 
 
 class ItemEmbedding(nn.Module):

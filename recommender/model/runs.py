@@ -156,10 +156,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         # The epoch count, tail bias and blend weights picked on validation; the model and the KNN
         # fitted again on train + validation (what `hotfeed eval --refit` measures).
         split = refit_split(split)
-        refit_config = {**trainer.config, "epochs": max(report.best_epoch, 1)}
-        if hasattr(model, "tail_bias"):
-            refit_config["tail_bias"] = float(model.tail_bias)  # as the blend picked it
-        trainer = Trainer(refit_config, device=device)
+        trainer = Trainer({**trainer.config, "epochs": max(report.best_epoch, 1)}, device=device)
         model = trainer.build(args.model, split)
         report = trainer.fit(model, split)
         if blend is not None:
@@ -280,15 +277,12 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         knn = baseline(knn_name, split)  # on train only, like the models the weights are picked with
         final_knn = scorers.get(knn_name) or baseline(knn_name, final)
         for model_name in models:
-            choice = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length,
-                                max_examples=TUNING_PREFIXES)
+            weights, info = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length,
+                                       max_examples=TUNING_PREFIXES)
             name = f"{model_name}+{knn_name}"
-            scorers[name] = HybridScorer(choice.scorer(scorers[model_name]), final_knn, weights=choice.weights,
-                                         name=name)
-            hybrid_weights[name] = {"weights": choice.weights.to_dict(), "tail_bias": choice.tail_bias,
-                                    "validation_HR@20+MRR@20": choice.info}
-            picked_bias = "" if choice.tail_bias is None else f", tail bias {choice.tail_bias}"
-            print(f"{name}: weights {choice.weights.to_dict()}{picked_bias} picked on validation ({choice.info})")
+            scorers[name] = HybridScorer(scorers[model_name], final_knn, weights=weights, name=name)
+            hybrid_weights[name] = {"weights": weights.to_dict(), "validation_HR@20+MRR@20": info}
+            print(f"{name}: weights {weights.to_dict()} picked on validation ({info})")
     # At least top-20 lists: the comparisons below read HR@20 and MRR@20 whatever --metrics holds.
     lists = rank_scorers(scorers, final, k=max([20] + [metric_by_name(m).k for m in metrics]), max_length=max_length)
     results = metrics_of(lists, metrics)

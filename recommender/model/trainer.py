@@ -24,12 +24,14 @@ from recommender.model.checkpoint import save_checkpoint
 from recommender.model.data import SessionSplit, iterate_batches, prefix_examples
 from recommender.model.evaluate import ModelScorer, rank_top_k
 from recommender.model.metrics import RankedLists, metric_by_name
-from recommender.model.network import TAIL_BIAS_GRID, SessionModel, build_model
+from recommender.model.network import SessionModel, build_model
 
 __all__ = ["seed_everything", "TrainReport", "Trainer"]
 
 _log = logging.getLogger(__name__)
 
+# Rectification strengths tried by calibrate_tail_bias (logit offsets added to the tail preference).
+_TAIL_BIAS_GRID: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 def seed_everything(seed: int) -> None:
@@ -161,7 +163,7 @@ class Trainer:
         the smaller bias); a small tolerance trades that much accuracy for more tail items.
         """
         scores = {}
-        for bias in TAIL_BIAS_GRID:
+        for bias in _TAIL_BIAS_GRID:
             model.tail_bias = bias
             scores[bias] = self.validate(model, split)
         top = max(scores.values())
@@ -179,13 +181,7 @@ class Trainer:
     def save(self, path: Path, model: SessionModel, split: SessionSplit, report: TrainReport, *,
              content: ContentEncoder | None = None, meta: dict[str, Any] | None = None,
              blend: Blend | None = None) -> Path:
-        """Write the checkpoint (weights, effective config, vocabulary, version, content encoder, blend); return its path.
-
-        The config's ``tail_bias`` is the model's at save time: the blend tuning may have picked
-        another than the trainer's calibration (hybrid.tune_blend).
-        """
-        if hasattr(model, "tail_bias"):
-            self.config["tail_bias"] = float(model.tail_bias)
+        """Write the checkpoint (weights, effective config, vocabulary, version, content encoder, blend); return its path."""
         return save_checkpoint(
             path, model=model, config=self.config, vocab=split.vocab, item_counts=split.item_counts,
             meta={"split": split.params, "best_epoch": report.best_epoch,

@@ -10,9 +10,8 @@ import torch
 from recommender.errors import ConfigError
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.evaluate import ModelScorer
-from recommender.model.hybrid import (EPSILON, Blend, BlendWeights, HybridScorer, WithTailBias, fit_blend,
-                                      repeat_distribution, tail_biases_of, tune_blend)
-from recommender.model.network import TAIL_BIAS_GRID
+from recommender.model.hybrid import (EPSILON, Blend, BlendWeights, HybridScorer, fit_blend, repeat_distribution,
+                                      tune_blend)
 from recommender.model.serving import SessionScorer
 from recommender.model.session_knn import SequentialRules
 
@@ -58,43 +57,9 @@ def test_the_weights_are_picked_on_validation(chain_split):
     n = len(chain_split.vocab)
     model = _Fixed(np.r_[-np.inf, 10.0, np.zeros(n - 2)])
     rules = SequentialRules(chain_split.item_counts, chain_split.train)
-    choice = tune_blend(model, rules, chain_split, step=0.25)
-    assert choice.weights.knn > choice.weights.model
-    assert choice.info["best"] >= choice.info["knn_alone"] > choice.info["model_alone"]
-    assert choice.tail_bias is None and choice.scorer(model) is model  # not a TailNet: no bias to pick
-
-
-def test_with_tail_bias_scores_as_the_model_with_that_bias_and_restores_its_own(tiny_tailnet, chain_split):
-    _, model, _ = tiny_tailnet
-    scorer = ModelScorer(model, device=torch.device("cpu"))
-    items, lengths = np.array([[1, 2, 3], [4, 5, 0]]), np.array([3, 2])
-    own = model.tail_bias
-    biased = WithTailBias(scorer, own + 2.0).score_sessions(items, lengths)
-    assert model.tail_bias == own
-    model.tail_bias = own + 2.0
-    try:
-        expected = scorer.score_sessions(items, lengths)
-    finally:
-        model.tail_bias = own
-    assert np.array_equal(biased, expected)
-    assert not np.array_equal(biased, scorer.score_sessions(items, lengths))  # the bias changes the scores
-
-
-def test_the_tail_bias_is_picked_with_the_weights_as_the_best_pair_on_validation(tiny_tailnet, chain_split):
-    _, model, _ = tiny_tailnet
-    scorer = ModelScorer(model, device=torch.device("cpu"))
-    rules = SequentialRules(chain_split.item_counts, chain_split.train)
-    assert tail_biases_of(scorer) == TAIL_BIAS_GRID and tail_biases_of(rules) == ()
-    own = model.tail_bias
-    joint = tune_blend(scorer, rules, chain_split, step=0.5, tail_biases=(0.0, 3.0))
-    alone = {b: tune_blend(scorer, rules, chain_split, step=0.5, tail_biases=(b,)) for b in (0.0, 3.0)}
-    assert model.tail_bias == own  # tuning leaves the model as it was
-    best = max(c.info["best"] for c in alone.values())
-    assert joint.info["best"] == best
-    # The pair picked is the best one's; ties go to the larger bias (more of the tail at equal accuracy).
-    assert joint.tail_bias == max(b for b, c in alone.items() if c.info["best"] == best)
-    assert joint.weights == alone[joint.tail_bias].weights
-    assert isinstance(joint.scorer(scorer), WithTailBias) and joint.scorer(scorer).tail_bias == joint.tail_bias
+    weights, info = tune_blend(model, rules, chain_split, step=0.25)
+    assert weights.knn > weights.model
+    assert info["best"] >= info["knn_alone"] > info["model_alone"]
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +71,6 @@ def blended(tmp_path_factory, chain_split, tiny_tailnet):
     fitted.weights = BlendWeights(model=0.4, knn=0.4, repeat=0.2, repeat_decay=0.6)
     path = trainer.save(tmp_path_factory.mktemp("ckpt") / "tailnet.pt", model, split, report, blend=fitted)
     return path, model, split, fitted
-
-
-def test_fit_blend_serves_the_model_with_the_tail_bias_it_picked(blended):
-    path, model, _, fitted = blended
-    picked = fitted.info["weights_tuning"]["tail_bias"]
-    assert picked in TAIL_BIAS_GRID and model.tail_bias == picked
-    loaded = load_checkpoint(path, device=torch.device("cpu"))
-    assert loaded.model.tail_bias == picked and loaded.config["tail_bias"] == picked
 
 
 def test_the_served_scorer_gives_the_evaluated_scores(blended):
