@@ -3,7 +3,8 @@ per-variant statistics. Every endpoint needs an admin token; each change is audi
 
 Experiments live in ``recommender.stores.experiments``; the recommender serves a started
 experiment within its profile poll interval, and its counts reach Redis within its flush
-interval (``HOTFEED_SERVER_EXPERIMENT_FLUSH_MS``).
+interval (``HOTFEED_SERVER_EXPERIMENT_FLUSH_MS``). Only the events of viewers exposed to an
+experiment (served one of its pages) count (``recommender.stores.experiment_counts``).
 """
 
 from __future__ import annotations
@@ -53,13 +54,17 @@ class PromoteBody(BaseModel):
 
 
 def experiment_json(experiment: Experiment, counts: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """Return the JSON of an experiment with one row of counts, rates and 95 % intervals per variant."""
+    """Return the JSON of an experiment with one row of counts, rates and 95 % intervals per variant.
+
+    ``exposed_viewers`` is the number of distinct viewers served a page of the variant; the
+    event counts (click, like, chat, purchase) are those of these viewers only.
+    """
     variants = []
     for variant in experiment.variants:
         stats = variant_stats(variant, counts.get(variant.version, {}))
         variants.append({
             "version": stats.version, "percent": stats.percent, "impressions": stats.impressions,
-            **stats.events,
+            "exposed_viewers": stats.exposed_viewers, **stats.events,
             **{name: {"rate": rate, "low": low, "high": high} for name, (rate, low, high) in stats.rates.items()},
         })
     return {

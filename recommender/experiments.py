@@ -7,6 +7,10 @@ id, or the session id of an anonymous viewer, so the same viewer always gets the
 of the same experiment, on every replica, with no stored assignment; a new experiment (a new
 name) reshuffles viewers.
 
+A variant counts impressions (items served), its exposed viewers (distinct viewers served at
+least one of its pages) and the events (COUNTED_EVENTS) of its exposed viewers only
+(``recommender.stores.experiment_counts``).
+
 Everything here is pure (no I/O): ``recommender.stores.experiments`` stores experiments and
 counts, the feed path calls ``assign_variant`` and the console calls ``variant_stats``.
 """
@@ -21,14 +25,17 @@ from dataclasses import dataclass
 from recommender.errors import InvalidRequest
 
 __all__ = [
-    "BUCKETS", "COUNTED_EVENTS", "EXPERIMENT_STATES", "Experiment", "Variant", "VariantStats", "assign_bucket",
-    "assign_variant", "checked_experiment_name", "checked_variants", "variant_stats", "wilson_interval",
+    "BUCKETS", "COUNTED_EVENTS", "EXPERIMENT_STATES", "EXPOSED_VIEWERS", "Experiment", "Variant", "VariantStats",
+    "assign_bucket", "assign_variant", "checked_experiment_name", "checked_variants", "variant_stats",
+    "wilson_interval",
 ]
 
 # 10,000 buckets: a percentage has two decimals (0.01 % is one bucket).
 BUCKETS = 10_000
-# Events counted per variant, next to the impressions (feed items served).
+# Events counted per variant (of its exposed viewers only), next to the impressions (feed items served).
 COUNTED_EVENTS = ("click", "like", "chat", "purchase")
+# The count of distinct viewers served at least one page of a variant.
+EXPOSED_VIEWERS = "exposed_viewers"
 EXPERIMENT_STATES = ("running", "stopped")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 # 95 % two-sided normal quantile.
@@ -67,6 +74,8 @@ class VariantStats:
     version: str
     percent: float
     impressions: int
+    # Distinct viewers served at least one page of the variant; only their events are counted.
+    exposed_viewers: int
     events: dict[str, int]
     # rate name ("ctr", "conversion") -> (rate, low, high); rate is None without impressions.
     rates: dict[str, tuple[float | None, float, float]]
@@ -150,16 +159,19 @@ def wilson_interval(successes: int, trials: int, *, z: float = _Z_95) -> tuple[f
 
 
 def variant_stats(variant: Variant, counts: dict[str, int]) -> VariantStats:
-    """Return the statistics of ``variant`` from its counts (``impressions`` and COUNTED_EVENTS).
+    """Return the statistics of ``variant`` from its counts (``impressions``, EXPOSED_VIEWERS and
+    COUNTED_EVENTS).
 
     CTR is clicks per impression and conversion is purchases per impression. Counts can
-    exceed impressions (a click on an item seen elsewhere); a rate is then capped at 1.
+    exceed impressions (an exposed viewer's click on an item seen elsewhere); a rate is then
+    capped at 1.
     """
     impressions = int(counts.get("impressions", 0))
+    exposed_viewers = int(counts.get(EXPOSED_VIEWERS, 0))
     events = {name: int(counts.get(name, 0)) for name in COUNTED_EVENTS}
     rates: dict[str, tuple[float | None, float, float]] = {}
     for rate, event in (("ctr", "click"), ("conversion", "purchase")):
         hits = min(events[event], impressions)
         low, high = wilson_interval(hits, impressions)
         rates[rate] = (hits / impressions if impressions else None, low, high)
-    return VariantStats(variant.version, variant.percent, impressions, events, rates)
+    return VariantStats(variant.version, variant.percent, impressions, exposed_viewers, events, rates)

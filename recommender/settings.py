@@ -230,8 +230,8 @@ class ServerSettings(BaseSettings):
     # degrades to default segments instead of waiting out HOTFEED_REDIS_TIMEOUT_MS.
     redis_timeout_ms: int = Field(default=100, ge=1, le=60_000)
     profile_poll_ms: int = Field(default=250, ge=10, le=60_000)
-    # A/B experiment counts (impressions, clicks, ...) are added up in memory and written to
-    # Redis in one round trip this often; a crash loses at most one interval of counts.
+    # A/B experiment counts (impressions, exposed viewers, clicks, ...) are added up in memory and
+    # written to Redis in one round trip this often; a crash loses at most one interval of counts.
     experiment_flush_ms: int = Field(default=1000, ge=10, le=60_000)
     # 0 switches the Prometheus endpoint off.
     metrics_port: int = Field(default=9464, ge=0, le=65535)

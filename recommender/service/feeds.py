@@ -68,7 +68,7 @@ from recommender.service.pipeline import (
 )
 from recommender.service.profile_cache import LiveProfile, ProfileCache
 from recommender.settings import Settings
-from recommender.stores.experiments import ExperimentCounter
+from recommender.stores.experiment_counts import ExperimentCounter
 from recommender.stores.feed_pages import FeedPageStore, FeedState
 from recommender.stores.popular import PopularStore
 from recommender.stores.segments import RedisSegmentStore
@@ -231,11 +231,13 @@ class FeedService:
         _check_request(req, plan)
         self._check_preview(req)
         now = now or datetime.now(timezone.utc)
+        # Who experiments split on and count: the user, else the session ("" for neither).
+        viewer = req.user_id or req.session_id
         if req.preview is not None:
             # A preview is nobody's impression: never an experiment's variant, never counted.
             live = self.profiles.version(req.profile or "default", req.preview.profile_version)
         else:
-            live = self.profiles.for_viewer(req.profile or "default", req.user_id or req.session_id)
+            live = self.profiles.for_viewer(req.profile or "default", viewer)
         deg = Degradations()
         # A preview waits for a slot as long as for the engine: on a busy box it is still ranked.
         queue_timeout_s = self._queue_timeout_s if req.preview is None else self._deadline_ms(req) / 1000
@@ -259,8 +261,9 @@ class FeedService:
             page.experiment = live.experiment
             # Every page the variant answered counts, fallback pages too (intent to treat):
             # leaving them out would credit a variant for the engine trouble it happened to miss.
+            # The viewer is exposed from now on: their events count to this variant.
             if self.experiment_counts is not None:
-                self.experiment_counts.add(live.experiment, live.version, "impressions", len(page.items))
+                self.experiment_counts.served(live.experiment, live.version, viewer, len(page.items))
         return page
 
     def _check_preview(self, req: FeedRequest) -> None:

@@ -27,7 +27,8 @@ from recommender.service.profile_cache import ProfileCache
 from recommender.service.servicer import RecommenderServicer, TokenInterceptor
 from recommender.settings import DEV_CURSOR_SECRET, Settings
 from recommender.stores import ServingStores, open_stores
-from recommender.stores.experiments import ExperimentCounter, ExperimentStore
+from recommender.stores.experiment_counts import ExperimentCounter
+from recommender.stores.experiments import ExperimentStore
 from recommender.stores.profiles import ProfileStore
 from recommender.stores.published_models import PublishedModel, PublishedModelStore
 

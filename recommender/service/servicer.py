@@ -269,19 +269,22 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return self._call("RecordEvents", context, lambda: self._record(request))
 
     def _count_for_experiments(self, counted: list[tuple[str, str]]) -> None:
-        """Add each event to the variant its viewer is assigned in every running experiment.
+        """Count each (viewer, event type) to the viewer's variant in every running experiment;
+        the counter keeps only those of viewers exposed to the experiment (served one of its pages).
 
         Counted here rather than in the indexer: this process already holds the running
-        experiments (the profile cache) and their assignment, so counting is a hash and an
-        in-memory add, flushed with the impressions; the indexer would need its own copy.
-        Events written to the stream by other producers are therefore not counted.
+        experiments (the profile cache), their assignment and the viewers it exposed, so counting
+        is a hash and an in-memory add, flushed with the impressions; the indexer would need its
+        own copy. Events written to the stream by other producers are therefore not counted.
+        No Redis round trip: with Redis down the events are still accepted (they are in the
+        stream already) and counted at the counter's next successful flush.
         """
         counts = self.feeds.experiment_counts
         if counts is None:
             return
-        for viewer, event_type in counted:
-            for experiment, version in self.feeds.profiles.variants_for_viewer(viewer):
-                counts.add(experiment, version, event_type)
+        counts.add_events((experiment, version, viewer, event_type)
+                          for viewer, event_type in counted
+                          for experiment, version in self.feeds.profiles.variants_for_viewer(viewer))
 
     def _record(self, request: pb.RecordEventsRequest) -> pb.RecordEventsResponse:
         total = len(request.events) + len(request.listings)

@@ -1,45 +1,49 @@
-"""A/B experiments and their per-variant counts in Redis.
+"""A/B experiments in Redis, and the keys of their per-variant counts and exposures.
 
 Redis layout (``P`` is ``settings.redis.key_prefix``):
 
-    P experiments:all           hash    experiment name -> JSON of the Experiment
-    P experiments:running       hash    profile name -> the name of its running experiment
-    P experiments:<name>:counts hash    "<version>:<count>" -> integer, count being
-                                        "impressions" or one of COUNTED_EVENTS
-    P profiles:revision         string bumped by every start and stop, so the serving profile
-                                        cache (which polls it) reloads experiments with profiles
-    P audit                     stream  the admin audit trail (``recommender.stores.audit``)
+    P experiments:all                      hash    experiment name -> JSON of the Experiment
+    P experiments:running                  hash    profile name -> the name of its running experiment
+    P experiments:<name>:counts            hash    "<version>:<count>" -> integer, count being
+                                                   "impressions", "exposed_viewers" or one of
+                                                   COUNTED_EVENTS
+    P experiments:<name>:exposed:<version> set     the viewers (user id, else session id) served a
+                                                   page of that variant while it ran
+    P profiles:revision                    string  bumped by every start and stop, so the serving
+                                                   profile cache (which polls it) reloads
+                                                   experiments with profiles
+    P audit                                stream  the admin audit trail (``recommender.stores.audit``)
 
 At most one experiment runs per profile: the running hash is checked and set in the same
 script as the start. Starting, stopping and promoting append their audit entry in the script
-that makes the change. Counts are kept after an experiment stops, for its final table.
+that makes the change. Counts are kept after an experiment stops, for its final table; the
+exposed sets are deleted by the stop (they only decide which events count while it runs; the
+number of exposed viewers stays in the counts). ``recommender.stores.experiment_counts``
+writes the counts and the exposed sets.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import Counter
 from contextlib import AbstractContextManager
 
 import redis
 
-from recommender.errors import InvalidRequest, NotFound, StoreUnavailable
+from recommender.errors import InvalidRequest, NotFound
 from recommender.experiments import (
-    COUNTED_EVENTS,
     Experiment,
     Variant,
     checked_experiment_name,
     checked_variants,
 )
 from recommender.settings import RedisSettings
-from recommender.stores._redis import open_redis, redis_errors_translated
+from recommender.stores._redis import redis_errors_translated
 from recommender.stores.audit import audit_key, audit_payload
 from recommender.stores.profiles import ProfileStore, checked_comment
 
-__all__ = ["ExperimentCounter", "ExperimentStore"]
+__all__ = ["ExperimentStore", "counts_key", "experiments_key", "exposed_key"]
 
 _log = logging.getLogger(__name__)
 
@@ -58,9 +62,9 @@ redis.call('XADD', KEYS[4], '*', 'entry', ARGV[4])
 return redis.call('INCR', KEYS[3])
 """
 
-# KEYS: all, running, revision, audit. ARGV: name, profile, stopped experiment JSON, audit
-# entry JSON, only_if_running ("1": refuse a stopped experiment). Returns the new revision;
-# 0 when only_if_running and it is not running.
+# KEYS: all, running, revision, audit, then the exposed set of each variant. ARGV: name,
+# profile, stopped experiment JSON, audit entry JSON, only_if_running ("1": refuse a stopped
+# experiment). Returns the new revision; 0 when only_if_running and it is not running.
 _STOP_LUA = """
 local running = redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1]
 if ARGV[5] == '1' and not running then
@@ -68,6 +72,9 @@ if ARGV[5] == '1' and not running then
 end
 if running then
   redis.call('HDEL', KEYS[2], ARGV[2])
+end
+for i = 5, #KEYS do
+  redis.call('DEL', KEYS[i])
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XADD', KEYS[4], '*', 'entry', ARGV[4])
@@ -93,8 +100,19 @@ def _experiment(payload: str) -> Experiment:
     )
 
 
-def _counts_key(prefix: str, name: str) -> str:
+def experiments_key(prefix: str) -> str:
+    """Return the key of the hash of every experiment (name -> JSON) under ``prefix``."""
+    return f"{prefix}experiments:all"
+
+
+def counts_key(prefix: str, name: str) -> str:
+    """Return the key of the per-variant counts hash of experiment ``name`` under ``prefix``."""
     return f"{prefix}experiments:{name}:counts"
+
+
+def exposed_key(prefix: str, name: str, version: str) -> str:
+    """Return the key of the set of viewers exposed to variant ``version`` of experiment ``name``."""
+    return f"{prefix}experiments:{name}:exposed:{version}"
 
 
 class ExperimentStore:
@@ -108,7 +126,7 @@ class ExperimentStore:
         self.profiles = profiles
         self.client = client or profiles.client
         self._prefix = settings.key_prefix
-        self._all_key = f"{self._prefix}experiments:all"
+        self._all_key = experiments_key(self._prefix)
         self._running_key = f"{self._prefix}experiments:running"
         self._revision_key = f"{self._prefix}profiles:revision"
         self._audit_key = audit_key(self._prefix)
@@ -215,7 +233,9 @@ class ExperimentStore:
         entry = audit_payload(at=at, actor=actor, action="promote_experiment" if promoted else "stop_experiment",
                               target="experiment", name=name, version=promoted, comment=comment)
         with self._errors(f"stopping experiment {name!r}"):
-            result = int(self._stop(keys=[self._all_key, self._running_key, self._revision_key, self._audit_key],
+            exposed = [exposed_key(self._prefix, name, v.version) for v in experiment.variants]
+            result = int(self._stop(keys=[self._all_key, self._running_key, self._revision_key, self._audit_key,
+                                          *exposed],
                                     args=[name, experiment.profile, _experiment_json(stopped), entry,
                                           "0" if promoted else "1"]))
         if result == 0:
@@ -224,76 +244,13 @@ class ExperimentStore:
         return stopped
 
     def counts(self, name: str) -> dict[str, dict[str, int]]:
-        """Return version -> count name ("impressions", COUNTED_EVENTS) -> count, for experiment ``name``."""
+        """Return version -> count name ("impressions", "exposed_viewers", COUNTED_EVENTS) -> count,
+        for experiment ``name``."""
         with self._errors(f"reading the counts of experiment {name!r}"):
-            raw = self.client.hgetall(_counts_key(self._prefix, name))
+            raw = self.client.hgetall(counts_key(self._prefix, name))
         out: dict[str, dict[str, int]] = {}
         for field, value in raw.items():
             version, _, count = field.rpartition(":")
             out.setdefault(version, {})[count] = int(value)
         return out
 
-
-class ExperimentCounter:
-    """Counts impressions and events per variant in memory and adds them to Redis in one
-    pipelined round trip every ``flush_ms`` (off the feed path, which only takes a lock).
-
-    Counts that fail to flush (Redis down) are kept and added on the next flush, so a short
-    outage loses nothing; a crash loses at most one interval.
-    """
-
-    def __init__(self, settings: RedisSettings, *, client: redis.Redis | None = None, flush_ms: int = 1000):
-        self.settings = settings
-        self.client = client or open_redis(settings)
-        self.flush_s = flush_ms / 1000
-        self._pending: Counter[tuple[str, str, str]] = Counter()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, experiment: str, version: str, count: str, n: int = 1) -> None:
-        """Add ``n`` to ``count`` ("impressions" or one of COUNTED_EVENTS) of one variant."""
-        if count != "impressions" and count not in COUNTED_EVENTS:
-            raise InvalidRequest(f"count {count!r} is not 'impressions' or one of {list(COUNTED_EVENTS)}")
-        if n > 0:
-            with self._lock:
-                self._pending[(experiment, version, count)] += n
-
-    def flush(self) -> None:
-        """Add the pending counts to Redis; raises StoreUnavailable (they stay pending) when it is down."""
-        with self._lock:
-            pending, self._pending = self._pending, Counter()
-        if not pending:
-            return
-        try:
-            with redis_errors_translated("adding experiment counts", self.settings.url):
-                pipe = self.client.pipeline(transaction=False)
-                for (experiment, version, count), n in pending.items():
-                    pipe.hincrby(_counts_key(self.settings.key_prefix, experiment), f"{version}:{count}", n)
-                pipe.execute()
-        except StoreUnavailable:
-            with self._lock:
-                self._pending.update(pending)
-            raise
-
-    def start(self) -> None:
-        """Start flushing every ``flush_ms`` in a background thread."""
-        self._thread = threading.Thread(target=self._run, name="experiment-counts", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread and flush what is pending (logged when Redis is down)."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=2)
-        try:
-            self.flush()
-        except StoreUnavailable as exc:
-            _log.warning("experiment counts not flushed at stop: %s", exc)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_s):
-            try:
-                self.flush()
-            except StoreUnavailable as exc:
-                _log.warning("experiment counts kept for the next flush: %s", exc)

@@ -1,6 +1,6 @@
 """A/B experiments through the gateway's admin API on real Redis: start, the refusals, stop,
 promote and the audit trail; and, against the real gRPC recommender, variants serving feeds
-with per-variant impression and click counts."""
+with per-variant impressions, exposed viewers and the events of exposed viewers only."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from recommender._generated.hotfeed.v1 import recommender_pb2 as pb
 from recommender._generated.hotfeed.v1 import recommender_pb2_grpc as pb_grpc
 from recommender.experiments import Experiment, Variant, assign_variant
-from tests.integration.api.conftest import ADMIN_HEADERS, ADMIN_NAME, wait_for
+from tests.integration.api.conftest import ADMIN_HEADERS, ADMIN_NAME, token_for, wait_for
 
 SUMMER = "name: {name}\ndescription: knn first\ncomponents:\n  - type: knn\n    weight: {weight}\n"
 
@@ -51,7 +51,7 @@ def test_start_lists_the_experiment_with_empty_stats_and_audits_it(admin_client:
         ("knn-weight", "summer", "running", ADMIN_NAME)]
     rows = {v["version"]: v for v in listed[0]["variants"]}
     assert (rows[old]["percent"], rows[new]["percent"]) == (30.0, 70.0)
-    assert rows[old]["impressions"] == rows[old]["click"] == 0
+    assert rows[old]["impressions"] == rows[old]["exposed_viewers"] == rows[old]["click"] == 0
     assert rows[old]["ctr"] == {"rate": None, "low": 0.0, "high": 1.0}
     entry = admin_client.get("/admin/audit", params={"name": "knn-weight"}).json()["entries"][0]
     assert (entry["actor"], entry["action"], entry["target"], entry["comment"]) == (
@@ -125,8 +125,8 @@ def test_experiments_need_the_admin_token(admin_client: TestClient) -> None:
     assert response.status_code == 401
 
 
-def test_variants_serve_feeds_and_count_impressions_and_clicks(feed_client: TestClient, service_stack,
-                                                               grpc_server: str) -> None:
+def test_variants_serve_feeds_and_count_only_the_events_of_exposed_viewers(feed_client: TestClient, service_stack,
+                                                                            grpc_server: str) -> None:
     profile, name = f"gw-ab-{uuid.uuid4().hex[:6]}", f"ab-{uuid.uuid4().hex[:6]}"
     default_text = feed_client.get("/admin/profiles/default", headers=ADMIN_HEADERS).json()["active"]["text"]
     text = default_text.replace("name: default", f"name: {profile}")
@@ -138,11 +138,14 @@ def test_variants_serve_feeds_and_count_impressions_and_clicks(feed_client: Test
         assert first != second
         assert _start(feed_client, name, profile, (first, 50), (second, 50)).status_code == 200
         served: dict[str, int] = {first: 0, second: 0}
+        exposed: dict[str, set[str]] = {first: set(), second: set()}
 
-        def home(session: str) -> pb.FeedResponse:
-            page = stub.HomeFeed(pb.HomeFeedRequest(session_id=session, page_size=4, profile=profile), timeout=10)
+        def home(session: str = "", user: str = "") -> pb.FeedResponse:
+            page = stub.HomeFeed(pb.HomeFeedRequest(session_id=session, user_id=user, page_size=4, profile=profile),
+                                 timeout=10)
             if page.experiment:
                 served[page.profile_version] += len(page.items)
+                exposed[page.profile_version].add(user or session)
             return page
 
         def serving_experiment() -> bool:
@@ -165,23 +168,37 @@ def test_variants_serve_feeds_and_count_impressions_and_clicks(feed_client: Test
         variant_of = {s: assign_variant(experiment, s).version for s in sessions}
         assert set(variant_of.values()) == {first, second}
         item = str(service_stack.market.items["item_id"].iloc[0])
-        clicks = [{"type": "click", "item_id": item, "session_id": s} for s in sessions[:5]]
-        assert feed_client.post("/v1/events", json=clicks).json()["accepted"] == 5
+        # Signed-in users: one never served the experiment (she came from search), one served a page.
+        searcher, reader = f"ab-searcher-{uuid.uuid4().hex[:6]}", f"ab-reader-{uuid.uuid4().hex[:6]}"
+        assert home(user=reader).profile_version == assign_variant(experiment, reader).version
+        liked = feed_client.post("/v1/events", json=[{"type": "like", "item_id": item}], headers=token_for(searcher))
+        assert liked.json()["accepted"] == 1
+        # Anonymous: five served sessions and three never served click, in one batch.
+        unserved = [f"ab-unserved-{n}" for n in range(3)]
+        clicks = [{"type": "click", "item_id": item, "session_id": s} for s in [*unserved, *sessions[:5]]]
+        assert feed_client.post("/v1/events", json=clicks).json()["accepted"] == 8
+        chat = feed_client.post("/v1/events", json=[{"type": "chat", "item_id": item}], headers=token_for(reader))
+        assert chat.json()["accepted"] == 1
         expected_clicks = {v: sum(variant_of[s] == v for s in sessions[:5]) for v in (first, second)}
+        expected_chats = {v: int(assign_variant(experiment, reader).version == v) for v in (first, second)}
 
         def counted() -> dict | None:
             answer = feed_client.get(f"/admin/experiments/{name}", headers=ADMIN_HEADERS).json()
             rows = {r["version"]: r for r in answer["variants"]}
             done = all(rows[v]["impressions"] == served[v] and rows[v]["click"] == expected_clicks[v]
-                       for v in (first, second))
+                       and rows[v]["chat"] == expected_chats[v] for v in (first, second))
             return rows if done else None
 
-        rows = wait_for(counted, "the impressions and clicks reaching Redis")
+        # The searcher's like and the unserved clicks were flushed no later than the reader's chat.
+        rows = wait_for(counted, "the impressions and the exposed viewers' events reaching Redis")
         assert rows[first]["impressions"] > 0 and rows[second]["impressions"] > 0
         for version in (first, second):
+            assert rows[version]["like"] == 0
+            assert rows[version]["exposed_viewers"] == len(exposed[version])
             ctr = rows[version]["ctr"]
             assert ctr["rate"] == expected_clicks[version] / served[version]
             assert ctr["low"] <= ctr["rate"] <= ctr["high"]
+        assert sum(len(viewers) for viewers in exposed.values()) == len(sessions) + 2  # + ab-warm and the reader
         stopped = feed_client.post(f"/admin/experiments/{name}/stop", json={"comment": "done"}, headers=ADMIN_HEADERS)
         assert stopped.status_code == 200, stopped.text
         wait_for(lambda: not home("ab-after").experiment, "the recommender dropping the stopped experiment")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -16,6 +15,7 @@ from recommender.service.server import start_server
 from recommender.settings import EngineSettings, ServerSettings
 from recommender.stores.popular import PopularStore
 from recommender.stores.profiles import ProfileStore
+from tests.integration.tcp_proxy import TcpProxy
 
 
 @pytest.fixture(scope="module")
@@ -238,52 +238,9 @@ def test_an_old_profile_version_cursor_restarts_cleanly_and_says_so(stub, servic
         store.save("default", original, author="test")
 
 
-class _Proxy:
-    """A TCP forwarder to the real engine that the test can cut, as if the engine stopped."""
-
-    def __init__(self, upstream_port: int):
-        self.upstream_port = upstream_port
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        self.alive = True
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while self.alive and (data := src.recv(65536)):
-                dst.sendall(data)
-        except OSError:
-            pass
-
-    def _accept(self) -> None:
-        while self.alive:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self.conns += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
-
-    def stop(self) -> None:
-        self.alive = False
-        self.listener.close()
-        for conn in self.conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-
-
 def test_an_engine_stopped_mid_test_yields_the_flagged_fallback_within_the_deadline(service_stack):
     settings = service_stack.settings
-    proxy = _Proxy(int(settings.engine.url.rsplit(":", 1)[1]))
+    proxy = TcpProxy(int(settings.engine.url.rsplit(":", 1)[1]))
     deadline_ms = 300
     proxied = settings.model_copy(update={
         "engine": EngineSettings(kind="opensearch", url=f"http://127.0.0.1:{proxy.port}",

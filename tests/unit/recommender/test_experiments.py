@@ -90,9 +90,11 @@ def test_wilson_interval_is_not_zero_width_at_zero_and_is_all_without_trials() -
 
 
 def test_variant_stats_give_ctr_and_conversion_over_impressions() -> None:
-    stats = variant_stats(Variant(A, 50), {"impressions": 200, "click": 20, "purchase": 2, "like": 5})
-    assert stats.impressions == 200
+    stats = variant_stats(Variant(A, 50), {"impressions": 200, "exposed_viewers": 40, "click": 20, "purchase": 2,
+                                           "like": 5})
+    assert (stats.impressions, stats.exposed_viewers) == (200, 40)
     assert stats.events == {"click": 20, "like": 5, "chat": 0, "purchase": 2}
     assert stats.rates["ctr"][0] == 20 / 200 and stats.rates["conversion"][0] == 2 / 200
     assert stats.rates["ctr"][1:] == wilson_interval(20, 200)
     assert variant_stats(Variant(B, 50), {}).rates["ctr"] == (None, 0.0, 1.0)
+    assert variant_stats(Variant(B, 50), {}).exposed_viewers == 0
