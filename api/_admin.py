@@ -286,6 +286,7 @@ def admin_router(store: ProfileStore, stub: pb_grpc.RecommenderStub, settings: S
                                "name users with ?user_id=")
             users_from = "sample of recently active users"
         metadata = call_metadata(request, settings)
+        request.state.call_timeout_ms = round(preview_timeout_s * 1000)  # what a 504 quotes (api/_errors.py)
         previews = [
             preview_user(stub, FeedParams(user_id=user, region=region, page_size=page_size, profile=name),
                          live_version=live.version, draft_version=other, deadline_ms=preview_deadline_ms,

@@ -74,7 +74,9 @@ def _grpc_error(request: Request, exc: grpc.RpcError) -> JSONResponse:
         target = request.app.state.settings.gateway.grpc_target
         _log.warning("the recommender at %r is unavailable (%s); start it with `hotfeed serve`", target, details)
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        detail = f"the recommender did not answer within {request.app.state.settings.gateway.deadline_ms} ms; retry"
+        # An endpoint with its own, longer gRPC deadline (previews) sets request.state.call_timeout_ms.
+        timeout_ms = getattr(request.state, "call_timeout_ms", None) or request.app.state.settings.gateway.deadline_ms
+        detail = f"the recommender did not answer within {timeout_ms} ms; retry"
     elif status >= 500:
         detail = f"the recommender failed ({code.name}); retry, and report the X-Request-ID if it persists"
     else:

@@ -4,6 +4,7 @@ the admin token, exported names and the `hotfeed gateway` command. No Redis, no 
 from __future__ import annotations
 
 import argparse
+import json
 import importlib.util
 import re
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import Request
 
 import api._admin
 import api._errors
@@ -68,6 +70,31 @@ def test_our_errors_map_to_http(error: Exception, status: int) -> None:
 
 
 ADMIN_TOKEN = "unit-admin-token-0123456789"
+
+
+class _DeadlineExceeded(grpc.RpcError):
+    """What grpc raises when a call runs past its deadline (the two methods the handler reads)."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def details(self) -> str:
+        return "Deadline Exceeded"
+
+
+def test_a_timeout_answer_quotes_the_deadline_of_the_call_that_ran_out() -> None:
+    settings = _settings(admin_tokens=f"anna:{ADMIN_TOKEN}")
+    app = api.app.create_app(settings)
+    request = Request({"type": "http", "app": app, "method": "GET", "path": "/v1/feed/home", "headers": [],
+                       "query_string": b""})
+    answer = api._errors._grpc_error(request, _DeadlineExceeded())
+    assert answer.status_code == 504
+    assert json.loads(answer.body)["detail"] == (
+        f"the recommender did not answer within {settings.gateway.deadline_ms} ms; retry")
+    # A preview sets its own, longer call deadline; its 504 quotes that one.
+    request.state.call_timeout_ms = 6500
+    assert json.loads(api._errors._grpc_error(request, _DeadlineExceeded()).body)["detail"] == (
+        "the recommender did not answer within 6500 ms; retry")
 
 
 def _settings(token: str = "", admin_tokens: str = "") -> Settings:
