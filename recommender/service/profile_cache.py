@@ -98,6 +98,9 @@ class ProfileCache:
             self._profiles = {**kept, **loaded}
             self._experiments = experiments
             self._revision = revision
+            # Versions of deleted profiles are no longer previewable.
+            for key in [k for k in self._versions if k[0] not in names]:
+                del self._versions[key]
 
     def _load_experiments(self) -> dict[str, tuple[Experiment, dict[str, LiveProfile]]]:
         """Return the running experiments with their variants' profiles; an experiment with a

@@ -96,3 +96,23 @@ def test_preview_refusals_say_what_is_wrong(stub, service_stack, draft) -> None:
     with pytest.raises(grpc.RpcError) as cursor:
         stub.HomeFeed(pb.HomeFeedRequest(page_size=5, cursor="abc", preview=pb.PreviewOptions()), timeout=10)
     assert cursor.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "without a cursor" in cursor.value.details()
+
+
+def test_a_deleted_profile_is_no_longer_previewable_once_the_recommender_reloads(stub, service_stack, draft) -> None:
+    name, version = draft
+    assert stub.HomeFeed(_preview(name, version, deadline_ms=3000), timeout=20).profile_version == version  # cached now
+    settings = service_stack.settings
+    store = ProfileStore(settings.redis, fields=read_item_fields(settings.paths.mappings_dir))
+    try:
+        assert store.delete(name, actor="test", comment="gone")
+    finally:
+        store.client.close()
+    deadline = time.monotonic() + 30  # the recommender's profile poll
+    while True:
+        try:
+            stub.HomeFeed(_preview(name, version, deadline_ms=3000), timeout=20)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND and version in exc.details()
+            break
+        assert time.monotonic() < deadline, "a deleted profile's version was still served 30 s after the delete"
+        time.sleep(0.2)
