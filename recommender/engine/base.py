@@ -526,14 +526,25 @@ class RestEngine:
     ) -> list[dict[str, Any] | None]:
         """Return the sources of (doc id, routing) pairs in order; None where a document is missing.
 
-        ``fields`` limits each source to those fields (default: the whole source).
+        ``fields`` limits each source to those fields (default: the whole source). The engine answers
+        200 even when it could not look a document up (its shard unavailable, say, while the engine
+        recovers, or the index missing): that is no "missing document", so it raises
+        EngineUnavailable, or NotFound for a missing index, rather than return None for it.
         """
         if not ids:
             return []
         docs = [{"_id": doc_id, **({"routing": routing} if routing is not None else {})} for doc_id, routing in ids]
         params = {"_source_includes": ",".join(fields)} if fields else None
+        what = f"reading {len(ids)} docs from {index!r}"
         answer = self._request("POST", f"/{index}/_mget", body={"docs": docs}, params=params,
-                               what=f"reading {len(ids)} docs", timeout_ms=timeout_ms)
+                               what=what, timeout_ms=timeout_ms)
+        failed = [d for d in answer["docs"] if d.get("error")]
+        if failed:
+            error = failed[0]["error"]
+            missing_index = isinstance(error, dict) and error.get("type") == "index_not_found_exception"
+            raise translate_http_error(404 if missing_index else 503,
+                                       f"{len(failed)} of {len(ids)} unreadable ({_error_reason(failed[0])})",
+                                       what=what, url=self.settings.url)
         return [d.get("_source") if d.get("found") else None for d in answer["docs"]]
 
     # -- search ----------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -155,6 +157,24 @@ def test_partial_updates_in_bulk_merge_and_a_missing_document_is_refused(engine,
     # mget can return only the fields asked for (the reranker reads new listings' vectors so).
     only = engine.mget(index, [("p", None), ("ghost", None)], fields=["embedding"])
     assert only[1] is None and set(only[0]) == {"embedding"} and math.isclose(only[0]["embedding"][0], 1.0)
+
+
+def test_mget_raises_when_the_engine_cannot_look_documents_up_instead_of_calling_them_missing(
+    engine, index_name, engine_settings
+):
+    # A shard that cannot be allocated: the engine answers 200 with a per-document error, as it does
+    # for a shard still recovering after a restart. Created without waiting for the shard to start.
+    stranded = index_name(engine, "stranded")
+    settings = {"settings": {"number_of_shards": 1, "number_of_replicas": 0,
+                             "index.routing.allocation.require._name": "no-such-node"}}
+    created = urllib.request.Request(f"{engine_settings.engine.url}/{stranded}?wait_for_active_shards=0", method="PUT",
+                                     data=json.dumps(settings).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(created, timeout=30) as answer:
+        assert json.load(answer)["acknowledged"]
+    with pytest.raises(EngineUnavailable, match=r"2 of 2 unreadable \(no_shard_available_action_exception"):
+        engine.mget(stranded, [("a", None), ("b", None)])
+    with pytest.raises(NotFound, match="index_not_found_exception"):
+        engine.mget(index_name(engine, "never-created"), [("a", None)])
 
 
 def test_alias_swap_never_leaves_the_alias_empty(engine, index_name, engine_settings):

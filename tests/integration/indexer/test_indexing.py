@@ -250,3 +250,27 @@ def test_a_new_index_is_warmed_with_feed_queries_before_the_swap(engine, setting
     # The production query shape (default profile, kNN, per region) runs on the live OpenSearch index.
     regions = market.items["region"].dropna().astype(str).unique().tolist()
     assert warm_index(engine, report.index, settings, regions=regions, now=data_time(market), queries=6) == 6
+
+
+def test_events_stay_pending_while_the_index_cannot_be_read_instead_of_dead_lettering(engine, settings):
+    import urllib.request
+
+    # An index whose only shard cannot start (as after an engine restart, until shards recover):
+    # its documents cannot be looked up, which is not the same as "unknown item".
+    stranded = f"hftest-{uuid.uuid4().hex[:8]}-stranded"
+    body = {"settings": {"number_of_shards": 1, "number_of_replicas": 0,
+                         "index.routing.allocation.require._name": "no-such-node"}}
+    url = f"{settings.engine.url}/{stranded}"
+    put = urllib.request.Request(f"{url}?wait_for_active_shards=0", method="PUT", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(put, timeout=30).close()
+    try:
+        recovering = settings.model_copy(update={"engine": settings.engine.model_copy(update={"index_alias": stranded})})
+        stream = EventStream(settings.redis)
+        stream.append([{"type": "like", "item_id": "i-known-later", "user_id": "u-wait"},
+                       {"type": "status", "item_id": "i-known-later", "status": "sold"}])
+        report = _indexer(engine, recovering, consumer="recovering", drain_retries=1).run_until_idle()
+        assert report.dead == 0 and report.acked == 0 and report.failed == 2
+        assert stream.dead_letters() == [] and stream.backlog(GROUP)["pending"] == 2  # kept for the replay
+    finally:
+        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30).close()
