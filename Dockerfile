@@ -50,6 +50,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/var/lib/hotfeed \
+    NUMBA_CACHE_DIR=/var/lib/hotfeed/.cache/numba \
     HOTFEED_SERVER_HOST=0.0.0.0 \
     HOTFEED_GATEWAY_HOST=0.0.0.0 \
     HOTFEED_PATHS_DATA_DIR=/var/lib/hotfeed/data \

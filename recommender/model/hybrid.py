@@ -28,7 +28,8 @@ import torch
 from recommender.model.data import SessionSplit, prefix_examples, sample_examples
 from recommender.model.evaluate import Scorer
 from recommender.model.metrics import RankedLists, metric_by_name
-from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, sum_at, tune_knn
+from recommender.model.knn_kernels import sum_at
+from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, tune_knn
 
 __all__ = ["EPSILON", "Blend", "BlendWeights", "HybridScorer", "blend", "fit_blend", "knn_at", "knn_distribution",
            "repeat_at", "repeat_distribution", "tune_blend", "WEIGHT_STEP", "REPEAT_DECAYS", "SERVABLE_KNN"]
@@ -86,6 +87,7 @@ def repeat_distribution(items: np.ndarray, lengths: np.ndarray, num_items: int, 
 
 def repeat_at(session: np.ndarray, candidates: np.ndarray, decay: float) -> np.ndarray:
     """Return ``repeat_distribution`` of one session at ``candidates`` only (the serving path)."""
+    session, candidates = np.asarray(session, dtype=np.int64), np.asarray(candidates, dtype=np.int64)
     weight = _repeat_weights(session[None, :], np.array([len(session)]), decay)[0]
     total = weight.sum()
     return sum_at(session, weight, candidates) / total if total > 0 else np.zeros(len(candidates))
@@ -94,6 +96,7 @@ def repeat_at(session: np.ndarray, candidates: np.ndarray, decay: float) -> np.n
 def knn_at(knn: SessionKNN, session: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Return ``knn_distribution`` of ``knn.score_session(session)`` at ``candidates`` only (the serving
     path: nothing the size of the catalogue); padding candidates get 0."""
+    candidates = np.asarray(candidates, dtype=np.int64)
     items, votes = knn.votes(session)
     total = knn.popularity_total + float(votes.sum())
     at = (knn.popularity[candidates] + sum_at(items, votes, candidates)) / total
@@ -211,6 +214,9 @@ class Blend:
             raise ValueError("blend sessions hold item indices outside the vocabulary")
         sessions = np.split(clicks, indptr[1:-1]) if len(indptr) > 1 else []
         knn = SessionKNN(payload["knn"], item_counts, sessions, KNNParams(**payload["params"]))
+        if sessions:  # compile (or load the cached) KNN loops now, not in the first request
+            knn_at(knn, sessions[0], sessions[0])
+            repeat_at(sessions[0], sessions[0], 0.5)
         return cls(knn=knn, weights=BlendWeights(**payload["weights"]), info=dict(payload.get("info", {})))
 
 

@@ -45,7 +45,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SequentialRules", "SessionKNN", "KNN_DEFAULTS", "SESSION_BASELINES", "build_session_baseline", "sum_at"]
+from recommender.model.knn_kernels import DECAYS, neighbour_votes
+
+__all__ = ["SequentialRules", "SessionKNN", "KNN_DEFAULTS", "SESSION_BASELINES", "build_session_baseline"]
 
 
 def _popularity(counts: np.ndarray) -> np.ndarray:
@@ -93,36 +95,6 @@ class SequentialRules:
         return scores.astype(np.float32)
 
 
-def _starts_of_runs(values: np.ndarray) -> np.ndarray:
-    """Return a bool mask of the positions where a run of equal values starts (values grouped)."""
-    mask = np.empty(len(values), dtype=bool)
-    if len(values):
-        mask[0] = True
-        np.not_equal(values[1:], values[:-1], out=mask[1:])
-    return mask
-
-
-def sum_at(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Return, for each entry of ``at``, the sum of ``values`` whose key equals it (0 where none does)."""
-    if not len(keys):
-        return np.zeros(len(at))
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
-    starts = np.flatnonzero(_starts_of_runs(keys))
-    unique, sums = keys[starts], np.add.reduceat(values[order], starts)
-    position = np.minimum(np.searchsorted(unique, at), len(unique) - 1)
-    return np.where(unique[position] == at, sums[position], 0.0)
-
-
-def _gather(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (the flat positions of CSR ``rows`` concatenated, the row number 0..len(rows)-1 of each)."""
-    starts, ends = indptr[rows], indptr[rows + 1]
-    lengths = ends - starts
-    segment = np.repeat(np.arange(len(rows)), lengths)
-    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return starts[segment] + offsets, segment
-
-
 @dataclass(frozen=True)
 class KNNParams:
     """One neighbourhood method's parameters (see the module docstring)."""
@@ -159,7 +131,8 @@ class SessionKNN:
         lengths = np.array([len(s) for s in train_sessions], dtype=np.int64)
         self.indptr = np.zeros(self.n_sessions + 1, dtype=np.int64)
         np.cumsum(lengths, out=self.indptr[1:])
-        self.clicks = np.concatenate(list(train_sessions)) if train_sessions else np.zeros(0, np.int64)
+        self.clicks = (np.concatenate(list(train_sessions)).astype(np.int64) if train_sessions
+                       else np.zeros(0, np.int64))
         session_of = np.repeat(np.arange(self.n_sessions), lengths)
         # Distinct items per session, and each item's sessions (postings), most recent first.
         pairs = np.unique(session_of * self.num_items + self.clicks)
@@ -175,27 +148,6 @@ class SessionKNN:
         holders = np.bincount(pair_item, minlength=self.num_items).astype(np.float64)
         self.idf = np.where(holders > 0, np.log(max(self.n_sessions, 1) / np.maximum(holders, 1)), 0.0)
 
-    # -- one session ------------------------------------------------------------------------------
-    def _session_weights(self, session: np.ndarray) -> dict[int, float]:
-        m = len(session)
-        weights: dict[int, float] = {}
-        for p, item in enumerate(session, start=1):
-            if self.params.decay == "linear":
-                weights[int(item)] = p / m
-            elif self.params.decay == "exp":
-                weights[int(item)] = math.exp((p - m) / self.params.lambda_1)
-            else:
-                weights[int(item)] = 1.0
-        return weights
-
-    def _candidates(self, items: Sequence[int]) -> np.ndarray:
-        parts = [self.postings[self.post_indptr[i]:self.post_indptr[i + 1]][: self.params.sample] for i in items]
-        if not parts:
-            return np.zeros(0, np.int64)
-        found = np.sort(np.concatenate(parts))  # sort + neighbour compare: faster than np.unique's hash here
-        found = found[_starts_of_runs(found)]
-        return found[-self.params.sample:]  # the most recent (highest index) ones
-
     def score_session(self, session: np.ndarray) -> np.ndarray:
         """Return the [num_items] scores of one session (item indices, padding and unknown ids removed)."""
         items, votes = self.votes(session)
@@ -205,55 +157,18 @@ class SessionKNN:
         """Return (items, the neighbours' votes for them): ``score_session`` is the popularity term plus
         these votes summed per item. An item may appear more than once (one vote per neighbour).
 
-        Vectorized over the neighbours (a request's session is scored in well under a
-        millisecond); the arithmetic is the module docstring's, neighbour by neighbour.
+        The arithmetic is the module docstring's, compiled (knn_kernels.py): a request's session
+        is scored in about a tenth of a millisecond at 200,000 training sessions.
         """
-        none = (np.zeros(0, np.int64), np.zeros(0))
-        session = np.asarray(session)
+        session = np.asarray(session, dtype=np.int64)
         session = session[session > 0]
-        if not len(session):
-            return none
-        weights = self._session_weights(session)
-        candidates = self._candidates(list(weights))
-        if not len(candidates):
-            return none
-        weight_of = np.zeros(self.num_items)
-        weight_of[list(weights)] = list(weights.values())
-        # Similarity: the session weights of each candidate's distinct items.
-        rows, segment = _gather(self.distinct_indptr, candidates)
-        sims = np.bincount(segment, weights=weight_of[self.distinct_items[rows]], minlength=len(candidates))
-        norm = math.sqrt(len(weights)) if self.params.decay != "exp" else math.sqrt(sum(w * w for w in weights.values()))
-        sims = sims / (norm * np.sqrt(self.distinct[candidates]))
-        if math.isfinite(self.params.lambda_2):
-            age = 1.0 - (candidates + 1) / max(self.n_sessions, 1)
-            sims = sims * np.exp(-age / self.params.lambda_2)
-        top = np.argsort(-sims, kind="stable")[: self.params.k]
-        top = top[sims[top] > 0]
-        if not len(top):
-            return none
-        neighbours = candidates[top]
-        positions, segment = _gather(self.indptr, neighbours)
-        clicked = self.clicks[positions]
-        position = positions - self.indptr[neighbours][segment]
-        if math.isfinite(self.params.lambda_3):
-            # c: the most recent click of s that the neighbour holds; its last position there.
-            last_rank = np.full(self.num_items, -1, dtype=np.int64)
-            last_rank[session] = np.arange(len(session))  # a repeated item keeps its latest position
-            width = int(position.max()) + 1
-            key = np.where(last_rank[clicked] >= 0, last_rank[clicked] * width + position, -1)
-            starts = np.flatnonzero(_starts_of_runs(segment))
-            c_pos = np.maximum.reduceat(key, starts) % width
-            factor = np.exp(-np.abs(position - c_pos[segment]) / self.params.lambda_3)
-        else:
-            factor = np.ones(len(clicked))
-        # An item repeated in the neighbour counts once, at its strongest factor.
-        pair = segment * self.num_items + clicked
-        order = np.lexsort((-factor, pair))
-        first = order[_starts_of_runs(pair[order])]
-        contribution = sims[top][segment[first]] * factor[first]
-        if self.params.idf_weight:
-            contribution = contribution * (1.0 + self.params.idf_weight * self.idf[clicked[first]])
-        return clicked[first], contribution
+        if not len(session) or not self.n_sessions:
+            return np.zeros(0, np.int64), np.zeros(0)
+        p = self.params
+        return neighbour_votes(session, self.postings, self.post_indptr, self.distinct_indptr, self.distinct_items,
+                               self.distinct, self.indptr, self.clicks, self.idf, self.n_sessions, int(p.k),
+                               int(p.sample), DECAYS[p.decay], float(p.lambda_1), float(p.lambda_2),
+                               float(p.lambda_3), float(p.idf_weight))
 
     def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         out = np.empty((len(items), self.num_items), dtype=np.float32)

@@ -72,6 +72,24 @@ def test_stan_combines_session_decay_neighbour_recency_and_position_distance():
     assert math.isclose(_scores(vstan)[3], (s[3] - POP[3]) * (1 + math.log(3 / 2)) + POP[3], rel_tol=1e-6)
 
 
+def test_repeated_clicks_count_once_at_their_latest_or_strongest_position():
+    # One training session holding item 1 twice; the current session repeats item 1 too.
+    train, counts = [np.array([1, 2, 3, 1])], np.array([0, 2, 1, 1])
+    stan = SessionKNN("STAN", counts, train, KNNParams(k=10, sample=10, decay="exp", lambda_1=1.0, lambda_3=1.0))
+    pop = 1e-6 * counts / (counts.max() + 1.0)
+    # Session [2]: c is item 2 at position 1; item 1 sits 1 and 2 steps away and counts once, at e^-1.
+    s = stan.score_session(np.array([2]))
+    sim = 1.0 / math.sqrt(3)
+    assert math.isclose(s[1], sim * math.exp(-1) + pop[1], rel_tol=1e-9)
+    assert math.isclose(s[3], sim * math.exp(-1) + pop[3], rel_tol=1e-9)
+    # Session [1, 2, 1]: item 1 keeps its latest click (weight e^0, rank 2), so c is item 1 at position 3.
+    s = stan.score_session(np.array([1, 2, 1]))
+    sim = (1.0 + math.exp(-1)) / (math.sqrt(1.0 + math.exp(-2)) * math.sqrt(3))
+    assert math.isclose(s[1], sim + pop[1], rel_tol=1e-9)
+    assert math.isclose(s[2], sim * math.exp(-2) + pop[2], rel_tol=1e-9)
+    assert math.isclose(s[3], sim * math.exp(-1) + pop[3], rel_tol=1e-9)
+
+
 def test_only_the_most_recent_sessions_are_neighbour_candidates():
     recent_only = SessionKNN("SKNN", COUNTS, TRAIN, KNNParams(k=10, sample=1))
     s = _scores(recent_only)
