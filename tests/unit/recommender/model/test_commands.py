@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from recommender.cli import main
@@ -117,3 +118,17 @@ def test_refit_trains_the_served_model_and_its_knn_on_train_plus_validation(tmp_
                  "--metrics", "HR@20", *common[:-3]]) == 0
     report = json.loads((out / "results.json").read_text())
     assert report["refit"] is True and report["split_params"]["refit"] is True
+
+
+def test_blends_are_compared_with_the_bar_baselines_and_gru4rec_but_not_their_own_model():
+    from recommender.model.metrics import RankedLists
+    from recommender.model.runs import _blends_against_baselines
+
+    targets, tail = np.arange(1, 41) % 5 + 1, np.zeros(6, dtype=bool)
+    hit = RankedLists(topk=np.tile(np.arange(1, 6), (40, 1)), targets=targets, is_tail=tail)  # every target in the top 5
+    miss = RankedLists(topk=np.zeros((40, 5), dtype=np.int64), targets=targets, is_tail=tail)
+    lists = {"VSTAN": miss, "gru4rec": miss, "tailnet+VSTAN": hit, "gru4rec+VSTAN": hit}
+    pairs = _blends_against_baselines(lists, {"tailnet+VSTAN": {}, "gru4rec+VSTAN": {}})
+    assert set(pairs) == {"tailnet+VSTAN vs VSTAN", "tailnet+VSTAN vs gru4rec", "gru4rec+VSTAN vs VSTAN"}
+    hr = pairs["tailnet+VSTAN vs gru4rec"][0]
+    assert hr.metric == "HR@20" and hr.difference == pytest.approx(1.0) and hr.verdict == "better"
