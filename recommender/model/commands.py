@@ -79,6 +79,11 @@ def _add_blend_flag(p: argparse.ArgumentParser) -> None:
                    "serves the model's logits alone (default: %(default)s)")
 
 
+def _add_items_flag(p: argparse.ArgumentParser, purpose: str) -> None:
+    p.add_argument("--items", type=Path, metavar="FILE", help=f"items file (title, category, price, region) to "
+                   f"{purpose}; 'none' skips it (default: items.parquet or items.csv beside --events when present)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` and `eval` subcommands."""
     train = subparsers.add_parser(
@@ -92,9 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "(default: %(default)s)")
     train.add_argument("--out", type=Path, metavar="PATH", help="checkpoint file (.pt) or directory "
                        f"(writes <model>.pt) {env_default('model', 'checkpoint')}")
-    train.add_argument("--items", type=Path, metavar="FILE", help="items file (title, category, price, region) to "
-                       "fit the cold-start content encoder on; 'none' skips it (default: items.parquet or items.csv "
-                       "beside --events when present)")
+    _add_items_flag(train, "fit the cold-start content encoder and the blend's category part on")
     train.add_argument("--publish", action=argparse.BooleanOptionalAction, default=True,
                        help="publish the checkpoint to the running recommenders (`hotfeed model publish`); with "
                        "Redis unreachable it is only written (default: --publish)")
@@ -131,6 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--hybrids", default="VSTAN", help="session-KNN baselines to blend with each model into a "
                     "hybrid row (weights picked on validation; recommender/model/hybrid.py), '' for none "
                     "(default: %(default)s)")
+    _add_items_flag(ev, "read the blends' category part from")
     ev.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric names "
                     "(default: %(default)s)")
     ev.add_argument("--out", type=Path, metavar="DIR", help="report folder (results.json, charts, trained "
@@ -154,8 +158,7 @@ def _register_retrain(subparsers: argparse._SubParsersAction) -> None:
         if action.dest == "train_days":
             action.help = "train on sessions of the last N days before validation (default: 3)"
     retrain.add_argument("--model", choices=MODEL_NAMES, default="tailnet", help="session model (default: %(default)s)")
-    retrain.add_argument("--items", type=Path, metavar="FILE", help="items file for the content encoder; 'none' "
-                         "skips it (default: items.parquet or items.csv beside --events when present)")
+    _add_items_flag(retrain, "fit the cold-start content encoder and the blend's category part on")
     retrain.add_argument("--out", type=Path, metavar="DIR", help="folder of the retrained checkpoints, one file "
                          "per round (default: <artifacts>/model/retrain)")
     retrain.add_argument("--metric", default="MRR@20", help="held-out metric the new model must not be worse "

@@ -1,23 +1,29 @@
-"""The blended session scorer: a neural model, a session-KNN baseline and the session's own
-items, in one formula shared by `hotfeed eval` and the recommender's rerank.
+"""The blended session scorer: a neural model, a session-KNN baseline, the session's own items and
+their categories, in one formula shared by `hotfeed eval` and the recommender's rerank.
 
     score(i) = w_model * logit(i) + w_knn * log(knn(i) + EPSILON) + w_repeat * log(repeat(i) + EPSILON)
+               + w_category * log(category(i) + EPSILON)
 
 - ``logit`` is the model's logit (its log-softmax up to a per-session constant, so the ranking
   and every score difference within a session are the log-softmax's: nothing needs the
   catalogue-wide normalizer, and serving scores only the candidates);
 - ``knn`` is the KNN's scores, non-negative, normalized to sum 1 over the catalogue;
 - ``repeat`` is the session's own items, click p from the end weighing ``repeat_decay ** p``,
-  normalized to sum 1 (RepeatNet's repeat mode: a quarter of next clicks repeat the last item).
+  normalized to sum 1 (RepeatNet's repeat mode: a quarter of next clicks repeat the last item);
+- ``category`` is the session's categories, weighed like ``repeat`` (the same decay), each spread
+  over the items of that category by their share of its training clicks (``CategoryPrior``):
+  where the neighbourhood runs out of evidence, "a popular item of the category being browsed"
+  beats "a popular item" (on the Taobao and REES46 samples it is what lifts HR@20 past V-SKNN's).
 
 A weighted sum of log-distributions is a product of experts: an item ranks high when every
 weighted part agrees. ``EPSILON`` keeps items a part has no evidence for finite. The weights
-sum to 1 and are picked on the validation sessions (``tune_blend``); (1, 0, 0) is the model
-alone, (0, 1, 0) the KNN alone.
+sum to 1 and are picked on the validation sessions (``tune_blend``); (1, 0, 0, 0) is the model
+alone, (0, 1, 0, 0) the KNN alone. Without item categories (no items file) ``w_category`` is 0.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,7 +37,7 @@ from recommender.model.metrics import RankedLists, metric_by_name
 from recommender.model.knn_kernels import sum_at
 from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, tune_knn
 
-__all__ = ["EPSILON", "Blend", "BlendWeights", "HybridScorer", "blend", "fit_blend", "knn_at", "knn_distribution",
+__all__ = ["EPSILON", "Blend", "BlendWeights", "CategoryPrior", "HybridScorer", "blend", "fit_blend", "knn_at", "knn_distribution",
            "repeat_at", "repeat_distribution", "tune_blend", "WEIGHT_STEP", "REPEAT_DECAYS", "SERVABLE_KNN"]
 
 EPSILON = 1e-4
@@ -41,15 +47,17 @@ REPEAT_DECAYS: tuple[float, ...] = (0.3, 0.6, 0.9)
 
 @dataclass(frozen=True)
 class BlendWeights:
-    """The weight of each part of the blend (they sum to 1) and the repeat part's decay per click."""
+    """The weight of each part of the blend (they sum to 1) and the decay per click of the repeat and
+    category parts (checkpoints written before the category part load with ``category`` 0)."""
 
     model: float = 1.0
     knn: float = 0.0
     repeat: float = 0.0
     repeat_decay: float = 0.6
+    category: float = 0.0
 
     def __post_init__(self):
-        parts = (self.model, self.knn, self.repeat)
+        parts = (self.model, self.knn, self.repeat, self.category)
         if not all(math.isfinite(w) and w >= 0 for w in parts) or not math.isclose(sum(parts), 1.0, abs_tol=1e-6):
             raise ValueError(f"blend weights {parts!r} must be non-negative and sum to 1")
         if not 0 < self.repeat_decay <= 1:
@@ -93,6 +101,82 @@ def repeat_at(session: np.ndarray, candidates: np.ndarray, decay: float) -> np.n
     return sum_at(session, weight, candidates) / total if total > 0 else np.zeros(len(candidates))
 
 
+@dataclass(frozen=True)
+class CategoryPrior:
+    """The category part: ``codes`` [num_items] is each vocabulary index's category (-1: none, and
+    always for padding); ``share`` [num_items] an item's share of its category's training clicks.
+
+        category(i) = share(i) * sum_p decay**p [cat(s_p) == cat(i)] / sum_p decay**p
+
+    over the session's clicks s_p with a category, p counted from the end (0 = the last click).
+    """
+
+    codes: np.ndarray
+    share: np.ndarray
+
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, item_counts: np.ndarray) -> "CategoryPrior":
+        """Return the prior of category ``codes`` per vocabulary index with shares from ``item_counts``;
+        raise ValueError when they do not fit each other."""
+        codes = np.asarray(codes, dtype=np.int64).copy()
+        counts = np.asarray(item_counts, dtype=np.float64)
+        if codes.shape != counts.shape or (len(codes) and codes.min() < -1):
+            raise ValueError(f"category codes {codes.shape} do not fit {counts.shape} item counts")
+        if len(codes):
+            codes[0] = -1
+        has = codes >= 0
+        totals = np.bincount(codes[has], weights=counts[has], minlength=int(codes.max(initial=-1)) + 1)
+        share = np.zeros(len(codes))
+        share[has] = counts[has] / np.maximum(totals[codes[has]], 1e-12)
+        return cls(codes=codes, share=share)
+
+    @classmethod
+    def from_names(cls, categories: Sequence[str | None], item_counts: np.ndarray) -> "CategoryPrior":
+        """Return the prior of one category name per vocabulary index (padding first; empty or None: none)."""
+        names = [str(c) if c is not None and str(c) not in ("", "nan", "<NA>") else "" for c in categories]
+        index: dict[str, int] = {}
+        codes = np.array([index.setdefault(n, len(index)) if n else -1 for n in names], dtype=np.int64)
+        return cls.from_codes(codes, item_counts)
+
+    @property
+    def num_categories(self) -> int:
+        return int(self.codes.max(initial=-1)) + 1
+
+    def refitted(self, item_counts: np.ndarray) -> "CategoryPrior":
+        """Return the same categories with the shares of other training counts (--refit)."""
+        return CategoryPrior.from_codes(self.codes, item_counts)
+
+    def distribution(self, items: np.ndarray, lengths: np.ndarray, decay: float) -> np.ndarray:
+        """Return [B, num_items]: the category part of each session prefix (rows of padding alone: 0)."""
+        items = np.asarray(items)
+        weight = _repeat_weights(items, lengths, decay)
+        code = self.codes[items]
+        keep = (weight > 0) & (code >= 0)
+        rows = np.broadcast_to(np.arange(len(items))[:, None], items.shape)
+        by_category = np.zeros((len(items), self.num_categories + 1))  # the last column: "no category"
+        np.add.at(by_category, (rows[keep], code[keep]), weight[keep])
+        total = by_category.sum(axis=1, keepdims=True)
+        by_category /= np.where(total > 0, total, 1.0)
+        column = np.where(self.codes >= 0, self.codes, self.num_categories)
+        return self.share[None, :] * by_category[:, column]
+
+    def at(self, session: np.ndarray, candidates: np.ndarray, decay: float) -> np.ndarray:
+        """Return ``distribution`` of one session at ``candidates`` only (the serving path)."""
+        session, candidates = np.asarray(session, dtype=np.int64), np.asarray(candidates, dtype=np.int64)
+        weight = _repeat_weights(session[None, :], np.array([len(session)]), decay)[0]
+        code = self.codes[session]
+        keep = code >= 0
+        total = weight[keep].sum()
+        if total <= 0:
+            return np.zeros(len(candidates))
+        wanted = self.codes[candidates]
+        at = self.share[candidates] * sum_at(code[keep], weight[keep], wanted) / total
+        return np.where(wanted >= 0, at, 0.0)
+
+    def to_payload(self) -> torch.Tensor:
+        return torch.as_tensor(self.codes, dtype=torch.int32)
+
+
 def knn_at(knn: SessionKNN, session: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Return ``knn_distribution`` of ``knn.score_session(session)`` at ``candidates`` only (the serving
     path: nothing the size of the catalogue); padding candidates get 0."""
@@ -103,87 +187,112 @@ def knn_at(knn: SessionKNN, session: np.ndarray, candidates: np.ndarray) -> np.n
     return np.where(candidates > 0, at, 0.0)
 
 
-def blend(logits: np.ndarray, knn: np.ndarray, repeat: np.ndarray, weights: BlendWeights) -> np.ndarray:
-    """Return the blended scores (the module docstring's formula), elementwise over same-shaped parts."""
+def blend(logits: np.ndarray, knn: np.ndarray, repeat: np.ndarray, weights: BlendWeights,
+          category: np.ndarray | None = None) -> np.ndarray:
+    """Return the blended scores (the module docstring's formula), elementwise over same-shaped parts
+    (``category`` is read only when its weight is not 0)."""
     logits = np.asarray(logits, dtype=np.float64)
     out = weights.model * logits if weights.model else np.zeros_like(logits)  # 0 * -inf would be NaN
     if weights.knn:
         out = out + weights.knn * np.log(knn + EPSILON)
     if weights.repeat:
         out = out + weights.repeat * np.log(repeat + EPSILON)
+    if weights.category:
+        if category is None:
+            raise ValueError("the blend weighs a category part but none was given")
+        out = out + weights.category * np.log(category + EPSILON)
     return out
 
 
 class HybridScorer:
     """The blend as an evaluator scorer: ``score_sessions(items, lengths)`` -> [B, num_items]."""
 
-    def __init__(self, model: Scorer, knn: Scorer, *, weights: BlendWeights, name: str = "hybrid"):
-        self.model, self.knn, self.weights, self.name = model, knn, weights, name
+    def __init__(self, model: Scorer, knn: Scorer, *, weights: BlendWeights, name: str = "hybrid",
+                 categories: CategoryPrior | None = None):
+        if weights.category and categories is None:
+            raise ValueError("the blend weighs a category part but has no item categories")
+        self.model, self.knn, self.weights, self.name, self.categories = model, knn, weights, name, categories
 
-    def parts(self, items: np.ndarray, lengths: np.ndarray,
-              decays: Sequence[float] = ()) -> tuple[np.ndarray, np.ndarray, dict[float, np.ndarray]]:
-        """Return (model logits, KNN distribution, {decay: repeat distribution}) for a batch."""
+    def parts(self, items: np.ndarray, lengths: np.ndarray, decays: Sequence[float] = ()) -> tuple[
+            np.ndarray, np.ndarray, dict[float, np.ndarray], dict[float, np.ndarray | None]]:
+        """Return (model logits, KNN distribution, {decay: repeat distribution}, {decay: category
+        distribution, None without categories}) for a batch."""
         logits = self.model.score_sessions(items, lengths).astype(np.float64)
         knn = knn_distribution(self.knn.score_sessions(items, lengths))
         decays = tuple(decays) or (self.weights.repeat_decay,)
-        return logits, knn, {d: repeat_distribution(items, lengths, logits.shape[1], d) for d in decays}
+        repeat = {d: repeat_distribution(items, lengths, logits.shape[1], d) for d in decays}
+        category = {d: self.categories.distribution(items, lengths, d) if self.categories is not None else None
+                    for d in decays}
+        return logits, knn, repeat, category
 
     def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        logits, knn, repeat = self.parts(items, lengths)
-        scores = blend(logits, knn, repeat[self.weights.repeat_decay], self.weights).astype(np.float32)
+        logits, knn, repeat, category = self.parts(items, lengths)
+        decay = self.weights.repeat_decay
+        scores = blend(logits, knn, repeat[decay], self.weights, category[decay]).astype(np.float32)
         scores[:, 0] = -np.inf
         return scores
 
 
-def _grid(step: float) -> list[tuple[float, float, float]]:
+def _grid(step: float, parts: int = 3) -> list[tuple[float, ...]]:
+    """Return every weight tuple of ``parts`` non-negative multiples of ``step`` summing to 1."""
     n = round(1 / step)
-    return [(round(a * step, 6), round(b * step, 6), round((n - a - b) * step, 6))
-            for a in range(n + 1) for b in range(n + 1 - a)]
+    return [tuple(round(c * step, 6) for c in (*combo, n - sum(combo)))
+            for combo in itertools.product(range(n + 1), repeat=parts - 1) if sum(combo) <= n]
 
 
 def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequence[str] = ("HR@20", "MRR@20"),
                max_length: int = 20, step: float = WEIGHT_STEP, decays: Sequence[float] = REPEAT_DECAYS,
-               max_examples: int = 5000, batch_size: int = 512, seed: int = 0) -> tuple[BlendWeights, dict]:
+               max_examples: int = 5000, batch_size: int = 512, seed: int = 0,
+               categories: CategoryPrior | None = None) -> tuple[BlendWeights, dict]:
     """Return (the blend weights with the best sum of the validation ``metrics``, what was tried).
 
     The sum of HR@20 and MRR@20 by default: the blend has to win on both, not trade one away.
-    Every weight triple on the simplex at ``step`` is tried with the middle decay, then the
-    best triple with each decay; at most ``max_examples`` validation prefixes (a seeded sample).
-    Ties go to the larger model weight, then the larger KNN weight.
+    Every weight tuple on the simplex at ``step`` (model, KNN, repeat, and category when
+    ``categories`` are given) is tried with every decay (one decay when neither the repeat nor the
+    category part has weight), on at most ``max_examples`` validation prefixes (a seeded sample).
+    Ties go to the larger model weight, then the larger KNN weight, then the larger category
+    weight, then the middle decay. The parts' logs are taken once per batch and summed in float32
+    for every tuple (the same ranking as ``blend`` up to float32 rounding of near ties).
     """
     chosen = [metric_by_name(m) for m in metrics]
     k = max(m.k for m in chosen)
     examples = sample_examples(prefix_examples(split.valid, max_length=max_length), max_examples, seed=seed)
     if not len(examples):
         return BlendWeights(), {}
-    hybrid = HybridScorer(model, knn, weights=BlendWeights())
+    hybrid = HybridScorer(model, knn, weights=BlendWeights(), categories=categories)
     middle = sorted(decays)[len(decays) // 2]
+    candidates = [BlendWeights(*p[:3], repeat_decay=d, category=p[3] if len(p) > 3 else 0.0)
+                  for p in _grid(step, parts=3 if categories is None else 4)
+                  for d in (decays if p[2] or (len(p) > 3 and p[3]) else (middle,))]
 
-    def evaluate(candidates: list[BlendWeights]) -> dict[BlendWeights, float]:
-        tops: dict[BlendWeights, list[np.ndarray]] = {w: [] for w in candidates}
-        for start in range(0, len(examples), batch_size):
-            lengths = examples.lengths[start:start + batch_size]
-            items = examples.items[start:start + batch_size, : int(lengths.max())]
-            logits, dist, repeats = hybrid.parts(items, lengths, decays={w.repeat_decay for w in candidates})
-            for w in candidates:
-                scores = torch.from_numpy(blend(logits, dist, repeats[w.repeat_decay], w).astype(np.float32))
-                scores[:, 0] = -np.inf
-                top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-                found = np.zeros((len(lengths), k), dtype=np.int64)
-                found[:, : top.indices.shape[1]] = np.where(np.isfinite(top.values.numpy()), top.indices.numpy(), 0)
-                tops[w].append(found)
-        return {w: sum(m.compute(RankedLists(topk=np.concatenate(t), targets=examples.targets, is_tail=split.is_tail))
-                       for m in chosen) for w, t in tops.items()}
+    def log_of(part: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.log(part + EPSILON).astype(np.float32))
 
-    values = evaluate([BlendWeights(a, b, c, middle) for a, b, c in _grid(step)])
-    best = max(values, key=lambda w: (values[w], w.model, w.knn))
-    if best.repeat:
-        values.update(evaluate([BlendWeights(best.model, best.knn, best.repeat, d) for d in decays if d != middle]))
-        best = max(values, key=lambda w: (values[w], w.model, w.knn, w.repeat_decay == middle))
+    tops: dict[BlendWeights, list[np.ndarray]] = {w: [] for w in candidates}
+    for start in range(0, len(examples), batch_size):
+        lengths = examples.lengths[start:start + batch_size]
+        items = examples.items[start:start + batch_size, : int(lengths.max())]
+        logits, dist, repeats, category = hybrid.parts(items, lengths, decays=decays)
+        model_part, knn_part = torch.from_numpy(logits.astype(np.float32)), log_of(dist)
+        repeat_part = {d: log_of(r) for d, r in repeats.items()}
+        category_part = {d: log_of(c) for d, c in category.items() if c is not None}
+        for w in candidates:
+            scores = torch.zeros_like(model_part)
+            for weight, part in ((w.model, model_part), (w.knn, knn_part), (w.repeat, repeat_part.get(w.repeat_decay)),
+                                 (w.category, category_part.get(w.repeat_decay))):
+                if weight:  # 0 * -inf would be NaN
+                    scores += weight * part
+            scores[:, 0] = -np.inf
+            top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+            found = np.zeros((len(lengths), k), dtype=np.int64)
+            found[:, : top.indices.shape[1]] = np.where(np.isfinite(top.values.numpy()), top.indices.numpy(), 0)
+            tops[w].append(found)
+    values = {w: sum(m.compute(RankedLists(topk=np.concatenate(t), targets=examples.targets, is_tail=split.is_tail))
+                     for m in chosen) for w, t in tops.items()}
+    best = max(values, key=lambda w: (values[w], w.model, w.knn, w.category, w.repeat_decay == middle))
     return best, {"validation_prefixes": len(examples), "best": round(values[best], 4), "tried": len(values),
                   "model_alone": round(values.get(BlendWeights(1.0, 0.0, 0.0, middle), float("nan")), 4),
                   "knn_alone": round(values.get(BlendWeights(0.0, 1.0, 0.0, middle), float("nan")), 4)}
-
 
 
 SERVABLE_KNN: tuple[str, ...] = tuple(KNN_DEFAULTS)  # the neighbourhood methods (SR is not served)
@@ -191,17 +300,26 @@ SERVABLE_KNN: tuple[str, ...] = tuple(KNN_DEFAULTS)  # the neighbourhood methods
 
 @dataclass
 class Blend:
-    """What a checkpoint carries to serve the blend: the KNN over the training sessions and the weights."""
+    """What a checkpoint carries to serve the blend: the KNN over the training sessions, the item
+    categories (None without an items file) and the weights."""
 
     knn: SessionKNN
     weights: BlendWeights
     info: dict
+    categories: CategoryPrior | None = None
+
+    def __post_init__(self):
+        if self.weights.category and self.categories is None:
+            raise ValueError("the blend weighs a category part but has no item categories")
 
     def to_payload(self) -> dict:
         """Return plain data for the checkpoint (loads with ``weights_only=True``)."""
-        return {"knn": self.knn.name, "params": asdict(self.knn.params), "weights": self.weights.to_dict(),
-                "indptr": torch.as_tensor(self.knn.indptr, dtype=torch.int64),
-                "clicks": torch.as_tensor(self.knn.clicks, dtype=torch.int32), "info": dict(self.info)}
+        payload = {"knn": self.knn.name, "params": asdict(self.knn.params), "weights": self.weights.to_dict(),
+                   "indptr": torch.as_tensor(self.knn.indptr, dtype=torch.int64),
+                   "clicks": torch.as_tensor(self.knn.clicks, dtype=torch.int32), "info": dict(self.info)}
+        if self.categories is not None:
+            payload["categories"] = self.categories.to_payload()
+        return payload
 
     @classmethod
     def from_payload(cls, payload: dict, item_counts: np.ndarray) -> "Blend":
@@ -214,20 +332,32 @@ class Blend:
             raise ValueError("blend sessions hold item indices outside the vocabulary")
         sessions = np.split(clicks, indptr[1:-1]) if len(indptr) > 1 else []
         knn = SessionKNN(payload["knn"], item_counts, sessions, KNNParams(**payload["params"]))
+        categories = (CategoryPrior.from_codes(payload["categories"].numpy(), item_counts)
+                      if payload.get("categories") is not None else None)
         if sessions:  # compile (or load the cached) KNN loops now, not in the first request
             knn_at(knn, sessions[0], sessions[0])
             repeat_at(sessions[0], sessions[0], 0.5)
-        return cls(knn=knn, weights=BlendWeights(**payload["weights"]), info=dict(payload.get("info", {})))
+        return cls(knn=knn, weights=BlendWeights(**payload["weights"]), info=dict(payload.get("info", {})),
+                   categories=categories)
+
+    def refitted(self, split: SessionSplit) -> "Blend":
+        """Return the blend with the same parameters and weights over ``split``'s training sessions
+        (the final fit on train + validation once everything is picked)."""
+        return Blend(knn=SessionKNN(self.knn.name, split.item_counts, split.train, self.knn.params),
+                     weights=self.weights, info={**self.info, "refit": True},
+                     categories=self.categories.refitted(split.item_counts) if self.categories is not None else None)
 
 
 def fit_blend(model: Scorer, split: SessionSplit, *, knn_name: str = "VSTAN", tune_knn_params: bool = True,
-              max_length: int = 20, max_examples: int = 5000) -> Blend:
-    """Return the blend of ``model`` with the KNN ``knn_name`` over the training sessions, the KNN's
-    parameters and the weights picked on validation (at most ``max_examples`` prefixes each)."""
+              max_length: int = 20, max_examples: int = 5000, categories: CategoryPrior | None = None) -> Blend:
+    """Return the blend of ``model`` with the KNN ``knn_name`` over the training sessions (and the
+    category part when ``categories`` are given), the KNN's parameters and the weights picked on
+    validation (at most ``max_examples`` prefixes each)."""
     if knn_name not in SERVABLE_KNN:
         raise ValueError(f"blend KNN {knn_name!r} is not one of {SERVABLE_KNN!r}")
     params, info = (tune_knn(knn_name, split, max_length=max_length, max_examples=max_examples)
                     if tune_knn_params else (KNN_DEFAULTS[knn_name], {}))
     knn = SessionKNN(knn_name, split.item_counts, split.train, params)
-    weights, tried = tune_blend(model, knn, split, max_length=max_length, max_examples=max_examples)
-    return Blend(knn=knn, weights=weights, info={"knn_tuning": info, "weights_tuning": tried})
+    weights, tried = tune_blend(model, knn, split, max_length=max_length, max_examples=max_examples,
+                                categories=categories)
+    return Blend(knn=knn, weights=weights, info={"knn_tuning": info, "weights_tuning": tried}, categories=categories)

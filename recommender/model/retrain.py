@@ -141,7 +141,7 @@ def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, co
     alone); the held-out comparison is between the models themselves.
     """
     from recommender.model.publish import publish_checkpoint, serving_checkpoint
-    from recommender.model.runs import VocabularyMapped, fit_content
+    from recommender.model.runs import VocabularyMapped, fit_content, item_categories
 
     started = time.monotonic()
     device = device or torch.device("cpu")
@@ -156,7 +156,8 @@ def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, co
     report = trainer.fit(model, split)
     content = fit_content(model, split, items_path)
     fitted = None if blend == "none" else fit_blend(ModelScorer(model, device=device), split, knn_name=blend,
-                                                     max_length=int(config.get("max_length", 20)))
+                                                     max_length=int(config.get("max_length", 20)),
+                                                     categories=item_categories(split, items_path))
     path = trainer.save(out, model, split, report, content=content, blend=fitted,
                         meta={"warm_start": old.version if old else None})
     new = load_checkpoint(path, device=device)

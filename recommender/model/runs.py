@@ -23,8 +23,8 @@ import pyarrow as pa
 from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP, read_events, read_items
 from recommender.errors import ConfigError, InvalidRequest, NotFound
 from recommender.model.baselines import BASELINES, Popularity, SessionItemKNN, SessionPopularity
-from recommender.model.hybrid import Blend, HybridScorer, fit_blend, tune_blend
-from recommender.model.session_knn import KNN_DEFAULTS, SESSION_BASELINES, SessionKNN, build_session_baseline, tune_knn
+from recommender.model.hybrid import CategoryPrior, HybridScorer, fit_blend, tune_blend
+from recommender.model.session_knn import KNN_DEFAULTS, SESSION_BASELINES, build_session_baseline, tune_knn
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
 from recommender.model.content import ContentEncoder, calibrate_offset, fit_content_encoder, listings_from_items
@@ -102,18 +102,39 @@ def items_file_for(events: Path, items: Path | None) -> Path | None:
     return None
 
 
+def _items_of_vocabulary(split: SessionSplit, items_path: Path, purpose: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Return (the items file's latest row per item, the row position of each vocabulary item
+    without padding: -1 when the file lacks it)."""
+    items, report = read_items(items_path)
+    _log.info("items for %s: %s", purpose, report.summary())
+    latest = items.drop_duplicates("item_id", keep="last")
+    rows = latest.set_index(latest["item_id"].astype("string"))
+    return rows, pd.Index(rows.index).get_indexer(pd.Index(split.vocab.to_list(), dtype="string"))
+
+
+def item_categories(split: SessionSplit, items_path: Path | None) -> CategoryPrior | None:
+    """Return the blend's category part (hybrid.CategoryPrior) for ``split``'s items from the items
+    file, or None without one; items the file lacks have no category."""
+    if items_path is None:
+        _log.warning("no items file beside the events (or --items): the blend has no category part")
+        return None
+    rows, position = _items_of_vocabulary(split, items_path, "the blend's category part")
+    categories = rows["category"].astype("string").fillna("").to_numpy(dtype=object)
+    names = ["", *(categories[p] if p >= 0 else "" for p in position)]
+    prior = CategoryPrior.from_names(names, split.item_counts)
+    _log.info("blend category part: %d categories over %d of %d items", prior.num_categories,
+              int((prior.codes >= 0).sum()), len(names) - 1)
+    return prior
+
+
 def fit_content(model: Any, split: SessionSplit, items_path: Path | None) -> ContentEncoder | None:
     """Return the content encoder fitted to ``model``'s item vectors on the items file, or None without one."""
     if items_path is None:
         _log.warning("no items file beside the events (or --items): the checkpoint has no content encoder, so "
                      "new listings get the catalogue's mean vector until a model is trained with one")
         return None
-    items, report = read_items(items_path)
-    _log.info("items for the content encoder: %s", report.summary())
+    rows, position = _items_of_vocabulary(split, items_path, "the content encoder")
     ids = split.vocab.to_list()
-    latest = items.drop_duplicates("item_id", keep="last")
-    rows = latest.set_index(latest["item_id"].astype("string"))
-    position = pd.Index(rows.index).get_indexer(pd.Index(ids, dtype="string"))
     known = np.flatnonzero(position >= 0)
     if len(known) < 50:
         _log.warning("only %d of the model's %d items are in %s: no content encoder", len(known), len(ids), items_path)
@@ -148,7 +169,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     blend = None
     if args.blend != "none":
         blend = fit_blend(ModelScorer(model, device=device), split, knn_name=args.blend,
-                          max_length=int(config["max_length"]))
+                          max_length=int(config["max_length"]), categories=item_categories(split, items_path))
         print(f"blend with {args.blend}: weights {blend.weights.to_dict()} picked on validation "
               f"({blend.info['weights_tuning']})")
     picked = split
@@ -160,8 +181,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         model = trainer.build(args.model, split)
         report = trainer.fit(model, split)
         if blend is not None:
-            blend = Blend(knn=SessionKNN(blend.knn.name, split.item_counts, split.train, blend.knn.params),
-                          weights=blend.weights, info={**blend.info, "refit": True})
+            blend = blend.refitted(split)
     content = fit_content(model, picked, items_path)  # its scale offset is calibrated on validation
     trainer.save(path, model, split, report, content=content, blend=blend)
     print(f"{report.summary()} on {device.type}; checkpoint {path}")
@@ -273,14 +293,17 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     max_length = max([int(c["config"]["max_length"]) for c in training.values()] + [20])
     models = [name for name in scorers if name not in ALL_BASELINES]
     hybrid_weights: dict[str, Any] = {}
+    categories = item_categories(split, items_file_for(args.events, args.items)) if hybrids and models else None
+    final_categories = categories.refitted(final.item_counts) if categories is not None and args.refit else categories
     for knn_name in hybrids:
         knn = baseline(knn_name, split)  # on train only, like the models the weights are picked with
         final_knn = scorers.get(knn_name) or baseline(knn_name, final)
         for model_name in models:
             weights, info = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length,
-                                       max_examples=TUNING_PREFIXES)
+                                       max_examples=TUNING_PREFIXES, categories=categories)
             name = f"{model_name}+{knn_name}"
-            scorers[name] = HybridScorer(scorers[model_name], final_knn, weights=weights, name=name)
+            scorers[name] = HybridScorer(scorers[model_name], final_knn, weights=weights, name=name,
+                                         categories=final_categories)
             hybrid_weights[name] = {"weights": weights.to_dict(), "validation_HR@20+MRR@20": info}
             print(f"{name}: weights {weights.to_dict()} picked on validation ({info})")
     # At least top-20 lists: the comparisons below read HR@20 and MRR@20 whatever --metrics holds.

@@ -148,14 +148,16 @@ class SessionScorer:
         return np.nan_to_num(scores, nan=0.0, neginf=-1e9, posinf=1e9).astype(np.float32)
 
     def _blended(self, session: np.ndarray | None, candidates: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        """Return the checkpoint's blend (hybrid.py) of the candidates' logits with the session-KNN and the
-        session's own items: exactly what `hotfeed eval` scores; the logits alone without a blend."""
+        """Return the checkpoint's blend (hybrid.py) of the candidates' logits with the session-KNN, the
+        session's own items and their categories: exactly what `hotfeed eval` scores; the logits alone
+        without a blend."""
         if self.blend is None or session is None or not len(session):
             return logits
         weights = self.blend.weights
         unused = np.zeros(len(candidates))  # a part with weight 0 is not computed (blend skips it)
         return blend(logits, knn_at(self.blend.knn, session, candidates) if weights.knn else unused,
-                     repeat_at(session, candidates, weights.repeat_decay) if weights.repeat else unused, weights)
+                     repeat_at(session, candidates, weights.repeat_decay) if weights.repeat else unused, weights,
+                     self.blend.categories.at(session, candidates, weights.repeat_decay) if weights.category else None)
 
     def unknown(self, item_ids: Sequence[str]) -> list[str]:
         """Return the ids the model's table does not hold (they need a content vector to be scored)."""
