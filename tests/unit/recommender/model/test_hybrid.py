@@ -1,5 +1,5 @@
-"""The blend: a model's logits, a KNN's normalized scores and the session's own items, weights
-picked on validation; served with exactly the scores the evaluator measures."""
+"""The blend: a model's logits, a KNN's normalized scores, the session's own items and their
+categories, weights picked on validation; served with exactly the scores the evaluator measures."""
 
 import math
 
@@ -10,8 +10,8 @@ import torch
 from recommender.errors import ConfigError
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.evaluate import ModelScorer
-from recommender.model.hybrid import (EPSILON, Blend, BlendWeights, HybridScorer, fit_blend, repeat_distribution,
-                                      tune_blend)
+from recommender.model.hybrid import (EPSILON, Blend, BlendWeights, CategoryPrior, HybridScorer, fit_blend,
+                                      repeat_distribution, tune_blend)
 from recommender.model.serving import SessionScorer
 from recommender.model.session_knn import SequentialRules
 
@@ -46,6 +46,63 @@ def test_repeat_distribution_weighs_recent_clicks_more_and_ignores_padding():
     assert not dist[1].any()  # a prefix of padding alone has no own items
 
 
+def test_the_category_part_is_written_out_as_arithmetic():
+    # Items 1..5: 1, 2 and 3 in "shoes" (training clicks 6, 3, 1), 4 in "hats" (2 clicks), 5 has none.
+    prior = CategoryPrior.from_names(["", "shoes", "shoes", "shoes", "hats", None], np.array([0, 6, 3, 1, 2, 9]))
+    assert np.allclose(prior.share, [0, 0.6, 0.3, 0.1, 1.0, 0])
+    # Session 4, 1, 5, 2 (oldest first), decay 0.5: ages 3, 2, 1, 0. Item 5 has no category and
+    # does not count: shoes weigh 0.25 + 1 = 1.25, hats 0.125, of 1.375 in all.
+    dist = prior.distribution(np.array([[4, 1, 5, 2]]), np.array([4]), decay=0.5)[0]
+    shoes, hats = 1.25 / 1.375, 0.125 / 1.375
+    assert np.allclose(dist, [0, 0.6 * shoes, 0.3 * shoes, 0.1 * shoes, 1.0 * hats, 0])
+    assert np.allclose(prior.at(np.array([4, 1, 5, 2]), np.array([3, 0, 5, 4, 3]), 0.5),
+                       [0.1 * shoes, 0, 0, hats, 0.1 * shoes])
+    # A session whose items have no category contributes nothing.
+    assert not prior.distribution(np.array([[5, 0]]), np.array([1]), decay=0.5).any()
+    assert not prior.at(np.array([5]), np.array([1, 2, 4]), 0.5).any()
+
+
+def test_the_category_part_enters_the_blend_with_its_weight():
+    model = _Fixed([-np.inf, 0.0, 1.0, 2.0])
+    knn = _Fixed([-np.inf, 1.0, 1.0, 2.0])  # normalized: 0.25, 0.25, 0.5
+    prior = CategoryPrior.from_names(["", "a", "a", "b"], np.array([0, 1, 3, 5]))  # shares 0.25, 0.75, 1
+    weights = BlendWeights(model=0.4, knn=0.3, repeat=0.1, repeat_decay=0.5, category=0.2)
+    items, lengths = np.array([[3, 1]]), np.array([2])  # "b" at age 1 (0.5), "a" at age 0 (1): a 2/3, b 1/3
+    scores = HybridScorer(model, knn, weights=weights, categories=prior).score_sessions(items, lengths)[0]
+    repeat, knn_dist, category = {1: 2 / 3, 2: 0.0, 3: 1 / 3}, {1: 0.25, 2: 0.25, 3: 0.5}, {1: 0.25 * 2 / 3, 2: 0.75 * 2 / 3, 3: 1 / 3}
+    expected = [0.4 * logit + 0.3 * math.log(knn_dist[i] + EPSILON) + 0.1 * math.log(repeat[i] + EPSILON)
+                + 0.2 * math.log(category[i] + EPSILON) for i, logit in zip((1, 2, 3), (0.0, 1.0, 2.0))]
+    assert np.allclose(scores[1:], expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="no item categories"):
+        HybridScorer(model, knn, weights=weights)
+
+
+def test_category_shares_follow_the_refit_counts_and_codes_must_fit():
+    prior = CategoryPrior.from_names(["", "a", "a"], np.array([0, 1, 1]))
+    assert np.allclose(prior.refitted(np.array([0, 3, 1])).share, [0, 0.75, 0.25])
+    with pytest.raises(ValueError, match="do not fit"):
+        CategoryPrior.from_codes(np.array([-1, 0]), np.array([0, 1, 1]))
+
+
+def test_the_category_weight_is_picked_when_the_next_click_stays_in_its_category(chain_split):
+    # Item x is followed by (7 x + 3) mod 30, so each item's successors form a cycle of 2 or 4
+    # items. With the cycle as the category and a model and KNN that know nothing (flat scores),
+    # only the category and repeat parts can find the next click.
+    def cycle_of(x: int) -> int:
+        seen = [x]
+        while (x := (7 * x + 3) % 30) not in seen:
+            seen.append(x)
+        return min(seen)
+
+    names = ["", *(f"cycle{cycle_of(int(i[1:]))}" for i in chain_split.vocab.to_list())]
+    flat = _Fixed(np.r_[-np.inf, np.zeros(len(chain_split.vocab) - 1)])
+    without, info_without = tune_blend(flat, flat, chain_split, step=0.25)
+    weights, info = tune_blend(flat, flat, chain_split, step=0.25,
+                               categories=CategoryPrior.from_names(names, chain_split.item_counts))
+    assert without.category == 0.0 and weights.category > 0.0
+    assert info["best"] > info_without["best"]
+
+
 @pytest.mark.parametrize("bad", [dict(model=0.5, knn=0.4), dict(model=1.2, knn=-0.2), dict(repeat_decay=0.0)])
 def test_blend_weights_must_be_a_distribution(bad):
     with pytest.raises(ValueError):
@@ -66,9 +123,11 @@ def test_the_weights_are_picked_on_validation(chain_split):
 def blended(tmp_path_factory, chain_split, tiny_tailnet):
     split = chain_split
     trainer, model, report = tiny_tailnet
-    fitted = fit_blend(ModelScorer(model, device=torch.device("cpu")), split, knn_name="VSTAN", tune_knn_params=False)
-    # Fixed weights with every part non-zero, so the identity check below covers all three parts.
-    fitted.weights = BlendWeights(model=0.4, knn=0.4, repeat=0.2, repeat_decay=0.6)
+    names = [""] + [f"c{i % 3}" for i in range(len(split.vocab) - 1)]
+    fitted = fit_blend(ModelScorer(model, device=torch.device("cpu")), split, knn_name="VSTAN", tune_knn_params=False,
+                       categories=CategoryPrior.from_names(names, split.item_counts))
+    # Fixed weights with every part non-zero, so the identity check below covers all four parts.
+    fitted.weights = BlendWeights(model=0.4, knn=0.3, repeat=0.2, repeat_decay=0.6, category=0.1)
     path = trainer.save(tmp_path_factory.mktemp("ckpt") / "tailnet.pt", model, split, report, blend=fitted)
     return path, model, split, fitted
 
@@ -77,7 +136,8 @@ def test_the_served_scorer_gives_the_evaluated_scores(blended):
     path, model, split, fitted = blended
     served = SessionScorer.load(path, device="cpu")
     assert served.blend is not None and served.blend.weights == fitted.weights
-    evaluated = HybridScorer(ModelScorer(model, device=torch.device("cpu")), fitted.knn, weights=fitted.weights)
+    evaluated = HybridScorer(ModelScorer(model, device=torch.device("cpu")), fitted.knn, weights=fitted.weights,
+                             categories=fitted.categories)
     ids = split.vocab.to_list()
     for session in (split.test[0][:3], split.test[1][:2], np.array([5, 5, 9])):
         expected = evaluated.score_sessions(session[None, :], np.array([len(session)]))[0]
@@ -93,6 +153,16 @@ def test_the_blend_survives_the_checkpoint(blended):
     assert loaded.blend.knn.name == "VSTAN" and loaded.blend.knn.params == fitted.knn.params
     session = split.test[0][:3]
     assert np.array_equal(loaded.blend.knn.score_session(session), fitted.knn.score_session(session))
+    assert np.array_equal(loaded.blend.categories.codes, fitted.categories.codes)
+    assert np.allclose(loaded.blend.categories.share, fitted.categories.share)
+
+
+def test_a_blend_written_before_the_category_part_still_loads(blended):
+    _, _, split, fitted = blended
+    payload = Blend(knn=fitted.knn, weights=BlendWeights(model=0.5, knn=0.5), info={}).to_payload()
+    del payload["weights"]["category"]  # what older checkpoints hold
+    loaded = Blend.from_payload(payload, split.item_counts)
+    assert loaded.categories is None and loaded.weights.category == 0.0
 
 
 def test_a_checkpoint_with_a_broken_blend_says_retrain(blended, tmp_path):
@@ -132,3 +202,5 @@ def test_the_serving_parts_read_only_the_candidates_yet_equal_the_catalogue_wide
         assert np.allclose(knn_at(fitted.knn, session, candidates), knn_distribution(dense)[0, candidates], rtol=1e-6)
         repeat = repeat_distribution(session[None, :], np.array([len(session)]), len(split.vocab), 0.6)[0]
         assert np.allclose(repeat_at(session, candidates, 0.6), repeat[candidates])
+        category = fitted.categories.distribution(session[None, :], np.array([len(session)]), 0.6)[0]
+        assert np.allclose(fitted.categories.at(session, candidates, 0.6), category[candidates])
