@@ -7,10 +7,11 @@ the network, and copying scores back. Without --checkpoint it builds untrained m
     .venv/bin/python bench/bench_model_scoring.py                       # all models, cpu (+cuda if present)
     .venv/bin/python bench/bench_model_scoring.py --checkpoint artifacts/model/model.pt
 
-Each checkpoint is measured twice in one run: with its blend (the model plus the session-KNN
-and the session's own items, recommender/model/hybrid.py: what the recommender serves) and
+Each checkpoint is measured twice in one run: with its blend (the model plus the session-KNN,
+the session's own items and their categories, recommender/model/hybrid.py: what the
+recommender serves) and
 with the model's logits alone. Untrained checkpoints get a blend over random sessions
-(--sessions). Sessions are drawn from the blend's training sessions, so the KNN reads real
+(--sessions) and 500 item categories. Sessions are drawn from the blend's training sessions, so the KNN reads real
 neighbourhoods. Prints a table with the load average and writes
 bench/results/model_scoring.json. Target: p99 <= 2 ms for one request of 200 candidates on cpu.
 """
@@ -30,7 +31,7 @@ import torch
 
 from recommender.model.checkpoint import save_checkpoint
 from recommender.model.data import ItemVocabulary
-from recommender.model.hybrid import Blend, BlendWeights
+from recommender.model.hybrid import Blend, BlendWeights, CategoryPrior
 from recommender.model.network import MODELS, build_model
 from recommender.model.serving import SessionScorer
 from recommender.model.session_knn import SessionKNN
@@ -55,8 +56,10 @@ def _untrained_checkpoint(name: str, n_items: int, n_sessions: int, folder: Path
     model = build_model(name, num_items=n_items + 1, is_tail=is_tail, config={"embedding_dim": 64})
     vocab = ItemVocabulary([f"i{n}" for n in range(n_items)])
     config = {"embedding_dim": 64, "max_length": 20}
-    blend = Blend(knn=SessionKNN("VSTAN", counts, sessions), info={},
-                  weights=BlendWeights(model=0.4, knn=0.4, repeat=0.2, repeat_decay=0.6))
+    # Categories of zipf-like sizes, as in a marketplace taxonomy; every part of the blend weighs.
+    categories = CategoryPrior.from_codes(np.r_[-1, (rng.zipf(1.5, size=n_items) - 1) % 500], counts)
+    blend = Blend(knn=SessionKNN("VSTAN", counts, sessions), info={}, categories=categories,
+                  weights=BlendWeights(model=0.3, knn=0.3, repeat=0.2, repeat_decay=0.6, category=0.2))
     return save_checkpoint(folder / f"{name}.pt", model=model, config=config, vocab=vocab, item_counts=counts,
                            blend=blend)
 

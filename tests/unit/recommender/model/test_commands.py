@@ -66,7 +66,7 @@ def test_train_then_eval_the_checkpoint_end_to_end(tmp_path, artifacts, chain_ra
     report = json.loads((out2 / "results.json").read_text())
     assert set(report["results"]) == {"SR", "VSTAN", "gru4rec", "gru4rec+VSTAN"} and report["protocol"] == "next-click"
     weights = report["hybrids"]["gru4rec+VSTAN"]["weights"]
-    assert sum(weights[k] for k in ("model", "knn", "repeat")) == pytest.approx(1.0)
+    assert sum(weights[k] for k in ("model", "knn", "repeat", "category")) == pytest.approx(1.0)
     # The blend against the bar's baseline that ran (VSTAN; V-SKNN was not asked for), paired on the same prefixes.
     (pair, diffs), = report["comparisons"].items()
     assert pair == "gru4rec+VSTAN vs VSTAN" and [d["metric"] for d in diffs] == ["HR@20", "MRR@20"]
@@ -118,6 +118,32 @@ def test_refit_trains_the_served_model_and_its_knn_on_train_plus_validation(tmp_
                  "--metrics", "HR@20", *common[:-3]]) == 0
     report = json.loads((out / "results.json").read_text())
     assert report["refit"] is True and report["split_params"]["refit"] is True
+
+
+def test_train_reads_the_blends_categories_from_the_items_file_beside_the_events(tmp_path, artifacts, chain_raw):
+    from recommender.model.checkpoint import load_checkpoint
+
+    import pandas as pd
+
+    events = tmp_path / "events.csv"
+    chain_raw.to_csv(events, index=False)
+    # i0..i29 in three categories by id modulo 3; i29 is left out of the items file (no category).
+    pd.DataFrame({"item_id": [f"i{n}" for n in range(29)], "category": [f"c{n % 3}" for n in range(29)],
+                  "price": 10.0, "created_at": "2026-01-01T00:00:00Z"}).to_csv(tmp_path / "items.csv", index=False)
+    common = ["--events", str(events), "--epochs", "1", "--set", "embedding_dim=16", "--device", "cpu", "--no-publish"]
+    assert main(["train", "--out", str(tmp_path / "with.pt"), *common]) == 0
+    assert main(["train", "--out", str(tmp_path / "without.pt"), "--items", "none", *common]) == 0
+    with_, without = load_checkpoint(tmp_path / "with.pt"), load_checkpoint(tmp_path / "without.pt")
+    prior = with_.blend.categories
+    ids = with_.vocab.to_list()
+    names = {code: {ids[i - 1] for i in np.flatnonzero(prior.codes == code)} for code in range(prior.num_categories)}
+    assert sorted(map(sorted, names.values())) == sorted(
+        sorted(f"i{n}" for n in range(29) if n % 3 == r) for r in range(3))
+    assert prior.codes[with_.vocab.index_of(["i29"])[0]] == -1
+    # Each category's shares are its items' training clicks over the category's, so they sum to 1.
+    for code in range(3):
+        assert prior.share[prior.codes == code].sum() == pytest.approx(1.0)
+    assert without.blend.categories is None and without.blend.weights.category == 0.0
 
 
 def test_blends_are_compared_with_the_bar_baselines_and_gru4rec_but_not_their_own_model():
