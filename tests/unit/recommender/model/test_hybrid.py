@@ -117,6 +117,11 @@ def test_the_weights_are_picked_on_validation(chain_split):
     weights, info = tune_blend(model, rules, chain_split, step=0.25)
     assert weights.knn > weights.model
     assert info["best"] >= info["knn_alone"] > info["model_alone"]
+    assert info["tried"] == 10 * 3 + 5  # 15 triples: 10 with a repeat weight try 3 decays, 5 without take one
+    # Screened on the first 64 prefixes, the 5 best tuples (and the two references) on all of them.
+    screened, info = tune_blend(model, rules, chain_split, step=0.25, screen=64, finalists=5)
+    assert info["finalists"] == 5 and info["validation_prefixes"] > 64
+    assert screened.knn > screened.model and info["best"] >= info["knn_alone"] > info["model_alone"]
 
 
 @pytest.fixture(scope="module")
