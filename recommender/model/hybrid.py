@@ -2,7 +2,7 @@
 their categories, in one formula shared by `hotfeed eval` and the recommender's rerank.
 
     score(i) = w_model * logit(i) + w_knn * log(knn(i) + EPSILON) + w_repeat * log(repeat(i) + EPSILON)
-               + w_category * log(category(i) + EPSILON)
+               + w_category * log(category(i) + EPSILON) + tail_bias * [i is a tail item]
 
 - ``logit`` is the model's logit (its log-softmax up to a per-session constant, so the ranking
   and every score difference within a session are the log-softmax's: nothing needs the
@@ -19,6 +19,12 @@ A weighted sum of log-distributions is a product of experts: an item ranks high 
 weighted part agrees. ``EPSILON`` keeps items a part has no evidence for finite. The weights
 sum to 1 and are picked on the validation sessions (``tune_blend``); (1, 0, 0, 0) is the model
 alone, (0, 1, 0, 0) the KNN alone. Without item categories (no items file) ``w_category`` is 0.
+
+``tail_bias`` is the blend's long-tail rectification (TailNet's idea applied to the whole blend:
+the KNN, repeat and category parts all favour popular items). It is picked on validation after
+the weights: the largest value of ``TAIL_BIASES`` whose validation HR@20 and MRR@20 are not
+significantly worse than without it (paired bootstrap, 95%; the scan stops at the first that
+is), i.e. as much long tail as the validation sessions cannot tell from the most accurate blend.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -34,6 +40,7 @@ import torch
 from recommender.model.data import SessionSplit, prefix_examples, sample_examples
 from recommender.model.evaluate import Scorer
 from recommender.model.metrics import RankedLists, metric_by_name
+from recommender.model.significance import compare
 from recommender.model.knn_kernels import sum_at
 from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, tune_knn
 
@@ -43,25 +50,30 @@ __all__ = ["EPSILON", "Blend", "BlendWeights", "CategoryPrior", "HybridScorer", 
 EPSILON = 1e-4
 WEIGHT_STEP = 0.1
 REPEAT_DECAYS: tuple[float, ...] = (0.3, 0.6, 0.9)
+TAIL_BIASES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
 SCREEN_PREFIXES = 1024  # tune_blend scores every weight tuple on this many validation prefixes first,
 FINALISTS = 40  # then this many of the best on all of them
 
 
 @dataclass(frozen=True)
 class BlendWeights:
-    """The weight of each part of the blend (they sum to 1) and the decay per click of the repeat and
-    category parts (checkpoints written before the category part load with ``category`` 0)."""
+    """The weight of each part of the blend (they sum to 1), the decay per click of the repeat and
+    category parts and the tail items' offset (checkpoints written before the category part and
+    the tail bias load with both 0)."""
 
     model: float = 1.0
     knn: float = 0.0
     repeat: float = 0.0
     repeat_decay: float = 0.6
     category: float = 0.0
+    tail_bias: float = 0.0
 
     def __post_init__(self):
         parts = (self.model, self.knn, self.repeat, self.category)
         if not all(math.isfinite(w) and w >= 0 for w in parts) or not math.isclose(sum(parts), 1.0, abs_tol=1e-6):
             raise ValueError(f"blend weights {parts!r} must be non-negative and sum to 1")
+        if not (math.isfinite(self.tail_bias) and self.tail_bias >= 0):
+            raise ValueError(f"tail_bias {self.tail_bias!r} must be a finite number >= 0")
         if not 0 < self.repeat_decay <= 1:
             raise ValueError(f"repeat_decay {self.repeat_decay!r} must be in (0, 1]")
 
@@ -190,9 +202,10 @@ def knn_at(knn: SessionKNN, session: np.ndarray, candidates: np.ndarray) -> np.n
 
 
 def blend(logits: np.ndarray, knn: np.ndarray, repeat: np.ndarray, weights: BlendWeights,
-          category: np.ndarray | None = None) -> np.ndarray:
+          category: np.ndarray | None = None, tail: np.ndarray | None = None) -> np.ndarray:
     """Return the blended scores (the module docstring's formula), elementwise over same-shaped parts
-    (``category`` is read only when its weight is not 0)."""
+    (``tail``, the items' tail mask, may broadcast; ``category`` and ``tail`` are read only when
+    their weight is not 0)."""
     logits = np.asarray(logits, dtype=np.float64)
     out = weights.model * logits if weights.model else np.zeros_like(logits)  # 0 * -inf would be NaN
     if weights.knn:
@@ -203,6 +216,10 @@ def blend(logits: np.ndarray, knn: np.ndarray, repeat: np.ndarray, weights: Blen
         if category is None:
             raise ValueError("the blend weighs a category part but none was given")
         out = out + weights.category * np.log(category + EPSILON)
+    if weights.tail_bias:
+        if tail is None:
+            raise ValueError("the blend has a tail bias but no tail mask was given")
+        out = out + weights.tail_bias * np.asarray(tail, dtype=np.float64)
     return out
 
 
@@ -210,10 +227,13 @@ class HybridScorer:
     """The blend as an evaluator scorer: ``score_sessions(items, lengths)`` -> [B, num_items]."""
 
     def __init__(self, model: Scorer, knn: Scorer, *, weights: BlendWeights, name: str = "hybrid",
-                 categories: CategoryPrior | None = None):
+                 categories: CategoryPrior | None = None, is_tail: np.ndarray | None = None):
         if weights.category and categories is None:
             raise ValueError("the blend weighs a category part but has no item categories")
+        if weights.tail_bias and is_tail is None:
+            raise ValueError("the blend has a tail bias but no tail mask")
         self.model, self.knn, self.weights, self.name, self.categories = model, knn, weights, name, categories
+        self.is_tail = is_tail
 
     def parts(self, items: np.ndarray, lengths: np.ndarray, decays: Sequence[float] = ()) -> tuple[
             np.ndarray, np.ndarray, dict[float, np.ndarray], dict[float, np.ndarray | None]]:
@@ -230,7 +250,7 @@ class HybridScorer:
     def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         logits, knn, repeat, category = self.parts(items, lengths)
         decay = self.weights.repeat_decay
-        scores = blend(logits, knn, repeat[decay], self.weights, category[decay]).astype(np.float32)
+        scores = blend(logits, knn, repeat[decay], self.weights, category[decay], self.is_tail).astype(np.float32)
         scores[:, 0] = -np.inf
         return scores
 
@@ -246,7 +266,7 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
                max_length: int = 20, step: float = WEIGHT_STEP, decays: Sequence[float] = REPEAT_DECAYS,
                max_examples: int = 5000, batch_size: int = 512, seed: int = 0,
                categories: CategoryPrior | None = None, screen: int = SCREEN_PREFIXES,
-               finalists: int = FINALISTS) -> tuple[BlendWeights, dict]:
+               finalists: int = FINALISTS, tail_biases: Sequence[float] = TAIL_BIASES) -> tuple[BlendWeights, dict]:
     """Return (the blend weights with the best sum of the validation ``metrics``, what was tried).
 
     The sum of HR@20 and MRR@20 by default: the blend has to win on both, not trade one away.
@@ -256,7 +276,9 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     With more than ``screen`` prefixes, every tuple is first scored on the first ``screen`` of
     them and only the best ``finalists`` on all (836 tuples x 5,000 prefixes of a 14,000-item
     catalogue would take minutes). Ties go to the larger model weight, then the larger KNN weight,
-    then the larger category weight, then the middle decay. The parts' logs are taken once per
+    then the larger category weight, then the middle decay. Then the tail bias: the largest of
+    ``tail_biases`` (empty: none) not significantly worse on HR@20 and MRR@20 than the best
+    weights without one (see the module docstring). The parts' logs are taken once per
     batch and summed in float32 for every tuple (the same ranking as ``blend`` up to float32
     rounding of near ties).
     """
@@ -274,8 +296,10 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     def log_of(part: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.log(part + EPSILON).astype(np.float32))
 
-    def evaluate(tried: list[BlendWeights], count: int) -> dict[BlendWeights, float]:
-        """Return the summed metrics of each of ``tried`` on the first ``count`` examples."""
+    tail_part = torch.from_numpy(np.asarray(split.is_tail, dtype=np.float32))[None, :]
+
+    def ranked(tried: list[BlendWeights], count: int) -> dict[BlendWeights, RankedLists]:
+        """Return the top-k lists of each of ``tried`` on the first ``count`` examples."""
         tops: dict[BlendWeights, list[np.ndarray]] = {w: [] for w in tried}
         for start in range(0, count, batch_size):
             lengths = examples.lengths[start:min(start + batch_size, count)]
@@ -288,7 +312,7 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
                 scores = torch.zeros_like(model_part)
                 for weight, part in ((w.model, model_part), (w.knn, knn_part),
                                      (w.repeat, repeat_part.get(w.repeat_decay)),
-                                     (w.category, category_part.get(w.repeat_decay))):
+                                     (w.category, category_part.get(w.repeat_decay)), (w.tail_bias, tail_part)):
                     if weight:  # 0 * -inf would be NaN
                         scores.add_(part, alpha=weight)
                 scores[:, 0] = -np.inf
@@ -297,8 +321,11 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
                 found[:, : top.indices.shape[1]] = np.where(np.isfinite(top.values.numpy()), top.indices.numpy(), 0)
                 tops[w].append(found)
         targets = examples.targets[:count]
-        return {w: sum(m.compute(RankedLists(topk=np.concatenate(t), targets=targets, is_tail=split.is_tail))
-                       for m in chosen) for w, t in tops.items()}
+        return {w: RankedLists(topk=np.concatenate(t), targets=targets, is_tail=split.is_tail) for w, t in tops.items()}
+
+    def evaluate(tried: list[BlendWeights], count: int) -> dict[BlendWeights, float]:
+        """Return the summed metrics of each of ``tried`` on the first ``count`` examples."""
+        return {w: sum(m.compute(lists) for m in chosen) for w, lists in ranked(tried, count).items()}
 
     def preference(values: dict[BlendWeights, float]):
         return lambda w: (values[w], w.model, w.knn, w.category, w.repeat_decay == middle)
@@ -312,7 +339,25 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
         info["finalists"] = len(best_screened)
     values = evaluate(candidates, len(examples))
     best = max(values, key=preference(values))
-    return best, {**info, "best": round(values[best], 4), **{k: round(values[w], 4) for k, w in alone.items()}}
+    info.update(best=round(values[best], 4), **{k: round(values[w], 4) for k, w in alone.items()})
+    if tail_biases and split.is_tail.any():
+        best, info["tail_bias_scan"] = _pick_tail_bias(best, ranked([best, *(replace(best, tail_bias=b)
+                                                                             for b in tail_biases)], len(examples)))
+    return best, info
+
+
+def _pick_tail_bias(best: BlendWeights, lists: dict[BlendWeights, RankedLists]) -> tuple[BlendWeights, dict]:
+    """Return (``best`` with the largest tail bias whose lists are not significantly worse than
+    ``best``'s on HR@20 or MRR@20, scanning up from the smallest; what each bias gave)."""
+    reference = lists[best]
+    picked, scan = best, {}
+    for weights in sorted((w for w in lists if w != best), key=lambda w: w.tail_bias):
+        verdicts = {d.metric: d.verdict for d in compare(lists[weights], reference)}
+        scan[weights.tail_bias] = {**verdicts, "Tail@20": round(metric_by_name("Tail@20").compute(lists[weights]), 4)}
+        if "worse" in verdicts.values():
+            break
+        picked = weights
+    return picked, scan
 
 
 SERVABLE_KNN: tuple[str, ...] = tuple(KNN_DEFAULTS)  # the neighbourhood methods (SR is not served)

@@ -303,7 +303,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
                                        max_examples=TUNING_PREFIXES, categories=categories)
             name = f"{model_name}+{knn_name}"
             scorers[name] = HybridScorer(scorers[model_name], final_knn, weights=weights, name=name,
-                                         categories=final_categories)
+                                         categories=final_categories, is_tail=final.is_tail)
             hybrid_weights[name] = {"weights": weights.to_dict(), "validation_HR@20+MRR@20": info}
             print(f"{name}: weights {weights.to_dict()} picked on validation ({info})")
     # At least top-20 lists: the comparisons below read HR@20 and MRR@20 whatever --metrics holds.

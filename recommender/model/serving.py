@@ -66,6 +66,7 @@ class SessionScorer:
         mean = torch.nn.functional.normalize(table.mean(dim=0), dim=0) if len(table) else torch.zeros(table.shape[1])
         self._mean_vector = mean.cpu().numpy().astype(np.float32)
         self.blend = checkpoint.blend
+        self._is_tail = np.asarray(checkpoint.is_tail, dtype=bool)
 
     @classmethod
     def load(cls, path: Path, *, device: str | torch.device = "auto") -> "SessionScorer":
@@ -149,15 +150,17 @@ class SessionScorer:
 
     def _blended(self, session: np.ndarray | None, candidates: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """Return the checkpoint's blend (hybrid.py) of the candidates' logits with the session-KNN, the
-        session's own items and their categories: exactly what `hotfeed eval` scores; the logits alone
-        without a blend."""
+        session's own items, their categories and the tail bias: exactly what `hotfeed eval` scores;
+        the logits alone without a blend."""
         if self.blend is None or session is None or not len(session):
             return logits
         weights = self.blend.weights
         unused = np.zeros(len(candidates))  # a part with weight 0 is not computed (blend skips it)
         return blend(logits, knn_at(self.blend.knn, session, candidates) if weights.knn else unused,
                      repeat_at(session, candidates, weights.repeat_decay) if weights.repeat else unused, weights,
-                     self.blend.categories.at(session, candidates, weights.repeat_decay) if weights.category else None)
+                     self.blend.categories.at(session, candidates, weights.repeat_decay) if weights.category else None,
+                     # Candidates the model does not know have no clicks yet: tail items.
+                     np.where(candidates == PAD_INDEX, True, self._is_tail[candidates]) if weights.tail_bias else None)
 
     def unknown(self, item_ids: Sequence[str]) -> list[str]:
         """Return the ids the model's table does not hold (they need a content vector to be scored)."""
