@@ -2,6 +2,7 @@
 categories, weights picked on validation; served with exactly the scores the evaluator measures."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -77,6 +78,46 @@ def test_the_category_part_enters_the_blend_with_its_weight():
         HybridScorer(model, knn, weights=weights)
 
 
+def test_the_tail_bias_lifts_tail_items_by_its_value():
+    model, knn = _Fixed([-np.inf, 0.0, 1.0, 2.0]), _Fixed([-np.inf, 1.0, 1.0, 2.0])
+    is_tail = np.array([False, False, True, True])
+    plain = BlendWeights(model=0.5, knn=0.5)
+    items, lengths = np.array([[1, 2]]), np.array([2])
+    base = HybridScorer(model, knn, weights=plain).score_sessions(items, lengths)[0]
+    biased = HybridScorer(model, knn, weights=BlendWeights(model=0.5, knn=0.5, tail_bias=0.75),
+                          is_tail=is_tail).score_sessions(items, lengths)[0]
+    assert np.allclose(biased[1:] - base[1:], [0.0, 0.75, 0.75])
+    with pytest.raises(ValueError, match="tail mask"):
+        HybridScorer(model, knn, weights=BlendWeights(model=0.5, knn=0.5, tail_bias=0.75))
+    with pytest.raises(ValueError, match="tail_bias"):
+        BlendWeights(tail_bias=-1.0)
+
+
+def test_the_tail_bias_is_the_largest_not_significantly_worse_on_validation():
+    from recommender.model.hybrid import _pick_tail_bias
+    from recommender.model.metrics import RankedLists
+
+    targets = np.arange(1, 401)
+    is_tail = np.zeros(402, dtype=bool)
+    hits = np.column_stack([targets, np.zeros((400, 19), dtype=np.int64)])  # every target at rank 1
+
+    def missing(n: int) -> RankedLists:
+        top = hits.copy()
+        top[:n, 0] = 401  # n prefixes lose their hit
+        return RankedLists(topk=top, targets=targets, is_tail=is_tail)
+
+    best = BlendWeights(model=0.5, knn=0.5)
+    lists = {best: missing(0), replace(best, tail_bias=0.1): missing(1), replace(best, tail_bias=0.2): missing(2),
+             replace(best, tail_bias=0.3): missing(60), replace(best, tail_bias=0.5): missing(0)}
+    picked, scan = _pick_tail_bias(best, lists)
+    # 1 or 2 lost hits of 400 are ties; 60 are worse, and the scan stops there (0.5 is never reached).
+    assert picked.tail_bias == 0.2
+    assert scan[0.1]["HR@20"] == scan[0.2]["HR@20"] == "tie" and scan[0.3]["HR@20"] == "worse"
+    assert 0.5 not in scan
+    picked, _ = _pick_tail_bias(best, {best: missing(0), replace(best, tail_bias=0.1): missing(60)})
+    assert picked == best
+
+
 def test_category_shares_follow_the_refit_counts_and_codes_must_fit():
     prior = CategoryPrior.from_names(["", "a", "a"], np.array([0, 1, 1]))
     assert np.allclose(prior.refitted(np.array([0, 3, 1])).share, [0, 0.75, 0.25])
@@ -131,8 +172,8 @@ def blended(tmp_path_factory, chain_split, tiny_tailnet):
     names = [""] + [f"c{i % 3}" for i in range(len(split.vocab) - 1)]
     fitted = fit_blend(ModelScorer(model, device=torch.device("cpu")), split, knn_name="VSTAN", tune_knn_params=False,
                        categories=CategoryPrior.from_names(names, split.item_counts))
-    # Fixed weights with every part non-zero, so the identity check below covers all four parts.
-    fitted.weights = BlendWeights(model=0.4, knn=0.3, repeat=0.2, repeat_decay=0.6, category=0.1)
+    # Fixed weights with every part non-zero, so the identity check below covers all four parts and the tail bias.
+    fitted.weights = BlendWeights(model=0.4, knn=0.3, repeat=0.2, repeat_decay=0.6, category=0.1, tail_bias=0.5)
     path = trainer.save(tmp_path_factory.mktemp("ckpt") / "tailnet.pt", model, split, report, blend=fitted)
     return path, model, split, fitted
 
@@ -142,7 +183,7 @@ def test_the_served_scorer_gives_the_evaluated_scores(blended):
     served = SessionScorer.load(path, device="cpu")
     assert served.blend is not None and served.blend.weights == fitted.weights
     evaluated = HybridScorer(ModelScorer(model, device=torch.device("cpu")), fitted.knn, weights=fitted.weights,
-                             categories=fitted.categories)
+                             categories=fitted.categories, is_tail=split.is_tail)
     ids = split.vocab.to_list()
     for session in (split.test[0][:3], split.test[1][:2], np.array([5, 5, 9])):
         expected = evaluated.score_sessions(session[None, :], np.array([len(session)]))[0]
@@ -165,9 +206,9 @@ def test_the_blend_survives_the_checkpoint(blended):
 def test_a_blend_written_before_the_category_part_still_loads(blended):
     _, _, split, fitted = blended
     payload = Blend(knn=fitted.knn, weights=BlendWeights(model=0.5, knn=0.5), info={}).to_payload()
-    del payload["weights"]["category"]  # what older checkpoints hold
+    del payload["weights"]["category"], payload["weights"]["tail_bias"]  # what older checkpoints hold
     loaded = Blend.from_payload(payload, split.item_counts)
-    assert loaded.categories is None and loaded.weights.category == 0.0
+    assert loaded.categories is None and loaded.weights.category == 0.0 and loaded.weights.tail_bias == 0.0
 
 
 def test_a_checkpoint_with_a_broken_blend_says_retrain(blended, tmp_path):
