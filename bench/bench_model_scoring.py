@@ -59,7 +59,7 @@ def _untrained_checkpoint(name: str, n_items: int, n_sessions: int, folder: Path
     # Categories of zipf-like sizes, as in a marketplace taxonomy; every part of the blend weighs.
     categories = CategoryPrior.from_codes(np.r_[-1, (rng.zipf(1.5, size=n_items) - 1) % 500], counts)
     blend = Blend(knn=SessionKNN("VSTAN", counts, sessions), info={}, categories=categories,
-                  weights=BlendWeights(model=0.3, knn=0.3, repeat=0.2, repeat_decay=0.6, category=0.2))
+                  weights=BlendWeights(model=0.3, knn=0.3, repeat=0.2, repeat_decay=0.6, category=0.2, tail_bias=0.5))
     return save_checkpoint(folder / f"{name}.pt", model=model, config=config, vocab=vocab, item_counts=counts,
                            blend=blend)
 
