@@ -323,7 +323,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         print("each blend against the strongest baselines and GRU4Rec alone on the same test prefixes: difference "
               "[95% paired-bootstrap interval]; 'tie' when the interval spans 0 (recommender/model/significance.py)")
         for pair, diffs in comparisons.items():
-            print(f"  {pair}: " + "; ".join(d.describe() for d in diffs))
+            print(f"  {pair}: " + "; ".join(d.describe() for d in diffs) + _tail_ratio(pair, lists))
     print(f"evaluated {len(scorers)} scorers on {split.summary()} in {time.monotonic() - started:.0f}s; "
           f"report in {out} ({len(written)} files)")
     return 0
@@ -332,6 +332,16 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
 # The baselines each served blend must beat (issue 13): the strongest neighbourhood methods, and
 # GRU4Rec alone (the long-tail bar: Tail@20 at least 1.5x GRU4Rec's "at no lower HR@20").
 _BAR_BASELINES: tuple[str, ...] = ("V-SKNN", "VSTAN", "gru4rec")
+
+
+def _tail_ratio(pair: str, lists: Mapping[str, RankedLists]) -> str:
+    """Return "; Tail@20 a vs b (r x)" for a blend against GRU4Rec (the long-tail bar), else ""."""
+    blend, base = pair.split(" vs ")
+    if base != "gru4rec":
+        return ""
+    ours, theirs = (metric_by_name("Tail@20").compute(lists[name]) for name in (blend, base))
+    ratio = f"{ours / theirs:.2f}x" if theirs > 0 else "GRU4Rec has none"
+    return f"; Tail@20 {ours:.4f} vs {theirs:.4f} ({ratio})"
 
 
 def _blends_against_baselines(lists: Mapping[str, RankedLists],

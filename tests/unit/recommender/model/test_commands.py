@@ -158,3 +158,18 @@ def test_blends_are_compared_with_the_bar_baselines_and_gru4rec_but_not_their_ow
     assert set(pairs) == {"tailnet+VSTAN vs VSTAN", "tailnet+VSTAN vs gru4rec", "gru4rec+VSTAN vs VSTAN"}
     hr = pairs["tailnet+VSTAN vs gru4rec"][0]
     assert hr.metric == "HR@20" and hr.difference == pytest.approx(1.0) and hr.verdict == "better"
+
+
+def test_a_blend_against_gru4rec_prints_the_tail_share_ratio():
+    from recommender.model.metrics import RankedLists
+    from recommender.model.runs import _tail_ratio
+
+    tail = np.arange(41) > 20  # items 21..40 are tail
+    targets = np.ones(4, dtype=np.int64)
+    half = RankedLists(topk=np.tile(np.r_[1:11, 21:31], (4, 1)), targets=targets, is_tail=tail)  # 10 of 20 tail
+    quarter = RankedLists(topk=np.tile(np.r_[1:16, 21:26], (4, 1)), targets=targets, is_tail=tail)  # 5 of 20
+    head = RankedLists(topk=np.tile(np.arange(1, 21), (4, 1)), targets=targets, is_tail=tail)
+    lists = {"tailnet+VSTAN": half, "gru4rec": quarter, "VSTAN": head}
+    assert _tail_ratio("tailnet+VSTAN vs gru4rec", lists) == "; Tail@20 0.5000 vs 0.2500 (2.00x)"
+    assert _tail_ratio("tailnet+VSTAN vs VSTAN", lists) == ""
+    assert _tail_ratio("tailnet+VSTAN vs gru4rec", {**lists, "gru4rec": head}).endswith("(GRU4Rec has none)")
