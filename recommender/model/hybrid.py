@@ -266,7 +266,8 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
                max_length: int = 20, step: float = WEIGHT_STEP, decays: Sequence[float] = REPEAT_DECAYS,
                max_examples: int = 5000, batch_size: int = 512, seed: int = 0,
                categories: CategoryPrior | None = None, screen: int = SCREEN_PREFIXES,
-               finalists: int = FINALISTS, tail_biases: Sequence[float] = TAIL_BIASES) -> tuple[BlendWeights, dict]:
+               finalists: int = FINALISTS, tail_biases: Sequence[float] = TAIL_BIASES,
+               tail_bias: float | None = None) -> tuple[BlendWeights, dict]:
     """Return (the blend weights with the best sum of the validation ``metrics``, what was tried).
 
     The sum of HR@20 and MRR@20 by default: the blend has to win on both, not trade one away.
@@ -278,7 +279,7 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     catalogue would take minutes). Ties go to the larger model weight, then the larger KNN weight,
     then the larger category weight, then the middle decay. Then the tail bias: the largest of
     ``tail_biases`` (empty: none) not significantly worse on HR@20 and MRR@20 than the best
-    weights without one (see the module docstring). The parts' logs are taken once per
+    weights without one (see the module docstring), or ``tail_bias`` as given when not None. The parts' logs are taken once per
     batch and summed in float32 for every tuple (the same ranking as ``blend`` up to float32
     rounding of near ties).
     """
@@ -340,7 +341,9 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     values = evaluate(candidates, len(examples))
     best = max(values, key=preference(values))
     info.update(best=round(values[best], 4), **{k: round(values[w], 4) for k, w in alone.items()})
-    if tail_biases and split.is_tail.any():
+    if tail_bias is not None:
+        best = replace(best, tail_bias=float(tail_bias))
+    elif tail_biases and split.is_tail.any():
         best, info["tail_bias_scan"] = _pick_tail_bias(best, ranked([best, *(replace(best, tail_bias=b)
                                                                              for b in tail_biases)], len(examples)))
     return best, info
@@ -414,15 +417,16 @@ class Blend:
 
 
 def fit_blend(model: Scorer, split: SessionSplit, *, knn_name: str = "VSTAN", tune_knn_params: bool = True,
-              max_length: int = 20, max_examples: int = 5000, categories: CategoryPrior | None = None) -> Blend:
+              max_length: int = 20, max_examples: int = 5000, categories: CategoryPrior | None = None,
+              tail_bias: float | None = None) -> Blend:
     """Return the blend of ``model`` with the KNN ``knn_name`` over the training sessions (and the
     category part when ``categories`` are given), the KNN's parameters and the weights picked on
-    validation (at most ``max_examples`` prefixes each)."""
+    validation (at most ``max_examples`` prefixes each); ``tail_bias`` None picks it on validation."""
     if knn_name not in SERVABLE_KNN:
         raise ValueError(f"blend KNN {knn_name!r} is not one of {SERVABLE_KNN!r}")
     params, info = (tune_knn(knn_name, split, max_length=max_length, max_examples=max_examples)
                     if tune_knn_params else (KNN_DEFAULTS[knn_name], {}))
     knn = SessionKNN(knn_name, split.item_counts, split.train, params)
     weights, tried = tune_blend(model, knn, split, max_length=max_length, max_examples=max_examples,
-                                categories=categories)
+                                categories=categories, tail_bias=tail_bias)
     return Blend(knn=knn, weights=weights, info={"knn_tuning": info, "weights_tuning": tried}, categories=categories)

@@ -134,11 +134,13 @@ def write_changed_vectors(engine: Any, index: str, new: Checkpoint, old: Checkpo
 
 def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, config: dict[str, Any],
                  out: Path, items_path: Path | None, metric: str = "MRR@20", publish: bool = True,
-                 device: torch.device | None = None, blend: str = "VSTAN") -> RetrainResult:
+                 device: torch.device | None = None, blend: str = "VSTAN",
+                 blend_tail_bias: float | None = None) -> RetrainResult:
     """Run one retraining round on ``split`` (see the module docstring); return what happened.
 
     ``blend`` names the session-KNN the new checkpoint serves its model with ("none": the model
-    alone); the held-out comparison is between the models themselves.
+    alone) and ``blend_tail_bias`` its tail bias (None: picked on validation); the held-out comparison
+    is between the models themselves.
     """
     from recommender.model.publish import publish_checkpoint, serving_checkpoint
     from recommender.model.runs import VocabularyMapped, fit_content, item_categories
@@ -157,7 +159,8 @@ def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, co
     content = fit_content(model, split, items_path)
     fitted = None if blend == "none" else fit_blend(ModelScorer(model, device=device), split, knn_name=blend,
                                                      max_length=int(config.get("max_length", 20)),
-                                                     categories=item_categories(split, items_path))
+                                                     categories=item_categories(split, items_path),
+                                                     tail_bias=blend_tail_bias)
     path = trainer.save(out, model, split, report, content=content, blend=fitted,
                         meta={"warm_start": old.version if old else None})
     new = load_checkpoint(path, device=device)

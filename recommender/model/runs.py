@@ -169,7 +169,8 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     blend = None
     if args.blend != "none":
         blend = fit_blend(ModelScorer(model, device=device), split, knn_name=args.blend,
-                          max_length=int(config["max_length"]), categories=item_categories(split, items_path))
+                          max_length=int(config["max_length"]), categories=item_categories(split, items_path),
+                          tail_bias=args.blend_tail_bias)
         print(f"blend with {args.blend}: weights {blend.weights.to_dict()} picked on validation "
               f"({blend.info['weights_tuning']})")
     picked = split
@@ -300,7 +301,8 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         final_knn = scorers.get(knn_name) or baseline(knn_name, final)
         for model_name in models:
             weights, info = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length,
-                                       max_examples=TUNING_PREFIXES, categories=categories)
+                                       max_examples=TUNING_PREFIXES, categories=categories,
+                                       tail_bias=args.blend_tail_bias)
             name = f"{model_name}+{knn_name}"
             scorers[name] = HybridScorer(scorers[model_name], final_knn, weights=weights, name=name,
                                          categories=final_categories, is_tail=final.is_tail)
@@ -372,7 +374,8 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
         split = _split_of(args)
         result = retrain_once(settings, split, model_name=args.model, config=config,
                               out=folder / f"{args.model}-{stamp}.pt", items_path=items_path, metric=args.metric,
-                              publish=args.publish, device=device, blend=args.blend)
+                              publish=args.publish, device=device, blend=args.blend,
+                              blend_tail_bias=args.blend_tail_bias)
         print(result.summary(), flush=True)
         return 0
 

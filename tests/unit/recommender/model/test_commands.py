@@ -173,3 +173,21 @@ def test_a_blend_against_gru4rec_prints_the_tail_share_ratio():
     assert _tail_ratio("tailnet+VSTAN vs gru4rec", lists) == "; Tail@20 0.5000 vs 0.2500 (2.00x)"
     assert _tail_ratio("tailnet+VSTAN vs VSTAN", lists) == ""
     assert _tail_ratio("tailnet+VSTAN vs gru4rec", {**lists, "gru4rec": head}).endswith("(GRU4Rec has none)")
+
+
+def test_the_blend_tail_bias_can_be_fixed_or_turned_off_and_bad_values_are_refused(tmp_path, artifacts, chain_raw,
+                                                                                     capsys):
+    from recommender.model.checkpoint import load_checkpoint
+
+    events = tmp_path / "events.csv"
+    chain_raw.to_csv(events, index=False)
+    common = ["--events", str(events), "--epochs", "1", "--set", "embedding_dim=16", "--device", "cpu", "--no-publish"]
+    assert main(["train", "--out", str(tmp_path / "fixed.pt"), "--blend-tail-bias", "0.4", *common]) == 0
+    assert main(["train", "--out", str(tmp_path / "off.pt"), "--blend-tail-bias", "0", *common]) == 0
+    assert load_checkpoint(tmp_path / "fixed.pt").blend.weights.tail_bias == 0.4
+    assert load_checkpoint(tmp_path / "off.pt").blend.weights.tail_bias == 0.0
+    for bad in ("-1", "lots", "inf"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "--out", str(tmp_path / "bad.pt"), "--blend-tail-bias", bad, *common])
+        assert exit_.value.code == 2
+        assert "--blend-tail-bias" in capsys.readouterr().err
