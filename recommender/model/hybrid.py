@@ -50,7 +50,7 @@ __all__ = ["EPSILON", "Blend", "BlendWeights", "CategoryPrior", "HybridScorer", 
 EPSILON = 1e-4
 WEIGHT_STEP = 0.1
 REPEAT_DECAYS: tuple[float, ...] = (0.3, 0.6, 0.9)
-TAIL_BIASES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
+TAIL_BIASES: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
 SCREEN_PREFIXES = 1024  # tune_blend scores every weight tuple on this many validation prefixes first,
 FINALISTS = 40  # then this many of the best on all of them
 
