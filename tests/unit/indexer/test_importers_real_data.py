@@ -8,48 +8,24 @@ fail and name the folder they need; they never skip.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from recommender.data_model import EVENT_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, read_events, read_items, read_users
 from recommender.errors import InvalidRequest
-from recommender.settings import load_settings
 from indexer.importers import REES46_SAMPLE, TAOBAO_SAMPLE, ImportResult, import_rees46, import_taobao, write_import
+from tests.real_samples import imported, sample
 
 pytestmark = pytest.mark.real_data
 
 
-def sample(relative: Path) -> Path:
-    shared = load_settings().paths.shared_data_dir
-    path = shared / relative
-    if not path.is_file():
-        pytest.fail(
-            f"real sample {str(path)!r} is absent: the real_data tests need the shared data folder "
-            f"{str(shared)!r} holding {relative.as_posix()!r} (see SOURCE.md there). Put the samples there or "
-            f"set HOTFEED_PATHS_SHARED_DATA_DIR to the folder that holds them; the default `make test` does not need them.",
-            pytrace=False,
-        )
-    return path
-
-
-# Cached functions rather than fixtures, so that a missing sample makes each test FAIL (a
-# fixture's failure is reported as an error in setup). A failed call is not cached.
-@lru_cache(maxsize=None)
-def _import(kind: str) -> ImportResult:
-    if kind == "taobao":
-        return import_taobao(sample(TAOBAO_SAMPLE))
-    return import_rees46(sample(REES46_SAMPLE))
-
-
 def taobao() -> ImportResult:
-    return _import("taobao")
+    return imported("taobao")
 
 
 def rees46() -> ImportResult:
-    return _import("rees46")
+    return imported("rees46")
 
 
 def test_taobao_drops_the_cut_last_line_and_out_of_window_rows_by_row_number():

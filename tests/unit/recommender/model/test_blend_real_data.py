@@ -6,27 +6,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from indexer.importers import REES46_SAMPLE, import_rees46
 from recommender.model.config import load_model_config
 from recommender.model.data import build_sessions, split_sessions
 from recommender.model.evaluate import ModelScorer
 from recommender.model.hybrid import CategoryPrior, tune_blend
 from recommender.model.session_knn import SessionKNN, tune_knn
 from recommender.model.trainer import Trainer
-from recommender.settings import load_settings
+from tests.real_samples import imported
 
 pytestmark = pytest.mark.real_data
 
 
 def test_the_category_part_lifts_the_validation_blend_on_rees46_next_clicks():
-    path = load_settings().paths.shared_data_dir / REES46_SAMPLE
-    if not path.is_file():
-        pytest.fail(f"real sample {str(path)!r} is absent: put the shared data folder beside the repository or set "
-                    "HOTFEED_PATHS_SHARED_DATA_DIR (the default `make test` does not need it)", pytrace=False)
-    imported = import_rees46(path)
-    split = split_sessions(build_sessions(imported.events, collapse_repeats=False), test_days=1.0,
+    rees46 = imported("rees46")
+    split = split_sessions(build_sessions(rees46.events, collapse_repeats=False), test_days=1.0,
                            min_item_support=5, protocol="next-click")
-    category_of = dict(zip(imported.items["item_id"].astype(str), imported.items["category"].astype(str)))
+    category_of = dict(zip(rees46.items["item_id"].astype(str), rees46.items["category"].astype(str)))
     categories = CategoryPrior.from_names(["", *(category_of.get(i, "") for i in split.vocab.to_list())],
                                           split.item_counts)
     trainer = Trainer(load_model_config("tailnet", flags={"epochs": 3}), device=torch.device("cpu"), progress=False)

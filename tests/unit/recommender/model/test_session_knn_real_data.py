@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.importers import TAOBAO_SAMPLE, import_taobao
 from recommender.model.baselines import Popularity, SessionPopularity
 from recommender.model.data import build_sessions, split_sessions
 from recommender.model.evaluate import evaluate_scorers
 from recommender.model.session_knn import build_session_baseline
-from recommender.settings import load_settings
+from tests.real_samples import imported
 
 pytestmark = pytest.mark.real_data
 
 
 def test_neighbourhood_baselines_beat_popularity_on_taobao_next_clicks():
-    path = load_settings().paths.shared_data_dir / TAOBAO_SAMPLE
-    if not path.is_file():
-        pytest.fail(f"real sample {str(path)!r} is absent: put the shared data folder beside the repository or set "
-                    "HOTFEED_PATHS_SHARED_DATA_DIR (the default `make test` does not need it)", pytrace=False)
-    events = import_taobao(path).events
+    events = imported("taobao").events
     split = split_sessions(build_sessions(events, collapse_repeats=False), test_days=1.0, protocol="next-click")
     scorers = {"POP": Popularity(split.item_counts), "S-POP": SessionPopularity(split.item_counts)}
     for name in ("SR", "V-SKNN", "VSTAN"):
