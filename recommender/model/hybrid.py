@@ -44,7 +44,8 @@ from recommender.model.significance import compare
 from recommender.model.knn_kernels import sum_at
 from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, tune_knn
 
-__all__ = ["EPSILON", "Blend", "BlendWeights", "CategoryPrior", "HybridScorer", "blend", "fit_blend", "knn_at", "knn_distribution",
+__all__ = ["EPSILON", "Blend", "BlendWeights", "CategoryPrior", "HybridScorer", "blend", "fit_blend", "knn_at",
+           "knn_distribution",
            "repeat_at", "repeat_distribution", "tune_blend", "WEIGHT_STEP", "REPEAT_DECAYS", "SERVABLE_KNN"]
 
 EPSILON = 1e-4
@@ -279,9 +280,9 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     catalogue would take minutes). Ties go to the larger model weight, then the larger KNN weight,
     then the larger category weight, then the middle decay. Then the tail bias: the largest of
     ``tail_biases`` (empty: none) not significantly worse on HR@20 and MRR@20 than the best
-    weights without one (see the module docstring), or ``tail_bias`` as given when not None. The parts' logs are taken once per
-    batch and summed in float32 for every tuple (the same ranking as ``blend`` up to float32
-    rounding of near ties).
+    weights without one (see the module docstring), or ``tail_bias`` as given when not None.
+    The parts' logs are taken once per batch and summed in float32 for every tuple (the same
+    ranking as ``blend`` up to float32 rounding of near ties).
     """
     chosen = [metric_by_name(m) for m in metrics]
     k = max(m.k for m in chosen)
