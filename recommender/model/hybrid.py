@@ -45,8 +45,8 @@ from recommender.model.knn_kernels import sum_at
 from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, tune_knn
 
 __all__ = ["EPSILON", "Blend", "BlendWeights", "CategoryPrior", "HybridScorer", "blend", "fit_blend", "knn_at",
-           "knn_distribution",
-           "repeat_at", "repeat_distribution", "tune_blend", "WEIGHT_STEP", "REPEAT_DECAYS", "SERVABLE_KNN"]
+           "knn_distribution", "repeat_at", "repeat_distribution", "tune_blend", "WEIGHT_STEP", "REPEAT_DECAYS",
+           "SERVABLE_KNN", "TAIL_BIASES"]
 
 EPSILON = 1e-4
 WEIGHT_STEP = 0.1
