@@ -87,14 +87,14 @@ def _config(model: str, args: argparse.Namespace, settings: Settings) -> dict[st
 
 
 def items_file_for(events: Path, items: Path | None) -> Path | None:
-    """Return the items file to fit the content encoder on: ``items`` when given (a path named
-    "none" turns it off), else items.parquet or items.csv beside the events file, else None."""
+    """Return the items file (the content encoder's and the blend's categories): ``items`` when given
+    (a path named "none" turns it off), else items.parquet or items.csv beside the events file, else None."""
     if items is not None:
         if str(items).lower() == "none":
             return None
         if not items.exists():
             raise NotFound(f"--items {str(items)!r} does not exist; pass the items file of the catalogue "
-                           "(or --items none to train without a content encoder)")
+                           "(or --items none to go without item categories and content encoder)")
         return items
     for name in ("items.parquet", "items.csv"):
         if (events.parent / name).exists():
