@@ -230,6 +230,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     unknown = [b for b in hybrids if b not in SESSION_BASELINES]
     if unknown:
         raise InvalidRequest(f"--hybrids: unknown {unknown!r}; choose from {list(SESSION_BASELINES)!r}")
+    items_path = items_file_for(args.events, args.items)  # a missing --items fails before any training
     split = _split_of(args)
     tuned: dict[str, Any] = {}
 
@@ -294,7 +295,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     max_length = max([int(c["config"]["max_length"]) for c in training.values()] + [20])
     models = [name for name in scorers if name not in ALL_BASELINES]
     hybrid_weights: dict[str, Any] = {}
-    categories = item_categories(split, items_file_for(args.events, args.items)) if hybrids and models else None
+    categories = item_categories(split, items_path) if hybrids and models else None
     final_categories = categories.refitted(final.item_counts) if categories is not None and args.refit else categories
     for knn_name in hybrids:
         knn = baseline(knn_name, split)  # on train only, like the models the weights are picked with

@@ -191,3 +191,12 @@ def test_the_blend_tail_bias_can_be_fixed_or_turned_off_and_bad_values_are_refus
             main(["train", "--out", str(tmp_path / "bad.pt"), "--blend-tail-bias", bad, *common])
         assert exit_.value.code == 2
         assert "--blend-tail-bias" in capsys.readouterr().err
+
+
+def test_eval_with_a_missing_items_file_says_so_in_one_line(tmp_path, artifacts, chain_raw, capsys):
+    events = tmp_path / "events.csv"
+    chain_raw.to_csv(events, index=False)
+    assert main(["eval", "--events", str(events), "--models", "gru4rec", "--baselines", "", "--epochs", "1",
+                 "--items", str(tmp_path / "nope.csv")]) == 1
+    err = _one_line_error(capsys)
+    assert "nope.csv" in err and "does not exist" in err and "--items none" in err
