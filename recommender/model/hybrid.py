@@ -310,17 +310,23 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
             model_part, knn_part = torch.from_numpy(logits.astype(np.float32)), log_of(dist)
             repeat_part = {d: log_of(r) for d, r in repeats.items()}
             category_part = {d: log_of(c) for d, c in category.items() if c is not None}
+            # One score buffer and one top-k buffer per batch, filled in place for every tuple: a
+            # fresh [batch, items] tensor per tuple left glibc holding tens of GB on large catalogues.
+            scores = torch.empty_like(model_part)
+            width = min(k, scores.shape[1])
+            top_values = torch.empty((len(lengths), width), dtype=scores.dtype)
+            top_indices = torch.empty((len(lengths), width), dtype=torch.int64)
             for w in tried:
-                scores = torch.zeros_like(model_part)
+                scores.zero_()
                 for weight, part in ((w.model, model_part), (w.knn, knn_part),
                                      (w.repeat, repeat_part.get(w.repeat_decay)),
                                      (w.category, category_part.get(w.repeat_decay)), (w.tail_bias, tail_part)):
                     if weight:  # 0 * -inf would be NaN
                         scores.add_(part, alpha=weight)
                 scores[:, 0] = -np.inf
-                top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+                torch.topk(scores, width, dim=1, out=(top_values, top_indices))
                 found = np.zeros((len(lengths), k), dtype=np.int64)
-                found[:, : top.indices.shape[1]] = np.where(np.isfinite(top.values.numpy()), top.indices.numpy(), 0)
+                found[:, :width] = np.where(np.isfinite(top_values.numpy()), top_indices.numpy(), 0)
                 tops[w].append(found)
         targets = examples.targets[:count]
         return {w: RankedLists(topk=np.concatenate(t), targets=targets, is_tail=split.is_tail) for w, t in tops.items()}
