@@ -22,9 +22,13 @@ alone, (0, 1, 0, 0) the KNN alone. Without item categories (no items file) ``w_c
 
 ``tail_bias`` is the blend's long-tail rectification (TailNet's idea applied to the whole blend:
 the KNN, repeat and category parts all favour popular items). It is picked on validation after
-the weights: the largest value of ``TAIL_BIASES`` whose validation HR@20 and MRR@20 are not
-significantly worse than without it (paired bootstrap, 95%; the scan stops at the first that
-is), i.e. as much long tail as the validation sessions cannot tell from the most accurate blend.
+the weights: the largest value of ``TAIL_BIASES`` whose validation HR@20 and MRR@20, against the
+unbiased blend's on the same prefixes (paired bootstrap, 95%), are either not significantly worse
+(the loss is unproven) or shown to be small: both intervals' low ends above -``TAIL_TOLERANCE``
+(2%) of the unbiased values (a non-inferiority test). The scan stops at the first bias that is
+neither. A small validation set leaves wide intervals, so only unproven losses pass; a large one
+(5,000 prefixes) proves even a 0.3% loss, and the margin then lets a loss that is surely under 2%
+buy long-tail exposure (TailNet's own rectification in the trainer is allowed 5%).
 """
 
 from __future__ import annotations
@@ -46,12 +50,13 @@ from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, t
 
 __all__ = ["EPSILON", "Blend", "BlendWeights", "CategoryPrior", "HybridScorer", "blend", "fit_blend", "knn_at",
            "knn_distribution", "repeat_at", "repeat_distribution", "tune_blend", "WEIGHT_STEP", "REPEAT_DECAYS",
-           "SERVABLE_KNN", "TAIL_BIASES"]
+           "SERVABLE_KNN", "TAIL_BIASES", "TAIL_TOLERANCE"]
 
 EPSILON = 1e-4
 WEIGHT_STEP = 0.1
 REPEAT_DECAYS: tuple[float, ...] = (0.3, 0.6, 0.9)
 TAIL_BIASES: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
+TAIL_TOLERANCE = 0.02  # a tail bias may cost a loss shown to be under this (relative), or an unproven one
 SCREEN_PREFIXES = 1024  # tune_blend scores every weight tuple on this many validation prefixes first,
 FINALISTS = 40  # then this many of the best on all of them
 
@@ -280,7 +285,8 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     catalogue would take minutes). Ties go to the larger model weight, then the larger KNN weight,
     then the larger category weight, then the middle decay. Then the tail bias: the largest of
     ``tail_biases`` (empty: none) not significantly worse on HR@20 and MRR@20 than the best
-    weights without one (see the module docstring), or ``tail_bias`` as given when not None.
+    weights without one, or shown to lose less than ``TAIL_TOLERANCE`` on both (see the module
+    docstring); or ``tail_bias`` as given when not None.
     The parts' logs are taken once per batch and summed in float32 for every tuple (the same
     ranking as ``blend`` up to float32 rounding of near ties).
     """
@@ -356,15 +362,22 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     return best, info
 
 
-def _pick_tail_bias(best: BlendWeights, lists: dict[BlendWeights, RankedLists]) -> tuple[BlendWeights, dict]:
-    """Return (``best`` with the largest tail bias whose lists are not significantly worse than
-    ``best``'s on HR@20 or MRR@20, scanning up from the smallest; what each bias gave)."""
+def _pick_tail_bias(best: BlendWeights, lists: dict[BlendWeights, RankedLists],
+                    tolerance: float = TAIL_TOLERANCE) -> tuple[BlendWeights, dict]:
+    """Return (``best`` with the largest tail bias whose lists, against ``best``'s, are either not
+    significantly worse on HR@20 and MRR@20 or shown to lose less than ``tolerance`` (relative) on
+    both: every 95% interval's low end above ``-tolerance`` times ``best``'s value; scanning up
+    from the smallest and stopping at the first that is neither; what each bias gave)."""
     reference = lists[best]
+    margin = {name: tolerance * metric_by_name(name).compute(reference) for name in ("HR@20", "MRR@20")}
     picked, scan = best, {}
     for weights in sorted((w for w in lists if w != best), key=lambda w: w.tail_bias):
-        verdicts = {d.metric: d.verdict for d in compare(lists[weights], reference)}
-        scan[weights.tail_bias] = {**verdicts, "Tail@20": round(metric_by_name("Tail@20").compute(lists[weights]), 4)}
-        if "worse" in verdicts.values():
+        differences = compare(lists[weights], reference, metrics=tuple(margin))
+        scan[weights.tail_bias] = {**{d.metric: d.verdict for d in differences},
+                                   "Tail@20": round(metric_by_name("Tail@20").compute(lists[weights]), 4)}
+        unproven = all(d.verdict != "worse" for d in differences)
+        small = all(d.low > -margin[d.metric] for d in differences)
+        if not (unproven or small):
             break
         picked = weights
     return picked, scan

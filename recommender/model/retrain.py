@@ -143,7 +143,7 @@ def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, co
     is between the models themselves.
     """
     from recommender.model.publish import publish_checkpoint, serving_checkpoint
-    from recommender.model.runs import VocabularyMapped, fit_content, item_categories
+    from recommender.model.runs import VocabularyMapped, catalogue_items, fit_content, item_categories
 
     started = time.monotonic()
     device = device or torch.device("cpu")
@@ -156,10 +156,11 @@ def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, co
     copied = warm_start(model, split.vocab, old) if old is not None else 0
     _log.info("warm start: %d item vectors from the serving model %s", copied, old.version if old else "none")
     report = trainer.fit(model, split)
-    content = fit_content(model, split, items_path)
+    catalogue = catalogue_items(split, items_path)
+    content = fit_content(model, split, catalogue)
     fitted = None if blend == "none" else fit_blend(ModelScorer(model, device=device), split, knn_name=blend,
                                                      max_length=int(config.get("max_length", 20)),
-                                                     categories=item_categories(split, items_path),
+                                                     categories=item_categories(split, catalogue),
                                                      tail_bias=blend_tail_bias)
     path = trainer.save(out, model, split, report, content=content, blend=fitted,
                         meta={"warm_start": old.version if old else None})

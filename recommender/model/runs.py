@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,42 +102,51 @@ def items_file_for(events: Path, items: Path | None) -> Path | None:
     return None
 
 
-def _items_of_vocabulary(split: SessionSplit, items_path: Path, purpose: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """Return (the items file's latest row per item, the row position of each vocabulary item
-    without padding: -1 when the file lacks it)."""
+@dataclass(frozen=True)
+class CatalogueItems:
+    """The items file read once for a split: its latest row per item (indexed by item id) and the
+    row position of each vocabulary item without padding (-1 when the file lacks it)."""
+
+    rows: pd.DataFrame
+    position: np.ndarray
+
+
+def catalogue_items(split: SessionSplit, items_path: Path | None) -> CatalogueItems | None:
+    """Return the items file aligned to ``split``'s vocabulary (the content encoder's and the blend's
+    categories read it), or None without one (with a warning naming what goes without it)."""
+    if items_path is None:
+        _log.warning("no items file beside the events (or --items): the blend has no category part and the "
+                     "checkpoint no content encoder (new listings get the catalogue's mean vector)")
+        return None
     items, report = read_items(items_path)
-    _log.info("items for %s: %s", purpose, report.summary())
+    _log.info("items for the blend's categories and the content encoder: %s", report.summary())
     latest = items.drop_duplicates("item_id", keep="last")
     rows = latest.set_index(latest["item_id"].astype("string"))
-    return rows, pd.Index(rows.index).get_indexer(pd.Index(split.vocab.to_list(), dtype="string"))
+    return CatalogueItems(rows, pd.Index(rows.index).get_indexer(pd.Index(split.vocab.to_list(), dtype="string")))
 
 
-def item_categories(split: SessionSplit, items_path: Path | None) -> CategoryPrior | None:
-    """Return the blend's category part (hybrid.CategoryPrior) for ``split``'s items from the items
-    file, or None without one; items the file lacks have no category."""
-    if items_path is None:
-        _log.warning("no items file beside the events (or --items): the blend has no category part")
+def item_categories(split: SessionSplit, catalogue: CatalogueItems | None) -> CategoryPrior | None:
+    """Return the blend's category part (hybrid.CategoryPrior) for ``split``'s items, or None without
+    an items file; items the file lacks have no category."""
+    if catalogue is None:
         return None
-    rows, position = _items_of_vocabulary(split, items_path, "the blend's category part")
-    categories = rows["category"].astype("string").fillna("").to_numpy(dtype=object)
-    names = ["", *(categories[p] if p >= 0 else "" for p in position)]
+    categories = catalogue.rows["category"].astype("string").fillna("").to_numpy(dtype=object)
+    names = ["", *(categories[p] if p >= 0 else "" for p in catalogue.position)]
     prior = CategoryPrior.from_names(names, split.item_counts)
     _log.info("blend category part: %d categories over %d of %d items", prior.num_categories,
               int((prior.codes >= 0).sum()), len(names) - 1)
     return prior
 
 
-def fit_content(model: Any, split: SessionSplit, items_path: Path | None) -> ContentEncoder | None:
+def fit_content(model: Any, split: SessionSplit, catalogue: CatalogueItems | None) -> ContentEncoder | None:
     """Return the content encoder fitted to ``model``'s item vectors on the items file, or None without one."""
-    if items_path is None:
-        _log.warning("no items file beside the events (or --items): the checkpoint has no content encoder, so "
-                     "new listings get the catalogue's mean vector until a model is trained with one")
+    if catalogue is None:
         return None
-    rows, position = _items_of_vocabulary(split, items_path, "the content encoder")
+    rows, position = catalogue.rows, catalogue.position
     ids = split.vocab.to_list()
     known = np.flatnonzero(position >= 0)
     if len(known) < 50:
-        _log.warning("only %d of the model's %d items are in %s: no content encoder", len(known), len(ids), items_path)
+        _log.warning("only %d of the model's %d items are in the items file: no content encoder", len(known), len(ids))
         return None
     vectors = model.items.weight.detach().float().cpu().numpy()[1:]
     listings = listings_from_items(rows.iloc[position[known]])
@@ -159,6 +168,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     config = _config(args.model, args, settings)
     items_path = items_file_for(args.events, args.items)
     split = _split_of(args)
+    catalogue = catalogue_items(split, items_path)
     out = args.out or settings.model.checkpoint
     if out is None:
         raise ConfigError("HOTFEED_MODEL_CHECKPOINT is 'none' and no --out was given; pass --out PATH.pt")
@@ -169,7 +179,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     blend = None
     if args.blend != "none":
         blend = fit_blend(ModelScorer(model, device=device), split, knn_name=args.blend,
-                          max_length=int(config["max_length"]), categories=item_categories(split, items_path),
+                          max_length=int(config["max_length"]), categories=item_categories(split, catalogue),
                           tail_bias=args.blend_tail_bias)
         print(f"blend with {args.blend}: weights {blend.weights.to_dict()} picked on validation "
               f"({blend.info['weights_tuning']})")
@@ -183,7 +193,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         report = trainer.fit(model, split)
         if blend is not None:
             blend = blend.refitted(split)
-    content = fit_content(model, picked, items_path)  # its scale offset is calibrated on validation
+    content = fit_content(model, picked, catalogue)  # its scale offset is calibrated on validation
     trainer.save(path, model, split, report, content=content, blend=blend)
     print(f"{report.summary()} on {device.type}; checkpoint {path}")
     if content is not None and content.report.get("held_out"):
@@ -295,7 +305,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     max_length = max([int(c["config"]["max_length"]) for c in training.values()] + [20])
     models = [name for name in scorers if name not in ALL_BASELINES]
     hybrid_weights: dict[str, Any] = {}
-    categories = item_categories(split, items_path) if hybrids and models else None
+    categories = item_categories(split, catalogue_items(split, items_path)) if hybrids and models else None
     final_categories = categories.refitted(final.item_counts) if categories is not None and args.refit else categories
     for knn_name in hybrids:
         knn = baseline(knn_name, split)  # on train only, like the models the weights are picked with
