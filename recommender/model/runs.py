@@ -119,7 +119,7 @@ def catalogue_items(split: SessionSplit, items_path: Path | None) -> CatalogueIt
                      "checkpoint no content encoder (new listings get the catalogue's mean vector)")
         return None
     items, report = read_items(items_path)
-    _log.info("items for the blend's categories and the content encoder: %s", report.summary())
+    _log.info("items file %s: %s", items_path.name, report.summary())
     latest = items.drop_duplicates("item_id", keep="last")
     rows = latest.set_index(latest["item_id"].astype("string"))
     return CatalogueItems(rows, pd.Index(rows.index).get_indexer(pd.Index(split.vocab.to_list(), dtype="string")))
