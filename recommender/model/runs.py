@@ -115,8 +115,8 @@ def catalogue_items(split: SessionSplit, items_path: Path | None) -> CatalogueIt
     """Return the items file aligned to ``split``'s vocabulary (the content encoder's and the blend's
     categories read it), or None without one (with a warning naming what goes without it)."""
     if items_path is None:
-        _log.warning("no items file beside the events (or --items): the blend has no category part and the "
-                     "checkpoint no content encoder (new listings get the catalogue's mean vector)")
+        _log.warning("no items file beside the events (or --items): no category part in the blend and no "
+                     "content encoder in a trained checkpoint (new listings get the catalogue's mean vector)")
         return None
     items, report = read_items(items_path)
     _log.info("items file %s: %s", items_path.name, report.summary())
