@@ -26,9 +26,8 @@ the weights: the largest value of ``TAIL_BIASES`` whose validation HR@20 and MRR
 unbiased blend's on the same prefixes (paired bootstrap, 95%), are either not significantly worse
 (the loss is unproven) or shown to be small: both intervals' low ends above -``TAIL_TOLERANCE``
 (2%) of the unbiased values (a non-inferiority test). The scan stops at the first bias that is
-neither. A small validation set leaves wide intervals, so only unproven losses pass; a large one
-(5,000 prefixes) proves even a 0.3% loss, and the margin then lets a loss that is surely under 2%
-buy long-tail exposure (TailNet's own rectification in the trainer is allowed 5%).
+neither. TailNet's own rectification in the trainer is picked by the same rule
+(``significance.largest_acceptable``, its margin the config's ``tail_bias_tolerance``).
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ import torch
 from recommender.model.data import SessionSplit, prefix_examples, sample_examples
 from recommender.model.evaluate import Scorer
 from recommender.model.metrics import RankedLists, metric_by_name
-from recommender.model.significance import compare
+from recommender.model.significance import ACCURACY_METRICS, largest_acceptable
 from recommender.model.knn_kernels import sum_at
 from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, tune_knn
 
@@ -268,7 +267,7 @@ def _grid(step: float, parts: int = 3) -> list[tuple[float, ...]]:
             for combo in itertools.product(range(n + 1), repeat=parts - 1) if sum(combo) <= n]
 
 
-def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequence[str] = ("HR@20", "MRR@20"),
+def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequence[str] = ACCURACY_METRICS,
                max_length: int = 20, step: float = WEIGHT_STEP, decays: Sequence[float] = REPEAT_DECAYS,
                max_examples: int = 5000, batch_size: int = 512, seed: int = 0,
                categories: CategoryPrior | None = None, screen: int = SCREEN_PREFIXES,
@@ -364,23 +363,11 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
 
 def _pick_tail_bias(best: BlendWeights, lists: dict[BlendWeights, RankedLists],
                     tolerance: float = TAIL_TOLERANCE) -> tuple[BlendWeights, dict]:
-    """Return (``best`` with the largest tail bias whose lists, against ``best``'s, are either not
-    significantly worse on HR@20 and MRR@20 or shown to lose less than ``tolerance`` (relative) on
-    both: every 95% interval's low end above ``-tolerance`` times ``best``'s value; scanning up
-    from the smallest and stopping at the first that is neither; what each bias gave)."""
-    reference = lists[best]
-    margin = {name: tolerance * metric_by_name(name).compute(reference) for name in ("HR@20", "MRR@20")}
-    picked, scan = best, {}
-    for weights in sorted((w for w in lists if w != best), key=lambda w: w.tail_bias):
-        differences = compare(lists[weights], reference, metrics=tuple(margin))
-        scan[weights.tail_bias] = {**{d.metric: d.verdict for d in differences},
-                                   "Tail@20": round(metric_by_name("Tail@20").compute(lists[weights]), 4)}
-        unproven = all(d.verdict != "worse" for d in differences)
-        small = all(d.low > -margin[d.metric] for d in differences)
-        if not (unproven or small):
-            break
-        picked = weights
-    return picked, scan
+    """Return (``best`` with the largest tail bias that ``largest_acceptable`` takes against
+    ``best``'s lists, scanning up from the smallest; what each bias gave)."""
+    tried = sorted((w for w in lists if w != best), key=lambda w: w.tail_bias)
+    picked, scan = largest_acceptable(lists[best], [(w.tail_bias, lists[w]) for w in tried], margin=tolerance)
+    return (best if picked is None else replace(best, tail_bias=picked)), scan
 
 
 SERVABLE_KNN: tuple[str, ...] = tuple(KNN_DEFAULTS)  # the neighbourhood methods (SR is not served)

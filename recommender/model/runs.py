@@ -288,8 +288,11 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
             trainer = Trainer(config, device=device)
             model = trainer.build(name, split)
             report = trainer.fit(model, split)
-            training[name] = {"config": config, "history": report.history, "best_epoch": report.best_epoch,
+            # The effective config: with the tail_bias picked on validation, and how it was picked.
+            training[name] = {"config": dict(trainer.config), "history": report.history, "best_epoch": report.best_epoch,
                               "seconds": round(report.seconds, 1)}
+            if report.tail_bias_scores:
+                training[name]["tail_bias_scan"] = report.tail_bias_scan
             picked[name] = ModelScorer(model, device=device)
             if args.refit:
                 # The epoch count and tail_bias picked on validation, trained again on train + validation.

@@ -6,6 +6,15 @@ difference with a bootstrap confidence interval: the prefixes are resampled with
 (the same draw for both scorers, which keeps their correlation), the difference of the means
 is taken per draw, and the interval is the draws' 2.5th and 97.5th percentiles. An interval
 that excludes 0 is a difference the test set can tell; one that spans 0 is not.
+
+Both long-tail offsets (TailNet's own rectification in the trainer and the blend's tail bias in
+hybrid.py) are picked on validation by one rule, ``largest_acceptable``: scanning up from the most
+accurate setting, a stronger offset is taken while its HR@20 and MRR@20 are either not
+significantly worse (an unproven loss) or shown to lose less than a margin (a non-inferiority
+test: every interval's low end above -margin times the reference value), and the scan stops at the
+first offset that is neither. A small validation set leaves wide intervals, so only unproven
+losses pass; a large one proves even a 0.3% loss, and the margin then lets a loss that is surely
+small buy long-tail exposure.
 """
 
 from __future__ import annotations
@@ -17,7 +26,10 @@ import numpy as np
 
 from recommender.model.metrics import PerPrefixMetric, RankedLists, metric_by_name
 
-__all__ = ["PairedDifference", "paired_bootstrap", "compare"]
+__all__ = ["ACCURACY_METRICS", "PairedDifference", "paired_bootstrap", "compare", "largest_acceptable"]
+
+# What "accuracy" means when a blend or a tail offset is picked on validation: both must hold.
+ACCURACY_METRICS: tuple[str, ...] = ("HR@20", "MRR@20")
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,7 @@ def paired_bootstrap(ours: np.ndarray, theirs: np.ndarray, *, draws: int = 2000,
     return float(delta.mean()), float(low), float(high)
 
 
-def compare(ours: RankedLists, theirs: RankedLists, *, metrics: Sequence[str] = ("HR@20", "MRR@20"),
+def compare(ours: RankedLists, theirs: RankedLists, *, metrics: Sequence[str] = ACCURACY_METRICS,
             draws: int = 2000, seed: int = 0) -> list[PairedDifference]:
     """Return one paired difference per metric (HR, MRR or NDCG at some K) of two scorers' lists
     on the same prefixes; raises ValueError when the prefixes' targets differ."""
@@ -77,3 +89,28 @@ def compare(ours: RankedLists, theirs: RankedLists, *, metrics: Sequence[str] = 
         diff, low, high = paired_bootstrap(metric.per_prefix(ours), metric.per_prefix(theirs), draws=draws, seed=seed)
         out.append(PairedDifference(metric.name, diff, low, high))
     return out
+
+
+def largest_acceptable(reference: RankedLists, tried: Sequence[tuple[float, RankedLists]], *,
+                       margin: float) -> tuple[float | None, dict[float, dict]]:
+    """Return (the last value of ``tried`` that passes against ``reference``, None when the first
+    fails; what each scanned value gave: its verdicts, Tail@20 and whether it passed).
+
+    ``tried`` is scanned in the given order (weakest offset first) and the scan stops at the first
+    value that fails. A value passes when on every one of ``ACCURACY_METRICS`` its lists are not
+    significantly worse than ``reference``'s, or when every interval's low end lies above
+    ``-margin`` times ``reference``'s value (the loss is shown to be under ``margin``, relative).
+    """
+    allowed = {name: margin * metric_by_name(name).compute(reference) for name in ACCURACY_METRICS}
+    tail = metric_by_name("Tail@20")
+    picked, scan = None, {}
+    for value, lists in tried:
+        differences = compare(lists, reference)
+        unproven = all(d.verdict != "worse" for d in differences)
+        small = all(d.low > -allowed[d.metric] for d in differences)
+        scan[value] = {**{d.metric: d.verdict for d in differences}, "Tail@20": round(tail.compute(lists), 4),
+                       "taken": unproven or small}
+        if not scan[value]["taken"]:
+            break
+        picked = value
+    return picked, scan

@@ -25,6 +25,7 @@ from recommender.model.data import SessionSplit, iterate_batches, prefix_example
 from recommender.model.evaluate import ModelScorer, rank_top_k
 from recommender.model.metrics import RankedLists, metric_by_name
 from recommender.model.network import SessionModel, build_model
+from recommender.model.significance import ACCURACY_METRICS, largest_acceptable
 
 __all__ = ["seed_everything", "TrainReport", "Trainer"]
 
@@ -53,15 +54,15 @@ class TrainReport:
     best_value: float = float("nan")
     valid_metric: str = ""
     seconds: float = 0.0
-    tail_bias_scores: dict[float, float] = field(default_factory=dict)
+    tail_bias_scores: dict[float, float] = field(default_factory=dict)  # the validation metric per tail bias
+    tail_bias_scan: dict[float, dict] = field(default_factory=dict)  # verdicts of the biases above the most accurate
 
     def summary(self) -> str:
         """Return a one-line account of the run."""
         last = self.history[-1]["loss"] if self.history else float("nan")
-        return (
-            f"trained {self.model_name}: {len(self.history)} epochs in {self.seconds:.0f}s, last loss {last:.4f}, "
-            f"best {self.valid_metric}={self.best_value:.4f} at epoch {self.best_epoch}"
-        )
+        kept = (f"no validation sessions: epoch {self.best_epoch} kept" if np.isnan(self.best_value)
+                else f"best {self.valid_metric}={self.best_value:.4f} at epoch {self.best_epoch}")
+        return f"trained {self.model_name}: {len(self.history)} epochs in {self.seconds:.0f}s, last loss {last:.4f}, {kept}"
 
 
 class Trainer:
@@ -132,10 +133,10 @@ class Trainer:
                     bar.set_postfix({"loss": f"{total / batches:.4f}", self.valid_metric.name: shown_value})
             bar.close()
             value = self.validate(model, split)
-            shown_value = f"{value:.4f}"
+            shown_value = "-" if np.isnan(value) else f"{value:.4f}"
             report.history.append({"epoch": epoch, "loss": total / max(batches, 1), self.valid_metric.name: value})
-            _log.info("%s epoch %d: loss %.4f, valid %s %.4f", model.name, epoch, total / max(batches, 1),
-                      self.valid_metric.name, value)
+            _log.info("%s epoch %d: loss %.4f, valid %s %s", model.name, epoch, total / max(batches, 1),
+                      self.valid_metric.name, "- (no validation sessions)" if np.isnan(value) else f"{value:.4f}")
             if np.isnan(value) or best_state is None or value > report.best_value:
                 report.best_epoch, report.best_value, waited = epoch, value, 0
                 best_state = copy.deepcopy(model.state_dict())
@@ -154,29 +155,36 @@ class Trainer:
         return report
 
     def _calibrate_tail_bias(self, model: SessionModel, split: SessionSplit, report: TrainReport) -> None:
-        """Set the model's tail_bias to the largest grid value whose validation metric is within
-        ``tail_bias_tolerance`` (relative) of the best one.
+        """Set the model's tail_bias on the validation split: from the most accurate grid value
+        (the best HR@20 + MRR@20, ties to the smaller), the largest stronger one that
+        ``significance.largest_acceptable`` takes with the margin ``tail_bias_tolerance``.
 
         Cross-entropy training calibrates the tail preference to how often tail items are the
         next click, which under-serves them in a top-K list; the rectification strength is
-        therefore picked on the validation split. Tolerance 0 keeps the best value (ties go to
-        the smaller bias); a small tolerance trades that much accuracy for more tail items.
+        therefore picked on validation, trading only a loss of HR@20 and MRR@20 that validation
+        cannot show or shows to be under the margin (the blend's tail bias follows the same rule).
         """
-        scores = {}
+        examples = prefix_examples(split.valid, max_length=int(self.config["max_length"]))
+        k = max([self.valid_metric.k, *(metric_by_name(m).k for m in ACCURACY_METRICS)])
+        lists = {}
         for bias in _TAIL_BIAS_GRID:
             model.tail_bias = bias
-            scores[bias] = self.validate(model, split)
-        top = max(scores.values())
-        floor = top * (1.0 - float(self.config.get("tail_bias_tolerance", 0.0)))
-        best = max((b for b, v in scores.items() if v >= floor), default=0.0) if floor < top else min(
-            b for b, v in scores.items() if v == top
-        )
+            topk, targets = rank_top_k(ModelScorer(model, device=self.device), examples, k=k)
+            lists[bias] = RankedLists(topk=topk, targets=targets, is_tail=split.is_tail)
+        accuracy = {b: sum(metric_by_name(m).compute(lists[b]) for m in ACCURACY_METRICS) for b in lists}
+        reference = min(b for b, v in accuracy.items() if v == max(accuracy.values()))
+        stronger = [(b, lists[b]) for b in _TAIL_BIAS_GRID if b > reference]
+        picked, scan = largest_acceptable(lists[reference], stronger,
+                                          margin=float(self.config.get("tail_bias_tolerance", 0.0)))
+        best = reference if picked is None else picked
         model.tail_bias = best
         self.config["tail_bias"] = best
-        report.best_value = scores[best]
-        report.tail_bias_scores = scores
-        _log.info("%s: tail_bias %s picked on validation (%s: %s)", model.name, best, self.valid_metric.name,
-                  ", ".join(f"{b}={v:.4f}" for b, v in scores.items()))
+        report.tail_bias_scores = {b: self.valid_metric.compute(ranked) for b, ranked in lists.items()}
+        report.best_value = report.tail_bias_scores[best]
+        report.tail_bias_scan = scan
+        _log.info("%s: tail_bias %s picked on validation (most accurate %s; %s: %s; against it: %s)", model.name, best,
+                  reference, self.valid_metric.name,
+                  ", ".join(f"{b}={v:.4f}" for b, v in report.tail_bias_scores.items()), scan)
 
     def save(self, path: Path, model: SessionModel, split: SessionSplit, report: TrainReport, *,
              content: ContentEncoder | None = None, meta: dict[str, Any] | None = None,

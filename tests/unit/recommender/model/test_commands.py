@@ -98,7 +98,7 @@ def test_eval_maps_a_checkpoint_trained_on_another_vocabulary(tmp_path, artifact
     assert results["tailnet"]["Coverage@20"] <= 29 / 30 and results["tailnet"]["HR@20"] > 0
 
 
-def test_refit_trains_the_served_model_and_its_knn_on_train_plus_validation(tmp_path, artifacts, chain_raw):
+def test_refit_trains_the_served_model_and_its_knn_on_train_plus_validation(tmp_path, artifacts, chain_raw, capsys):
     from recommender.model.checkpoint import load_checkpoint
 
     events = tmp_path / "events.csv"
@@ -106,7 +106,11 @@ def test_refit_trains_the_served_model_and_its_knn_on_train_plus_validation(tmp_
     common = ["--events", str(events), "--epochs", "2", "--set", "embedding_dim=16", "--device", "cpu",
               "--no-publish", "--items", "none"]
     assert main(["train", "--out", str(tmp_path / "plain.pt"), *common]) == 0
+    capsys.readouterr()
     assert main(["train", "--refit", "--out", str(tmp_path / "refit.pt"), *common]) == 0
+    # The second fit has no validation sessions: the summary says which epoch it kept, not "nan".
+    said = capsys.readouterr().out
+    assert "no validation sessions: epoch 2 kept" in said and "nan" not in said
     plain, refit = load_checkpoint(tmp_path / "plain.pt"), load_checkpoint(tmp_path / "refit.pt")
     assert plain.vocab == refit.vocab
     # The validation sessions (40 of the chain data's days) now count as training clicks and neighbours.
@@ -114,10 +118,14 @@ def test_refit_trains_the_served_model_and_its_knn_on_train_plus_validation(tmp_
     assert refit.blend.knn.n_sessions > plain.blend.knn.n_sessions
     assert refit.blend.weights == plain.blend.weights  # picked once, on validation
     out = tmp_path / "report"
-    assert main(["eval", "--refit", "--models", "gru4rec", "--baselines", "S-POP", "--hybrids", "", "--out", str(out),
+    assert main(["eval", "--refit", "--models", "tailnet", "--baselines", "S-POP", "--hybrids", "", "--out", str(out),
                  "--metrics", "HR@20", *common[:-3]]) == 0
     report = json.loads((out / "results.json").read_text())
     assert report["refit"] is True and report["split_params"]["refit"] is True
+    # The report records the tail bias picked on validation and how; the refitted model keeps it.
+    trained = report["training"]["tailnet"]
+    assert trained["config"]["tail_bias"] == load_checkpoint(out / "tailnet.pt").config["tail_bias"]
+    assert all(float(b) > 0 and "taken" in v for b, v in trained["tail_bias_scan"].items())
 
 
 def test_train_reads_the_blends_categories_from_the_items_file_beside_the_events(tmp_path, artifacts, chain_raw):
