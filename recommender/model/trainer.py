@@ -80,13 +80,18 @@ class Trainer:
         is_tail = torch.as_tensor(split.is_tail)
         return build_model(model_name, num_items=len(split.vocab), is_tail=is_tail, config=self.config).to(self.device)
 
-    def validate(self, model: SessionModel, split: SessionSplit) -> float:
-        """Return the validation metric of ``model`` on every prefix of the validation sessions."""
+    def validation_lists(self, model: SessionModel, split: SessionSplit, *, k: int) -> RankedLists | None:
+        """Return ``model``'s top-``k`` lists for every prefix of the validation sessions (None without any)."""
         examples = prefix_examples(split.valid, max_length=int(self.config["max_length"]))
         if not len(examples):
-            return float("nan")
-        topk, targets = rank_top_k(ModelScorer(model, device=self.device), examples, k=self.valid_metric.k)
-        return self.valid_metric.compute(RankedLists(topk=topk, targets=targets, is_tail=split.is_tail))
+            return None
+        topk, targets = rank_top_k(ModelScorer(model, device=self.device), examples, k=k)
+        return RankedLists(topk=topk, targets=targets, is_tail=split.is_tail)
+
+    def validate(self, model: SessionModel, split: SessionSplit) -> float:
+        """Return the validation metric of ``model`` on every prefix of the validation sessions."""
+        lists = self.validation_lists(model, split, k=self.valid_metric.k)
+        return float("nan") if lists is None else self.valid_metric.compute(lists)
 
     def fit(self, model: SessionModel, split: SessionSplit) -> TrainReport:
         """Train ``model`` in place, keep the best validation epoch's weights; return the report.
@@ -164,13 +169,11 @@ class Trainer:
         therefore picked on validation, trading only a loss of HR@20 and MRR@20 that validation
         cannot show or shows to be under the margin (the blend's tail bias follows the same rule).
         """
-        examples = prefix_examples(split.valid, max_length=int(self.config["max_length"]))
         k = max([self.valid_metric.k, *(metric_by_name(m).k for m in ACCURACY_METRICS)])
         lists = {}
         for bias in _TAIL_BIAS_GRID:
             model.tail_bias = bias
-            topk, targets = rank_top_k(ModelScorer(model, device=self.device), examples, k=k)
-            lists[bias] = RankedLists(topk=topk, targets=targets, is_tail=split.is_tail)
+            lists[bias] = self.validation_lists(model, split, k=k)
         accuracy = {b: sum(metric_by_name(m).compute(lists[b]) for m in ACCURACY_METRICS) for b in lists}
         reference = min(b for b, v in accuracy.items() if v == max(accuracy.values()))
         stronger = [(b, lists[b]) for b in _TAIL_BIAS_GRID if b > reference]
