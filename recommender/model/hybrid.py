@@ -43,7 +43,7 @@ import torch
 from recommender.model.data import SessionSplit, prefix_examples, sample_examples
 from recommender.model.evaluate import Scorer
 from recommender.model.metrics import RankedLists, metric_by_name
-from recommender.model.significance import ACCURACY_METRICS, largest_acceptable
+from recommender.model.significance import ACCURACY_METRICS, accuracy, largest_acceptable
 from recommender.model.knn_kernels import sum_at
 from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, tune_knn
 
@@ -338,7 +338,7 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
 
     def evaluate(tried: list[BlendWeights], count: int) -> dict[BlendWeights, float]:
         """Return the summed metrics of each of ``tried`` on the first ``count`` examples."""
-        return {w: sum(m.compute(lists) for m in chosen) for w, lists in ranked(tried, count).items()}
+        return {w: accuracy(lists, metrics) for w, lists in ranked(tried, count).items()}
 
     def preference(values: dict[BlendWeights, float]):
         return lambda w: (values[w], w.model, w.knn, w.category, w.repeat_decay == middle)

@@ -26,10 +26,15 @@ import numpy as np
 
 from recommender.model.metrics import PerPrefixMetric, RankedLists, metric_by_name
 
-__all__ = ["ACCURACY_METRICS", "PairedDifference", "paired_bootstrap", "compare", "largest_acceptable"]
+__all__ = ["ACCURACY_METRICS", "PairedDifference", "accuracy", "paired_bootstrap", "compare", "largest_acceptable"]
 
 # What "accuracy" means when a blend or a tail offset is picked on validation: both must hold.
 ACCURACY_METRICS: tuple[str, ...] = ("HR@20", "MRR@20")
+
+
+def accuracy(lists: RankedLists, metrics: Sequence[str] = ACCURACY_METRICS) -> float:
+    """Return the sum of ``metrics`` over ``lists``: what a blend or a tail offset is picked by."""
+    return sum(metric_by_name(name).compute(lists) for name in metrics)
 
 
 @dataclass(frozen=True)

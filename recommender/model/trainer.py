@@ -25,7 +25,7 @@ from recommender.model.data import SessionSplit, iterate_batches, prefix_example
 from recommender.model.evaluate import ModelScorer, rank_top_k
 from recommender.model.metrics import RankedLists, metric_by_name
 from recommender.model.network import SessionModel, build_model
-from recommender.model.significance import ACCURACY_METRICS, largest_acceptable
+from recommender.model.significance import ACCURACY_METRICS, accuracy, largest_acceptable
 
 __all__ = ["seed_everything", "TrainReport", "Trainer"]
 
@@ -174,8 +174,8 @@ class Trainer:
         for bias in _TAIL_BIAS_GRID:
             model.tail_bias = bias
             lists[bias] = self.validation_lists(model, split, k=k)
-        accuracy = {b: sum(metric_by_name(m).compute(lists[b]) for m in ACCURACY_METRICS) for b in lists}
-        reference = min(b for b, v in accuracy.items() if v == max(accuracy.values()))
+        accurate = {b: accuracy(ranked) for b, ranked in lists.items()}
+        reference = min(b for b, v in accurate.items() if v == max(accurate.values()))
         stronger = [(b, lists[b]) for b in _TAIL_BIAS_GRID if b > reference]
         picked, scan = largest_acceptable(lists[reference], stronger,
                                           margin=float(self.config.get("tail_bias_tolerance", 0.0)))
