@@ -22,12 +22,9 @@ alone, (0, 1, 0, 0) the KNN alone. Without item categories (no items file) ``w_c
 
 ``tail_bias`` is the blend's long-tail rectification (TailNet's idea applied to the whole blend:
 the KNN, repeat and category parts all favour popular items). It is picked on validation after
-the weights: the largest value of ``TAIL_BIASES`` whose validation HR@20 and MRR@20, against the
-unbiased blend's on the same prefixes (paired bootstrap, 95%), are either not significantly worse
-(the loss is unproven) or shown to be small: both intervals' low ends above -``TAIL_TOLERANCE``
-(2%) of the unbiased values (a non-inferiority test). The scan stops at the first bias that is
-neither. TailNet's own rectification in the trainer is picked by the same rule
-(``significance.largest_acceptable``, its margin the config's ``tail_bias_tolerance``).
+the weights, from ``TAIL_BIASES`` against the unbiased blend, by the rule TailNet's own
+rectification is picked by: ``significance.largest_acceptable`` (its module docstring), with the
+margin ``TAIL_TOLERANCE``.
 """
 
 from __future__ import annotations
@@ -284,8 +281,8 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     catalogue would take minutes). Ties go to the larger model weight, then the larger KNN weight,
     then the larger category weight, then the middle decay. Then the tail bias: the largest of
     ``tail_biases`` (empty: none) not significantly worse on HR@20 and MRR@20 than the best
-    weights without one, or shown to lose less than ``TAIL_TOLERANCE`` on both (see the module
-    docstring); or ``tail_bias`` as given when not None.
+    weights without one, or shown to lose less than ``TAIL_TOLERANCE`` on both
+    (``significance.largest_acceptable``); or ``tail_bias`` as given when not None.
     The parts' logs are taken once per batch and summed in float32 for every tuple (the same
     ranking as ``blend`` up to float32 rounding of near ties).
     """
