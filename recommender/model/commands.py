@@ -139,7 +139,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--models", default="tailnet,sasrec,gru4rec", help="comma-separated models to train and "
                     "evaluate (default: %(default)s)")
     ev.add_argument("--checkpoint", type=Path, action="append", metavar="PT",
-                    help="evaluate this trained checkpoint instead of training; repeatable (default: none, "
+                    help="evaluate this trained checkpoint instead of training: its model, and its blend as the "
+                    "recommender serves it (row '<model>+<KNN> as published'); repeatable (default: none, "
                     "train each of --models)")
     ev.add_argument("--protocol", choices=["filtered", "next-click"], default="filtered",
                     help="filtered: repeats collapsed, test clicks on rare or unseen items removed; next-click: every "

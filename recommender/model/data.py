@@ -45,6 +45,7 @@ __all__ = [
     "build_sessions",
     "split_sessions",
     "refit_split",
+    "serving_split",
     "tail_mask_from_counts",
     "pad_sessions",
     "prefix_examples",
@@ -167,6 +168,23 @@ def refit_split(split: SessionSplit) -> SessionSplit:
         np.add.at(counts, session[session > PAD_INDEX], 1)
     return SessionSplit(vocab=split.vocab, train=[*split.train, *split.valid], valid=[], test=split.test,
                         item_counts=counts, is_tail=split.is_tail, params={**split.params, "refit": True})
+
+
+def serving_split(split: SessionSplit) -> SessionSplit:
+    """Return ``split`` with its validation and test sessions added to training (known items only,
+    sessions of 2+ such clicks; the vocabulary and tail mask unchanged) and neither left: what a
+    checkpoint's item counts and counting parts (the blend's KNN and category shares) are built from
+    once training and every comparison are done, so they are as fresh as the log (where listings
+    churn within hours they go stale faster than the model: docs/session-model.md, "Fresh counting
+    parts").
+    """
+    later = [s[s > PAD_INDEX] for s in (*split.valid, *split.test)]
+    later = [s for s in later if len(s) >= 2]
+    counts = split.item_counts.copy()
+    for session in later:
+        np.add.at(counts, session, 1)
+    return SessionSplit(vocab=split.vocab, train=[*split.train, *later], valid=[], test=[], item_counts=counts,
+                        is_tail=split.is_tail, params={**split.params, "serving": True})
 
 
 def _drop_short(clicks: pd.DataFrame, min_length: int) -> pd.DataFrame:

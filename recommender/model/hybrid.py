@@ -414,9 +414,9 @@ class Blend:
 
     def refitted(self, split: SessionSplit) -> "Blend":
         """Return the blend with the same parameters and weights over ``split``'s training sessions
-        (the final fit on train + validation once everything is picked)."""
+        (the final fit once everything is picked: ``refit_split``'s or ``serving_split``'s)."""
         return Blend(knn=SessionKNN(self.knn.name, split.item_counts, split.train, self.knn.params),
-                     weights=self.weights, info={**self.info, "refit": True},
+                     weights=self.weights, info={**self.info, "refit": True, "sessions": len(split.train)},
                      categories=self.categories.refitted(split.item_counts) if self.categories is not None else None)
 
 

@@ -31,7 +31,7 @@ import torch
 from recommender.engine import Doc
 from recommender.errors import ConfigError
 from recommender.model.checkpoint import Checkpoint, load_checkpoint
-from recommender.model.data import ItemVocabulary, SessionSplit
+from recommender.model.data import ItemVocabulary, SessionSplit, serving_split
 from recommender.model.evaluate import ModelScorer, evaluate_scorers
 from recommender.model.network import SessionModel
 from recommender.model.hybrid import fit_blend
@@ -162,7 +162,11 @@ def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, co
                                                      max_length=int(config.get("max_length", 20)),
                                                      categories=item_categories(split, catalogue),
                                                      tail_bias=blend_tail_bias)
-    path = trainer.save(out, model, split, report, content=content, blend=fitted,
+    # The held-out comparison below reads the models alone; the checkpoint's item counts and the
+    # blend's counting parts are built from every session of the log, the held-out ones too.
+    serving = serving_split(split)
+    path = trainer.save(out, model, serving, report, content=content,
+                        blend=fitted.refitted(serving) if fitted is not None else None,
                         meta={"warm_start": old.version if old else None})
     new = load_checkpoint(path, device=device)
     max_length = int(config.get("max_length", 20))

@@ -11,7 +11,7 @@ import argparse
 import datetime as dt
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
 from recommender.model.content import ContentEncoder, calibrate_offset, fit_content_encoder, listings_from_items
 from recommender.model.data import (ItemVocabulary, SessionSplit, build_sessions, prefix_examples, refit_split,
-                                    split_sessions)
+                                    serving_split, split_sessions)
 from recommender.model.device import pick_device
 from recommender.model.evaluate import ModelScorer, Scorer, format_table, metrics_of, rank_scorers, write_report
 from recommender.model.metrics import RankedLists, metric_by_name
@@ -185,17 +185,21 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
               f"({blend.info['weights_tuning']})")
     picked = split
     if args.refit:
-        # The epoch count, tail bias and blend weights picked on validation; the model and the KNN
-        # fitted again on train + validation (what `hotfeed eval --refit` measures).
+        # The epoch count, tail bias and blend weights picked on validation; the model fitted again on
+        # train + validation (what `hotfeed eval --refit` measures; the blend's KNN below, from every session).
         split = refit_split(split)
         trainer = Trainer({**trainer.config, "epochs": max(report.best_epoch, 1)}, device=device)
         model = trainer.build(args.model, split)
         report = trainer.fit(model, split)
-        if blend is not None:
-            blend = blend.refitted(split)
     content = fit_content(model, picked, catalogue)  # its scale offset is calibrated on validation
-    trainer.save(path, model, split, report, content=content, blend=blend)
-    print(f"{report.summary()} on {device.type}; checkpoint {path}")
+    # Nothing is measured on the validation and test sessions any more: the checkpoint's item counts
+    # and the blend's counting parts are built from every session of the log.
+    serving = serving_split(split)
+    if blend is not None:
+        blend = blend.refitted(serving)
+    trainer.save(path, model, serving, report, content=content, blend=blend)
+    print(f"{report.summary()} on {device.type}; checkpoint {path}"
+          + (f" (the blend's KNN over all {len(serving.train):,} sessions of the log)" if blend is not None else ""))
     if content is not None and content.report.get("held_out"):
         r = content.report
         print(f"content encoder ({r['held_out']} held-out items): cosine to the learned vector {r['cosine_content']} "
@@ -271,13 +275,21 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     out = args.out or settings.paths.artifacts_dir / "eval" / args.events.stem.replace(".", "_")
     if out == settings.paths.artifacts_dir / "eval" / "events":
         out = out.parent / args.events.parent.name
+    published: dict[str, Scorer] = {}  # the checkpoints' own blends, as the recommender serves them
     if args.checkpoint:
         for path in args.checkpoint:
             loaded = load_checkpoint(path, device=device)
-            scorer: Scorer = ModelScorer(loaded.model, device=device)
-            if loaded.vocab != split.vocab:
-                scorer = VocabularyMapped(scorer, split_vocab=split.vocab, model_vocab=loaded.vocab)
-            scorers[loaded.model_name] = scorer
+            model_scorer = ModelScorer(loaded.model, device=device)
+            served: dict[str, Scorer] = {loaded.model_name: model_scorer}
+            if loaded.blend is not None:
+                blend_of = loaded.blend
+                served[f"{loaded.model_name}+{blend_of.knn.name} as published"] = HybridScorer(
+                    model_scorer, blend_of.knn, weights=blend_of.weights, categories=blend_of.categories,
+                    is_tail=loaded.is_tail)
+            for name, scorer in served.items():
+                if loaded.vocab != split.vocab:
+                    scorer = VocabularyMapped(scorer, split_vocab=split.vocab, model_vocab=loaded.vocab)
+                (scorers if name == loaded.model_name else published)[name] = scorer
     else:
         names = [m.strip() for m in args.models.split(",") if m.strip()]
         unknown = [m for m in names if m not in MODELS]
@@ -322,10 +334,11 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
                                          categories=final_categories, is_tail=final.is_tail)
             hybrid_weights[name] = {"weights": weights.to_dict(), "validation_HR@20+MRR@20": info}
             print(f"{name}: weights {weights.to_dict()} picked on validation ({info})")
+    scorers.update(published)
     # At least top-20 lists: the comparisons below read HR@20 and MRR@20 whatever --metrics holds.
     lists = rank_scorers(scorers, final, k=max([20] + [metric_by_name(m).k for m in metrics]), max_length=max_length)
     results = metrics_of(lists, metrics)
-    comparisons = _blends_against_baselines(lists, hybrid_weights)
+    comparisons = _blends_against_baselines(lists, [*hybrid_weights, *published])
     written = write_report(results, out, extra={
         "events": str(args.events), "protocol": split.params["protocol"], "split": split.summary(),
         "split_params": final.params, "refit": bool(args.refit),
@@ -361,7 +374,7 @@ def _tail_ratio(pair: str, lists: Mapping[str, RankedLists]) -> str:
 
 
 def _blends_against_baselines(lists: Mapping[str, RankedLists],
-                              hybrids: Mapping[str, Any]) -> dict[str, list[PairedDifference]]:
+                              hybrids: Iterable[str]) -> dict[str, list[PairedDifference]]:
     """Return {"<blend> vs <baseline>": paired HR@20 and MRR@20 differences} for every blend row
     and every one of _BAR_BASELINES that was evaluated (a blend is not compared with its own model)."""
     return {f"{blend} vs {base}": compare(lists[blend], lists[base])

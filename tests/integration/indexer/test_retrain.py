@@ -66,6 +66,12 @@ def test_first_round_publishes_and_writes_vectors_then_a_worse_model_is_refused(
 
     first = _round(settings, market, tmp_path, "first")
     assert first.published and first.serving_value is None and first.vectors_written > 0
+    # The published blend's neighbours and counts are every session of the log, the held-out ones too.
+    split = split_sessions(build_sessions(validate_events(market.events)[0]), test_days=0.5)
+    every = [*split.train, *split.valid, *split.test]
+    published = load_checkpoint(first.checkpoint)
+    assert published.blend.knn.n_sessions == len(every) > len(split.train) + len(split.valid)
+    assert published.item_counts.sum() == sum(len(s) for s in every)
     assert read_published(settings).version == first.new_version
     engine = open_engine(settings)
     try:

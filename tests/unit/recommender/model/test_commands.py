@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from recommender.cli import main
 
@@ -52,8 +53,9 @@ def test_train_then_eval_the_checkpoint_end_to_end(tmp_path, artifacts, chain_ra
     out = tmp_path / "report"
     assert main(["eval", "--checkpoint", str(ckpt), "--out", str(out), "--metrics", "HR@20,Tail@20", *common]) == 0
     results = json.loads((out / "results.json").read_text())["results"]
+    # The checkpoint's own blend is a row too: its weights and counting parts as the recommender serves them.
     assert set(results) == {"POP", "S-POP", "ItemKNN", "SR", "SKNN", "V-SKNN", "STAN", "VSTAN", "gru4rec",
-                            "gru4rec+VSTAN"}
+                            "gru4rec+VSTAN", "gru4rec+VSTAN as published"}
     assert set(results["POP"]) == {"HR@20", "Tail@20"}
     printed = capsys.readouterr().out
     assert (out / "HR_at_20.png").exists() and "gru4rec" in printed and "protocol: filtered" in printed
@@ -64,12 +66,14 @@ def test_train_then_eval_the_checkpoint_end_to_end(tmp_path, artifacts, chain_ra
     assert main(["eval", "--checkpoint", str(ckpt), "--out", str(out2), "--metrics", "HR@20", "--baselines", "SR,VSTAN",
                  "--protocol", "next-click", *common]) == 0
     report = json.loads((out2 / "results.json").read_text())
-    assert set(report["results"]) == {"SR", "VSTAN", "gru4rec", "gru4rec+VSTAN"} and report["protocol"] == "next-click"
+    assert set(report["results"]) == {"SR", "VSTAN", "gru4rec", "gru4rec+VSTAN", "gru4rec+VSTAN as published"}
+    assert report["protocol"] == "next-click"
     weights = report["hybrids"]["gru4rec+VSTAN"]["weights"]
     assert sum(weights[k] for k in ("model", "knn", "repeat", "category")) == pytest.approx(1.0)
-    # The blend against the bar's baseline that ran (VSTAN; V-SKNN was not asked for), paired on the same prefixes.
-    (pair, diffs), = report["comparisons"].items()
-    assert pair == "gru4rec+VSTAN vs VSTAN" and [d["metric"] for d in diffs] == ["HR@20", "MRR@20"]
+    # Each blend against the bar's baseline that ran (VSTAN; V-SKNN was not asked for), paired on the same prefixes.
+    assert set(report["comparisons"]) == {"gru4rec+VSTAN vs VSTAN", "gru4rec+VSTAN as published vs VSTAN"}
+    diffs = report["comparisons"]["gru4rec+VSTAN vs VSTAN"]
+    assert [d["metric"] for d in diffs] == ["HR@20", "MRR@20"]
     assert all(d["low"] <= d["difference"] <= d["high"] and d["verdict"] in {"better", "worse", "tie"} for d in diffs)
     assert diffs[0]["difference"] == pytest.approx(report["results"]["gru4rec+VSTAN"]["HR@20"]
                                                    - report["results"]["VSTAN"]["HR@20"])
@@ -94,12 +98,16 @@ def test_eval_maps_a_checkpoint_trained_on_another_vocabulary(tmp_path, artifact
     assert main(["eval", "--events", str(full), "--checkpoint", str(tmp_path / "t.pt"), "--out", str(out),
                  "--metrics", "HR@20,Coverage@20", *flags]) == 0
     results = json.loads((out / "results.json").read_text())["results"]
-    # the item the checkpoint never saw is never recommended by it, so it cannot cover all 30 items
-    assert results["tailnet"]["Coverage@20"] <= 29 / 30 and results["tailnet"]["HR@20"] > 0
+    # the item the checkpoint never saw is never recommended by it (nor by its blend), so neither covers all 30 items
+    for row in ("tailnet", "tailnet+VSTAN as published"):
+        assert results[row]["Coverage@20"] <= 29 / 30 and results[row]["HR@20"] > 0
 
 
-def test_refit_trains_the_served_model_and_its_knn_on_train_plus_validation(tmp_path, artifacts, chain_raw, capsys):
+def test_refit_trains_the_served_model_on_train_plus_validation_and_the_knn_holds_every_session(
+        tmp_path, artifacts, chain_raw, capsys):
+    from recommender.data_model import validate_events
     from recommender.model.checkpoint import load_checkpoint
+    from recommender.model.data import build_sessions, split_sessions
 
     events = tmp_path / "events.csv"
     chain_raw.to_csv(events, index=False)
@@ -113,10 +121,17 @@ def test_refit_trains_the_served_model_and_its_knn_on_train_plus_validation(tmp_
     assert "no validation sessions: epoch 2 kept" in said and "nan" not in said
     plain, refit = load_checkpoint(tmp_path / "plain.pt"), load_checkpoint(tmp_path / "refit.pt")
     assert plain.vocab == refit.vocab
-    # The validation sessions (40 of the chain data's days) now count as training clicks and neighbours.
-    assert refit.item_counts.sum() > plain.item_counts.sum()
-    assert refit.blend.knn.n_sessions > plain.blend.knn.n_sessions
+    # With or without --refit, the checkpoint's counts and the blend's neighbours are every session
+    # of the log: the validation and test sessions count once nothing is measured on them.
+    split = split_sessions(build_sessions(validate_events(chain_raw)[0]), test_days=1.0)
+    every = [*split.train, *split.valid, *split.test]
+    for checkpoint in (plain, refit):
+        assert checkpoint.blend.knn.n_sessions == len(every) > len(split.train)
+        assert checkpoint.item_counts.sum() == sum(len(s) for s in every)
     assert refit.blend.weights == plain.blend.weights  # picked once, on validation
+    # --refit trains the model again on train + validation: other weights than the plain fit's.
+    assert refit.meta["split"]["refit"] is True and "refit" not in plain.meta["split"]
+    assert not torch.equal(refit.model.items.weight, plain.model.items.weight)
     out = tmp_path / "report"
     assert main(["eval", "--refit", "--models", "tailnet", "--baselines", "S-POP", "--hybrids", "", "--out", str(out),
                  "--metrics", "HR@20", *common[:-3]]) == 0

@@ -5,7 +5,7 @@ import pytest
 from recommender.data_model import validate_events
 from recommender.errors import InvalidRequest
 from recommender.model.data import (
-    ItemVocabulary, build_sessions, prefix_examples, split_sessions, tail_mask_from_counts,
+    ItemVocabulary, build_sessions, prefix_examples, serving_split, split_sessions, tail_mask_from_counts,
 )
 
 
@@ -88,6 +88,27 @@ def test_the_next_click_protocol_keeps_repeats_and_unseen_items_as_targets():
     examples = prefix_examples(next_click.test, max_length=20)
     assert examples.targets.tolist() == [a, b, -1] and examples.lengths.tolist() == [1, 2, 3]
     assert next_click.params["protocol"] == "next-click"
+
+
+def test_a_serving_split_counts_every_session_of_the_log(chain_split):
+    served = serving_split(chain_split)
+    every = [*chain_split.train, *chain_split.valid, *chain_split.test]
+    assert len(served.train) == len(every) and not served.valid and not served.test
+    assert [s.tolist() for s in served.train] == [s.tolist() for s in every]  # time order kept
+    assert served.item_counts.sum() == sum(len(s) for s in every)
+    assert served.vocab == chain_split.vocab and np.array_equal(served.is_tail, chain_split.is_tail)
+    assert chain_split.valid and chain_split.test  # the fixture's own split is left as it was
+
+
+def test_a_serving_split_leaves_out_clicks_on_unknown_items():
+    events = _protocol_events()
+    next_click = split_sessions(build_sessions(events, collapse_repeats=False), test_days=1.0, protocol="next-click")
+    a, b = next_click.vocab.index_of(["a", "b"]).tolist()
+    served = serving_split(next_click)
+    # The test session a, a, b, z: z was never seen in training and has no index to count.
+    assert served.train[-1].tolist() == [a, a, b]
+    in_validation = sum(int((s == a).sum()) for s in next_click.valid)
+    assert served.item_counts[a] == next_click.item_counts[a] + in_validation + 2
 
 
 def test_unknown_clicks_are_left_out_of_the_prefixes_that_follow_them():
