@@ -46,6 +46,7 @@ __all__ = [
     "split_sessions",
     "refit_split",
     "serving_split",
+    "known_sessions",
     "tail_mask_from_counts",
     "pad_sessions",
     "prefix_examples",
@@ -219,6 +220,13 @@ def _to_arrays(clicks: pd.DataFrame, vocab: ItemVocabulary, *, unknown: int = 0)
     return [a for a in np.split(idx, bounds) if len(a)]
 
 
+def known_sessions(clicks: pd.DataFrame, vocab: ItemVocabulary, *, min_length: int = 2) -> list[np.ndarray]:
+    """Return the sessions of ``clicks`` (build_sessions' frame) as vocabulary indices: clicks on
+    items outside ``vocab`` left out, then sessions shorter than ``min_length`` dropped."""
+    kept = clicks.loc[clicks["item_id"].isin(vocab.to_list())]
+    return _to_arrays(_drop_short(kept, min_length), vocab)
+
+
 def split_sessions(
     clicks: pd.DataFrame,
     *,
@@ -270,14 +278,12 @@ def split_sessions(
     item_counts = np.zeros(len(vocab), dtype=np.int64)
     item_counts[vocab.index_of(counts_by_id.index.tolist())] = counts_by_id.to_numpy()
 
-    def known(part: pd.DataFrame) -> pd.DataFrame:
-        return _drop_short(part.loc[part["item_id"].isin(counts_by_id.index)], min_session_length)
-
     split = SessionSplit(
         vocab=vocab,
         train=_to_arrays(train, vocab),
-        valid=_to_arrays(known(valid), vocab),
-        test=_to_arrays(test, vocab, unknown=UNKNOWN_INDEX) if next_click else _to_arrays(known(test), vocab),
+        valid=known_sessions(valid, vocab, min_length=min_session_length),
+        test=(_to_arrays(test, vocab, unknown=UNKNOWN_INDEX) if next_click
+              else known_sessions(test, vocab, min_length=min_session_length)),
         item_counts=item_counts,
         is_tail=tail_mask_from_counts(item_counts, head_share=head_share),
         params={

@@ -1,5 +1,5 @@
-"""`hotfeed model publish|current|rollback`: argument parsing only; the work is in publish.py,
-imported when a command runs so `hotfeed --help` does not load torch."""
+"""`hotfeed model publish|current|rollback|refresh`: argument parsing only; the work is in publish.py
+and refresh.py, imported when a command runs so `hotfeed --help` does not load torch."""
 
 from __future__ import annotations
 
@@ -51,8 +51,32 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _refresh(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from recommender.errors import ConfigError
+    from recommender.model.checkpoint import load_checkpoint
+    from recommender.model.publish import publish_trained, serving_checkpoint
+    from recommender.model.refresh import refresh_checkpoint
+    from recommender.model.runs import read_events_file
+
+    source = args.checkpoint or serving_checkpoint(settings)
+    if source is None:
+        raise ConfigError("no checkpoint to refresh: none is published and HOTFEED_MODEL_CHECKPOINT names no file; "
+                          "pass --checkpoint PATH")
+    checkpoint = load_checkpoint(source)
+    events = read_events_file(args.events)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or settings.paths.artifacts_dir / "model" / "refresh" / f"{checkpoint.model_name}-{stamp}.pt"
+    result = refresh_checkpoint(checkpoint, events, out, days=args.days, gap_minutes=args.gap_minutes)
+    print(f"{result.summary()} (refreshed from {checkpoint.version}: the same model weights and blend weights)")
+    if args.publish:
+        print(publish_trained(result.path, settings))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `model publish`, `model current` and `model rollback`."""
+    """Add `model publish`, `model current`, `model rollback` and `model refresh`."""
     model = subparsers.add_parser(
         "model", help="publish a trained checkpoint to the running recommenders, show or roll back the published one",
         description="A published checkpoint is copied to an immutable versioned file and pointed at from Redis "
@@ -85,3 +109,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checked again first). The current version leaves the history, so a second rollback goes one further back.",
     )
     rollback.set_defaults(handler=_rollback)
+
+    refresh = sub.add_parser(
+        "refresh", help="rebuild the serving model's blend (its KNN sessions, category shares, item counts) from "
+        "recent events, without training, and publish it",
+        description="Keep the model, its vocabulary and its blend weights; build the blend's counting parts "
+        "again from the sessions that end in the last --days of --events (clicks on items the model does not know "
+        "are left out), write a new checkpoint and publish it. Where listings churn, counting parts go stale "
+        "faster than the model: refresh them between retrains (docs/lifecycle.md).",
+    )
+    refresh.add_argument("--events", type=Path, required=True, metavar="PATH",
+                         help="events file (csv, jsonl or parquet; the documented format)")
+    refresh.add_argument("--checkpoint", type=Path, metavar="PATH",
+                         help="checkpoint to refresh; without it the published one, else HOTFEED_MODEL_CHECKPOINT "
+                         f"{env_default('model', 'checkpoint')}")
+    refresh.add_argument("--days", type=float, default=3.0,
+                         help="use the sessions ending in the last N days of the events (default: %(default)s)")
+    refresh.add_argument("--gap-minutes", type=float, default=30.0,
+                         help="inactivity in minutes that ends a session without a session_id (default: %(default)s)")
+    refresh.add_argument("--out", type=Path, metavar="PATH", help="file to write "
+                         f"{env_default('paths', 'artifacts_dir', '/model/refresh/<model>-<UTC time>.pt')}")
+    refresh.add_argument("--publish", action=argparse.BooleanOptionalAction, default=True,
+                         help="publish the refreshed checkpoint (default: --publish)")
+    refresh.set_defaults(handler=_refresh)

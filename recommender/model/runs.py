@@ -48,11 +48,9 @@ _log = logging.getLogger("hotfeed.model")
 
 
 
-def load_split(
-    path: Path, *, test_days: float, min_item_support: int, gap_minutes: float, train_days: float | None = None,
-    protocol: str = "filtered",
-) -> SessionSplit:
-    """Return the session split of an events file; raise InvalidRequest with one clear line when unusable."""
+def read_events_file(path: Path) -> pd.DataFrame:
+    """Return the valid events of a file; raise InvalidRequest (NotFound for a missing file) with one
+    clear line when it cannot be read or holds no valid row."""
     try:
         events, report = read_events(path)
     except (InvalidRequest, NotFound):
@@ -63,6 +61,15 @@ def load_split(
     _log.info("%s", report.summary())
     if events.empty:
         raise InvalidRequest(f"events file {str(path)!r}: no valid rows ({report.summary()}); {FORMAT_HELP}")
+    return events
+
+
+def load_split(
+    path: Path, *, test_days: float, min_item_support: int, gap_minutes: float, train_days: float | None = None,
+    protocol: str = "filtered",
+) -> SessionSplit:
+    """Return the session split of an events file; raise InvalidRequest with one clear line when unusable."""
+    events = read_events_file(path)
     clicks = build_sessions(events, gap_minutes=gap_minutes, collapse_repeats=protocol == "filtered")
     split = split_sessions(clicks, test_days=test_days, min_item_support=min_item_support, train_days=train_days,
                            protocol=protocol)

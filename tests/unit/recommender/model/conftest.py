@@ -57,3 +57,11 @@ def tiny_tailnet(chain_split):
                       device=torch.device("cpu"), progress=False)
     model = trainer.build("tailnet", chain_split)
     return trainer, model, trainer.fit(model, chain_split)
+
+
+@pytest.fixture
+def artifacts(tmp_path, monkeypatch):
+    """Commands write under this test's folder, and no model params leak in from the environment."""
+    monkeypatch.setenv("HOTFEED_PATHS_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.delenv("HOTFEED_MODEL_PARAMS", raising=False)
+    return tmp_path / "artifacts"

@@ -7,13 +7,6 @@ import torch
 from recommender.cli import main
 
 
-@pytest.fixture
-def artifacts(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOTFEED_PATHS_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    monkeypatch.delenv("HOTFEED_MODEL_PARAMS", raising=False)
-    return tmp_path / "artifacts"
-
-
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
