@@ -286,6 +286,31 @@ def test_train_publishes_its_checkpoint_and_only_warns_without_redis(checkpoints
     assert f"`hotfeed model publish {out}`" in printed
 
 
+def test_refresh_publishes_the_serving_model_with_counting_parts_from_recent_events(checkpoints, model_env,
+                                                                                   redis_settings, base_settings,
+                                                                                   tmp_path, capsys):
+    settings = base_settings.model_copy(update={"redis": redis_settings,
+                                                "paths": PathsSettings(artifacts_dir=model_env)})
+    trained = tmp_path / "trained.pt"
+    assert main(["train", "--events", str(checkpoints.events), "--test-days", "0.5", "--epochs", "1", "--device",
+                 "cpu", "--set", f"embedding_dim={base_settings.engine.embedding_dims}", "--out", str(trained)]) == 0
+    serving = read_published(settings).version
+    capsys.readouterr()
+    # No --checkpoint: the published model is the one refreshed, and the result is published.
+    assert main(["model", "refresh", "--events", str(checkpoints.events), "--days", "1"]) == 0
+    printed = capsys.readouterr().out
+    refreshed = read_published(settings)
+    assert refreshed.version != serving and f"refreshed from {serving}" in printed
+    assert f"published model {refreshed.version}" in printed
+    new, old = load_checkpoint(refreshed.path), load_checkpoint(trained)
+    assert new.meta["refreshed"]["from"] == serving and new.blend.weights == old.blend.weights
+    assert torch.equal(new.model.items.weight, old.model.items.weight)
+    # Built from the last day of a three-day log: fewer sessions than the checkpoint's whole log.
+    assert 0 < new.blend.knn.n_sessions < old.blend.knn.n_sessions
+    assert main(["model", "rollback"]) == 0
+    assert read_published(settings).version == serving
+
+
 def test_redis_down_is_logged_once_and_the_configured_model_keeps_serving(checkpoints, service_stack, redis_settings,
                                                                          tmp_path, caplog):
     dead = redis_settings.model_copy(update={"url": "redis://127.0.0.1:1/0", "timeout_ms": 200})
