@@ -3,6 +3,8 @@
 #   - behaviour clusters every HOTFEED_CLUSTERING_EVERY_MINUTES: `hotfeed cluster schedule`
 #   - continual retraining every RETRAIN_EVERY_HOURS: `hotfeed retrain --every-hours`. Its first
 #     round would run at once, right after init trained the model, so it starts one interval late.
+#   - the served blend's counting parts rebuilt from the events every REFRESH_EVERY_HOURS, between
+#     retrains: `hotfeed model refresh --every-hours`, also one interval late.
 #   - a nightly full index rebuild at REBUILD_AT_UTC (HH:MM). The only built-in schedule for it,
 #     `hotfeed index schedule`, also runs the event consumer that the `indexer` service already
 #     runs, so a small shell loop calls `hotfeed index full` here instead.
@@ -12,6 +14,7 @@ set -euo pipefail
 
 data="$HOTFEED_PATHS_DATA_DIR/synth"
 retrain_hours="${RETRAIN_EVERY_HOURS:-24}"
+refresh_hours="${REFRESH_EVERY_HOURS:-1}"
 rebuild_at="${REBUILD_AT_UTC:-03:00}"
 
 say() { echo "scheduler: $*" >&2; }
@@ -33,9 +36,18 @@ nightly_rebuild() {
   done
 }
 
+sleep_hours() {
+  sleep "$(python -c "print(int(float('$1') * 3600))")"
+}
+
 delayed_retrain() {
-  sleep "$(python -c "print(int(float('$retrain_hours') * 3600))")"
+  sleep_hours "$retrain_hours"
   exec hotfeed retrain --events "$data/events.parquet" --every-hours "$retrain_hours"
+}
+
+delayed_refresh() {
+  sleep_hours "$refresh_hours"
+  exec hotfeed model refresh --events "$data/events.parquet" --every-hours "$refresh_hours"
 }
 
 stop_all() {
@@ -47,8 +59,9 @@ trap 'say "stopping"; stop_all; exit 0' TERM INT
 
 hotfeed cluster schedule --data "$data" --no-progress &
 delayed_retrain &
+delayed_refresh &
 nightly_rebuild &
-say "cluster schedule, retraining every ${retrain_hours} h and a full rebuild at ${rebuild_at} UTC running"
+say "cluster schedule, retraining every ${retrain_hours} h, a blend refresh every ${refresh_hours} h and a full rebuild at ${rebuild_at} UTC running"
 
 status=0
 wait -n || status=$?

@@ -77,11 +77,15 @@ def _write_version_file(raw: bytes, version: str, settings: Settings) -> Path:
     return dest.resolve()
 
 
-def publish_checkpoint(path: Path, settings: Settings, *, client: Any = None) -> PublishedModel:
+def publish_checkpoint(path: Path, settings: Settings, *, client: Any = None,
+                       expected: str | None = None) -> PublishedModel | None:
     """Return the new pointer after publishing the checkpoint at ``path`` to every recommender.
 
     ``client`` is a Redis client to reuse (default: one from ``settings.redis``). Publishing
-    the version already current changes nothing and returns the current pointer.
+    the version already current changes nothing and returns the current pointer. With
+    ``expected`` (a version), returns None and publishes nothing unless that version is the
+    current one at the moment of publishing (a refresh must not undo a retrain that published
+    while it ran).
     Raises NotFound (no file), ConfigError (not a loadable checkpoint, or its embedding size
     differs from HOTFEED_ENGINE_EMBEDDING_DIMS) and StoreUnavailable (Redis down); the
     versioned copy may exist after a StoreUnavailable, which is harmless.
@@ -92,7 +96,7 @@ def publish_checkpoint(path: Path, settings: Settings, *, client: Any = None) ->
                        f"write one with `hotfeed train --out {path}`")
     version, raw = _checked_version(path, settings)
     copy = _write_version_file(raw, version, settings)
-    return _store(settings, client).publish(version, copy, published_at=time.time())
+    return _store(settings, client).publish(version, copy, published_at=time.time(), expected=expected)
 
 
 def read_published(settings: Settings, *, client: Any = None) -> PublishedModel | None:
@@ -149,19 +153,23 @@ def roll_back_published(settings: Settings, *, client: Any = None) -> PublishedM
     return rolled
 
 
-def publish_trained(path: Path, settings: Settings) -> str:
-    """Return the line `hotfeed train` prints after publishing the checkpoint it wrote to ``path``.
+def publish_trained(path: Path, settings: Settings, *, expected: str | None = None) -> str:
+    """Return the line `hotfeed train` (or `model refresh`) prints after publishing the checkpoint it
+    wrote to ``path``; with ``expected``, only while that version is the published one.
 
     Redis being unreachable is no failure of the training run: the line then says the
     checkpoint was not published and how to publish it later. Raises ConfigError when the
     checkpoint cannot be published (it does not fit the items index).
     """
     try:
-        published = publish_checkpoint(path, settings)
+        published = publish_checkpoint(path, settings, expected=expected)
     except StoreUnavailable as exc:
         return (f"checkpoint written to {path} but not published: Redis unreachable ({exc}); "
                 f"publish it later with `hotfeed model publish {path}`")
     except ConfigError as exc:
         raise ConfigError(f"checkpoint written to {path} but not published: {exc} (or train with --no-publish)") \
             from None
+    if published is None:
+        return (f"checkpoint written to {path} but not published: another model than {expected} was published "
+                f"meanwhile, and it stays")
     return f"published model {published.version} (previous: {published.previous or 'none'}): serving picks it up"

@@ -52,15 +52,27 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _refresh(args: argparse.Namespace, settings: Settings) -> int:
+    from recommender.model.runs import run_on_schedule
+
+    if not args.every_hours:
+        return _refresh_once(args, settings)
+    return run_on_schedule(lambda: _refresh_once(args, settings), every_hours=args.every_hours, what="refresh",
+                           started=f"refreshing the served blend every {args.every_hours:g} h from {args.events}")
+
+
+def _refresh_once(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
     from recommender.errors import ConfigError
     from recommender.model.checkpoint import load_checkpoint
-    from recommender.model.publish import publish_trained, serving_checkpoint
+    from recommender.model.publish import publish_trained, read_published, serving_checkpoint
     from recommender.model.refresh import refresh_checkpoint
     from recommender.model.runs import read_events_file
 
-    source = args.checkpoint or serving_checkpoint(settings)
+    # Refreshing the published model: publish the result only while that model is still the published
+    # one, so a refresh never undoes a retrain that published in the meantime.
+    published = None if args.checkpoint else read_published(settings)
+    source = args.checkpoint or (published.path if published is not None else serving_checkpoint(settings))
     if source is None:
         raise ConfigError("no checkpoint to refresh: none is published and HOTFEED_MODEL_CHECKPOINT names no file; "
                           "pass --checkpoint PATH")
@@ -69,9 +81,10 @@ def _refresh(args: argparse.Namespace, settings: Settings) -> int:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.out or settings.paths.artifacts_dir / "model" / "refresh" / f"{checkpoint.model_name}-{stamp}.pt"
     result = refresh_checkpoint(checkpoint, events, out, days=args.days, gap_minutes=args.gap_minutes)
-    print(f"{result.summary()} (refreshed from {checkpoint.version}: the same model weights and blend weights)")
+    print(f"{result.summary()} (refreshed from {checkpoint.version}: the same model weights and blend weights)",
+          flush=True)
     if args.publish:
-        print(publish_trained(result.path, settings))
+        print(publish_trained(result.path, settings, expected=published.version if published else None), flush=True)
     return 0
 
 
@@ -130,5 +143,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     refresh.add_argument("--out", type=Path, metavar="PATH", help="file to write "
                          f"{env_default('paths', 'artifacts_dir', '/model/refresh/<model>-<UTC time>.pt')}")
     refresh.add_argument("--publish", action=argparse.BooleanOptionalAction, default=True,
-                         help="publish the refreshed checkpoint (default: --publish)")
+                         help="publish the refreshed checkpoint, unless another model was published while it ran "
+                         "(default: --publish)")
+    refresh.add_argument("--every-hours", type=float, metavar="H", help="refresh now and then every H hours until "
+                         "SIGINT/SIGTERM, reading --events again each time (default: once)")
     refresh.set_defaults(handler=_refresh)

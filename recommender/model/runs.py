@@ -11,7 +11,7 @@ import argparse
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -391,9 +391,6 @@ def _blends_against_baselines(lists: Mapping[str, RankedLists],
 
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     """Run one retraining round, or one every --every-hours until a signal; return 0 (1: the last round failed)."""
-    import signal
-    import threading
-
     from recommender.model.metrics import metric_by_name
     from recommender.model.retrain import retrain_once
 
@@ -415,10 +412,20 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.every_hours:
         return round_()
-    if args.every_hours <= 0:
-        raise InvalidRequest(f"--every-hours must be > 0, got {args.every_hours!r}")
+    return run_on_schedule(round_, every_hours=args.every_hours, what="retraining",
+                           started=f"retraining every {args.every_hours:g} h from {args.events}")
+
+
+def run_on_schedule(round_: Callable[[], int], *, every_hours: float, what: str, started: str) -> int:
+    """Run ``round_`` now and then every ``every_hours`` hours until SIGINT/SIGTERM; return the last
+    round's status (1 when it raised: a failed round is logged, and the schedule goes on)."""
+    import signal
+    import threading
+
     from apscheduler.schedulers.background import BackgroundScheduler
 
+    if not every_hours > 0:
+        raise InvalidRequest(f"--every-hours must be > 0, got {every_hours!r}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -429,14 +436,14 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
             status["last"] = round_()
         except Exception:  # noqa: BLE001 - a failed round must not stop the schedule
             status["last"] = 1
-            _log.exception("retraining round failed; the serving model is unchanged")
+            _log.exception("%s round failed; the serving model is unchanged", what)
 
     scheduler = BackgroundScheduler(timezone="UTC")
-    scheduler.add_job(job, "interval", hours=args.every_hours, id="retrain", max_instances=1, coalesce=True,
+    scheduler.add_job(job, "interval", hours=every_hours, id=what, max_instances=1, coalesce=True,
                       next_run_time=dt.datetime.now(dt.timezone.utc))
     scheduler.start()
-    print(f"retraining every {args.every_hours:g} h from {args.events}; Ctrl-C stops", flush=True)
+    print(f"{started}; Ctrl-C stops", flush=True)
     stop.wait()
     scheduler.shutdown(wait=True)
-    print("retraining schedule stopped", flush=True)
+    print(f"{what} schedule stopped", flush=True)
     return status["last"]

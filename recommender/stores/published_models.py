@@ -35,8 +35,10 @@ __all__ = ["MAX_HISTORY", "PublishedModel", "PublishedModelStore"]
 # Publishes kept for `hotfeed model rollback`; older ones fall off (their files stay on disk).
 MAX_HISTORY = 20
 
-# KEYS: current, history. ARGV: entry JSON without "previous", its version, max history.
-# Returns the stored pointer JSON; publishing the version already current changes nothing.
+# KEYS: current, history. ARGV: entry JSON without "previous", its version, max history, the
+# version that must be current ('' for any). Returns the stored pointer JSON (publishing the
+# version already current changes nothing), or false when another version is current than the
+# one required.
 _PUBLISH_LUA = """
 local old = redis.call('GET', KEYS[1])
 local previous = cjson.null
@@ -48,6 +50,9 @@ if old then
     end
     previous = decoded['version']
   end
+end
+if ARGV[4] ~= '' and previous ~= ARGV[4] then
+  return false
 end
 local entry = cjson.decode(ARGV[1])
 entry['previous'] = previous
@@ -141,17 +146,20 @@ class PublishedModelStore:
             texts = self.client.lrange(self.history_key, 0, max(limit, 1) - 1)
         return [PublishedModel.from_json(_text(t), key=self.history_key) for t in texts]
 
-    def publish(self, version: str, path: Path, *, published_at: float) -> PublishedModel:
+    def publish(self, version: str, path: Path, *, published_at: float,
+                expected: str | None = None) -> PublishedModel | None:
         """Return the pointer after making ``version`` at ``path`` the published model.
 
         ``previous`` is filled in from the pointer it replaces. Publishing the version that is
-        already current returns the current pointer unchanged (no history entry).
+        already current returns the current pointer unchanged (no history entry). With
+        ``expected``, returns None and changes nothing when the current version is another one
+        (someone published meanwhile).
         """
         entry = PublishedModel(version=version, path=Path(path), published_at=published_at)
         with redis_errors_translated(f"publishing model {version!r}", self.settings.url):
             stored = self._publish(keys=[self.current_key, self.history_key],
-                                   args=[entry.to_json(), version, MAX_HISTORY])
-        return PublishedModel.from_json(_text(stored), key=self.current_key)
+                                   args=[entry.to_json(), version, MAX_HISTORY, expected or ""])
+        return None if not stored else PublishedModel.from_json(_text(stored), key=self.current_key)
 
     def roll_back(self, *, expected: str, target_index: int, target: PublishedModel,
                   published_at: float) -> PublishedModel | None:

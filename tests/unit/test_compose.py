@@ -41,7 +41,7 @@ EVERY_SERVICE = HOTFEED_SERVICES | {"elasticsearch", "redis", "prometheus"}
 # What the stack must run somewhere (init, scheduler or a service of its own).
 REQUIRED_JOBS = {
     "serve", "gateway", "index incremental", "index full", "cluster run", "cluster schedule", "train", "retrain",
-    "data synth",
+    "model refresh", "data synth",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|PASSPHRASE", re.I)
 # A command line in a shell script: `hotfeed` where a command starts, up to the next operator.
@@ -349,10 +349,13 @@ def test_every_hotfeed_command_line_of_the_stack_is_accepted_by_the_cli():
     assert REQUIRED_JOBS <= ran, f"the stack never runs: {sorted(REQUIRED_JOBS - ran)}"
 
 
-def test_the_scheduler_retrains_on_a_schedule():
+def test_the_scheduler_retrains_and_refreshes_the_blend_on_schedules():
     script = _script_of(_services()["scheduler"]["entrypoint"]).read_text()
-    retrains = [argv for argv in _shell_calls(script) if argv[0] == "retrain"]
+    calls = _shell_calls(script)
+    retrains = [argv for argv in calls if argv[0] == "retrain"]
+    refreshes = [argv for argv in calls if argv[:2] == ["model", "refresh"]]
     assert retrains and all(_parse(argv).every_hours for argv in retrains)
+    assert refreshes and all(_parse(argv).every_hours and _parse(argv).publish for argv in refreshes)
 
 
 def test_the_shell_call_extraction_finds_calls_and_skips_comments_and_paths():

@@ -311,6 +311,26 @@ def test_refresh_publishes_the_serving_model_with_counting_parts_from_recent_eve
     assert read_published(settings).version == serving
 
 
+def test_a_publish_that_expects_another_version_changes_nothing(checkpoints, model_env, redis_settings,
+                                                                base_settings):
+    """What keeps a refresh from undoing a retrain that published while the refresh ran."""
+    from recommender.model.publish import publish_trained
+
+    settings = base_settings.model_copy(update={"redis": redis_settings,
+                                                "paths": PathsSettings(artifacts_dir=model_env)})
+    a, b = checkpoints.version(checkpoints.a), checkpoints.version(checkpoints.b)
+    assert publish_checkpoint(checkpoints.a, settings).version == a
+    # Refreshing a began; then b was published; the refresh's result (here: b's file) must not replace b...
+    assert publish_checkpoint(checkpoints.b, settings).version == b
+    said = publish_trained(checkpoints.a, settings, expected=a)
+    assert "not published: another model than" in said and read_published(settings).version == b
+    assert publish_checkpoint(checkpoints.a, settings, expected="tailnet-000000000000") is None
+    assert read_published(settings).version == b
+    # ... while the expected version is current, it publishes as usual.
+    pointer = publish_checkpoint(checkpoints.a, settings, expected=b)
+    assert pointer.version == a and pointer.previous == b and read_published(settings).version == a
+
+
 def test_redis_down_is_logged_once_and_the_configured_model_keeps_serving(checkpoints, service_stack, redis_settings,
                                                                          tmp_path, caplog):
     dead = redis_settings.model_copy(update={"url": "redis://127.0.0.1:1/0", "timeout_ms": 200})
