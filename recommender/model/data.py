@@ -92,7 +92,9 @@ class ItemVocabulary:
 
 
 def build_sessions(events: pd.DataFrame, *, gap_minutes: float = 30.0, collapse_repeats: bool = True) -> pd.DataFrame:
-    """Return clicks with columns (session, ts, item_id), ordered by session then time.
+    """Return clicks with columns (session, ts, item_id): sessions ordered by their last click's time
+    (ties by session id), each session's clicks by time. The session-KNN methods read that order as
+    recency (the most recent sessions are sampled as neighbours, and STAN weighs them by it).
 
     ``events`` is a validated events frame (recommender.data_model). Rows without a
     ``session_id`` get one from their user's clicks split at gaps longer than ``gap_minutes``.
@@ -110,7 +112,8 @@ def build_sessions(events: pd.DataFrame, *, gap_minutes: float = 30.0, collapse_
         number = pd.Series(np.cumsum(gap | new_user), index=anon.index)
         session.loc[anon.index] = "u:" + anon["user_id"].astype("string") + ":" + number.astype("string")
     df["session"] = session
-    df = df.sort_values(["session", "ts"], kind="stable")
+    df["end"] = df.groupby("session", sort=False)["ts"].transform("max")
+    df = df.sort_values(["end", "session", "ts"], kind="stable")
     repeat = ((df["session"] == df["session"].shift()) & (df["item_id"] == df["item_id"].shift())).to_numpy(
         dtype=bool, na_value=False
     )

@@ -21,6 +21,18 @@ def test_sessions_are_cut_at_30_minute_gaps_when_session_id_is_absent():
     assert sorted(sizes) == [["1", "2"], ["3"], ["4"]]
 
 
+def test_sessions_come_in_the_order_they_ended_whatever_their_ids():
+    # "a" ends last though its id sorts first: the KNN methods read this order as recency.
+    raw = pd.DataFrame({
+        "ts": ["2026-01-01T10:00:00Z", "2026-01-01T12:00:00Z", "2026-01-01T10:30:00Z", "2026-01-01T11:00:00Z",
+               "2026-01-01T10:10:00Z"],
+        "session_id": ["a", "a", "b", "c", "c"], "item_id": ["1", "2", "3", "4", "5"], "event_type": ["view"] * 5,
+    })
+    clicks = build_sessions(validate_events(raw)[0])
+    assert clicks["session"].tolist() == ["s:b", "s:c", "s:c", "s:a", "s:a"]
+    assert clicks["item_id"].tolist() == ["3", "5", "4", "1", "2"]  # within a session, by time
+
+
 def test_repeated_consecutive_clicks_collapse():
     raw = pd.DataFrame({
         "ts": ["2026-01-01T10:00:00Z", "2026-01-01T10:01:00Z", "2026-01-01T10:02:00Z"],
