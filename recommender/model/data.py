@@ -164,14 +164,21 @@ class SessionSplit:
         )
 
 
+def _with_more_training(split: SessionSplit, sessions: list[np.ndarray], *, test: list[np.ndarray],
+                        flag: str) -> SessionSplit:
+    """Return ``split`` with ``sessions`` appended to training and counted in the item counts (the
+    vocabulary and tail mask unchanged), no validation, ``test`` as given and ``flag`` set in params."""
+    clicks = [s[s > PAD_INDEX] for s in sessions]
+    counts = split.item_counts + np.bincount(np.concatenate([np.zeros(0, np.int64), *clicks]),
+                                             minlength=len(split.item_counts)).astype(split.item_counts.dtype)
+    return SessionSplit(vocab=split.vocab, train=[*split.train, *sessions], valid=[], test=test, item_counts=counts,
+                        is_tail=split.is_tail, params={**split.params, flag: True})
+
+
 def refit_split(split: SessionSplit) -> SessionSplit:
     """Return ``split`` with the validation sessions added to training (time order kept, the vocabulary,
     tail mask and test unchanged) and no validation: the final fit once everything is picked."""
-    counts = split.item_counts.copy()
-    for session in split.valid:
-        np.add.at(counts, session[session > PAD_INDEX], 1)
-    return SessionSplit(vocab=split.vocab, train=[*split.train, *split.valid], valid=[], test=split.test,
-                        item_counts=counts, is_tail=split.is_tail, params={**split.params, "refit": True})
+    return _with_more_training(split, split.valid, test=split.test, flag="refit")
 
 
 def serving_split(split: SessionSplit) -> SessionSplit:
@@ -183,12 +190,7 @@ def serving_split(split: SessionSplit) -> SessionSplit:
     parts").
     """
     later = [s[s > PAD_INDEX] for s in (*split.valid, *split.test)]
-    later = [s for s in later if len(s) >= 2]
-    counts = split.item_counts.copy()
-    for session in later:
-        np.add.at(counts, session, 1)
-    return SessionSplit(vocab=split.vocab, train=[*split.train, *later], valid=[], test=[], item_counts=counts,
-                        is_tail=split.is_tail, params={**split.params, "serving": True})
+    return _with_more_training(split, [s for s in later if len(s) >= 2], test=[], flag="serving")
 
 
 def _drop_short(clicks: pd.DataFrame, min_length: int) -> pd.DataFrame:
