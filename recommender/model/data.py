@@ -16,7 +16,9 @@ That is the "filtered" protocol. The "next-click" protocol (``protocol="next-cli
 standard of Ludewig & Jannach's evaluations) keeps repeated consecutive clicks, applies the
 item-support filter to training clicks only, and keeps every test click: a test click on an
 item training never saw is a target no scorer can hit (``UNKNOWN_INDEX``) and is left out of
-the prefixes that follow it. Validation stays filtered (it only serves early stopping).
+the prefixes that follow it. Validation is cut the same way as the test: everything picked on it
+(the epoch count, the KNN parameters, the blend weights and both tail offsets) is picked on the
+prefixes the test will hold, those with unknown clicks and unhittable targets included.
 
 Head items are the most popular training items that together make up ``head_share`` (80%)
 of training interactions, as in the TailNet paper; every other item is tail.
@@ -166,18 +168,21 @@ class SessionSplit:
 
 def _with_more_training(split: SessionSplit, sessions: list[np.ndarray], *, test: list[np.ndarray],
                         flag: str) -> SessionSplit:
-    """Return ``split`` with ``sessions`` appended to training and counted in the item counts (the
-    vocabulary and tail mask unchanged), no validation, ``test`` as given and ``flag`` set in params."""
-    clicks = [s[s > PAD_INDEX] for s in sessions]
-    counts = split.item_counts + np.bincount(np.concatenate([np.zeros(0, np.int64), *clicks]),
+    """Return ``split`` with the known clicks of ``sessions`` appended to training (sessions left
+    with 2+ such clicks) and counted in the item counts (the vocabulary and tail mask unchanged), no
+    validation, ``test`` as given and ``flag`` set in params."""
+    known = [s[s > PAD_INDEX] for s in sessions]
+    known = [s for s in known if len(s) >= 2]
+    counts = split.item_counts + np.bincount(np.concatenate([np.zeros(0, np.int64), *known]),
                                              minlength=len(split.item_counts)).astype(split.item_counts.dtype)
-    return SessionSplit(vocab=split.vocab, train=[*split.train, *sessions], valid=[], test=test, item_counts=counts,
+    return SessionSplit(vocab=split.vocab, train=[*split.train, *known], valid=[], test=test, item_counts=counts,
                         is_tail=split.is_tail, params={**split.params, flag: True})
 
 
 def refit_split(split: SessionSplit) -> SessionSplit:
-    """Return ``split`` with the validation sessions added to training (time order kept, the vocabulary,
-    tail mask and test unchanged) and no validation: the final fit once everything is picked."""
+    """Return ``split`` with the validation sessions added to training (known items only, sessions of
+    2+ such clicks, time order kept; the vocabulary, tail mask and test unchanged) and no validation:
+    the final fit once everything is picked."""
     return _with_more_training(split, split.valid, test=split.test, flag="refit")
 
 
@@ -189,8 +194,7 @@ def serving_split(split: SessionSplit) -> SessionSplit:
     churn within hours they go stale faster than the model: docs/session-model.md, "Fresh counting
     parts").
     """
-    later = [s[s > PAD_INDEX] for s in (*split.valid, *split.test)]
-    return _with_more_training(split, [s for s in later if len(s) >= 2], test=[], flag="serving")
+    return _with_more_training(split, [*split.valid, *split.test], test=[], flag="serving")
 
 
 def _drop_short(clicks: pd.DataFrame, min_length: int) -> pd.DataFrame:
@@ -223,6 +227,16 @@ def _to_arrays(clicks: pd.DataFrame, vocab: ItemVocabulary, *, unknown: int = 0)
     codes, uniques = pd.factorize(clicks["session"], sort=False)
     bounds = np.flatnonzero(np.diff(codes)) + 1
     return [a for a in np.split(idx, bounds) if len(a)]
+
+
+def _later_sessions(clicks: pd.DataFrame, vocab: ItemVocabulary, *, next_click: bool,
+                    min_length: int) -> list[np.ndarray]:
+    """Return the validation or test sessions of ``clicks``: under next-click every click, an
+    unknown item as ``UNKNOWN_INDEX``; under filtered the known clicks of sessions that keep
+    ``min_length`` of them."""
+    if next_click:
+        return _to_arrays(clicks, vocab, unknown=UNKNOWN_INDEX)
+    return known_sessions(clicks, vocab, min_length=min_length)
 
 
 def known_sessions(clicks: pd.DataFrame, vocab: ItemVocabulary, *, min_length: int = 2) -> list[np.ndarray]:
@@ -263,20 +277,19 @@ def split_sessions(
             f"events: none of {before:,} sessions keeps {min_session_length}+ clicks on items seen "
             f"{min_item_support}+ times; supply more events or lower --min-item-support"
         )
-    ends = clicks.groupby("session", sort=False)["ts"].transform("max")
-    test_cut = _period_cut(ends.groupby(clicks["session"]).first(), test_days, "test split")
-    rest, test = clicks.loc[ends <= test_cut], clicks.loc[ends > test_cut]
-    if next_click:
-        raw_ends = raw.groupby("session", sort=False)["ts"].transform("max")
-        test = raw.loc[raw_ends > test_cut]
-    rest_ends = ends.loc[rest.index]
-    valid_cut = (
-        _period_cut(rest_ends.groupby(rest["session"]).first(), test_days, "validation split") if len(rest)
-        else test_cut
-    )
-    train, valid = rest.loc[rest_ends <= valid_cut], rest.loc[rest_ends > valid_cut]
+    # Next-click keeps every validation and test click, so a session's period is that of its last
+    # click of any item: one session is never both training (its frequent items) and test (the rest).
+    later = raw if next_click else clicks
+    last = later.groupby("session", sort=False)["ts"].max()
+    test_cut = _period_cut(last, test_days, "test split")
+    before_test = last.loc[last <= test_cut]
+    valid_cut = _period_cut(before_test, test_days, "validation split") if len(before_test) else test_cut
+
+    train_end, later_end = clicks["session"].map(last), later["session"].map(last)
+    train = clicks.loc[train_end <= valid_cut]
+    valid, test = later.loc[(later_end > valid_cut) & (later_end <= test_cut)], later.loc[later_end > test_cut]
     if train_days is not None:
-        train = train.loc[rest_ends.loc[train.index] > valid_cut - pd.Timedelta(days=train_days)]
+        train = train.loc[train_end.loc[train.index] > valid_cut - pd.Timedelta(days=train_days)]
 
     counts_by_id = train["item_id"].value_counts(sort=False)
     vocab = ItemVocabulary(sorted(counts_by_id.index.tolist()))
@@ -286,9 +299,8 @@ def split_sessions(
     split = SessionSplit(
         vocab=vocab,
         train=_to_arrays(train, vocab),
-        valid=known_sessions(valid, vocab, min_length=min_session_length),
-        test=(_to_arrays(test, vocab, unknown=UNKNOWN_INDEX) if next_click
-              else known_sessions(test, vocab, min_length=min_session_length)),
+        valid=_later_sessions(valid, vocab, next_click=next_click, min_length=min_session_length),
+        test=_later_sessions(test, vocab, next_click=next_click, min_length=min_session_length),
         item_counts=item_counts,
         is_tail=tail_mask_from_counts(item_counts, head_share=head_share),
         params={

@@ -5,7 +5,8 @@ import pytest
 from recommender.data_model import validate_events
 from recommender.errors import InvalidRequest
 from recommender.model.data import (
-    ItemVocabulary, build_sessions, prefix_examples, serving_split, split_sessions, tail_mask_from_counts,
+    ItemVocabulary, build_sessions, prefix_examples, refit_split, serving_split, split_sessions,
+    tail_mask_from_counts,
 )
 
 
@@ -100,6 +101,42 @@ def test_the_next_click_protocol_keeps_repeats_and_unseen_items_as_targets():
     examples = prefix_examples(next_click.test, max_length=20)
     assert examples.targets.tolist() == [a, b, -1] and examples.lengths.tolist() == [1, 2, 3]
     assert next_click.params["protocol"] == "next-click"
+
+
+def _with_sessions(events: pd.DataFrame, sessions: dict[str, list[tuple[str, str]]]) -> pd.DataFrame:
+    rows = [{"ts": ts, "session_id": sid, "item_id": item, "event_type": "view"}
+            for sid, clicks in sessions.items() for ts, item in clicks]
+    extra = validate_events(pd.DataFrame(rows))[0]
+    return pd.concat([events, extra], ignore_index=True).sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def test_next_click_validation_keeps_every_click_like_the_test():
+    # Day 8 is the validation period (the day before the test cut); y is never seen in training.
+    events = _with_sessions(_protocol_events(), {"valid": [("2026-01-08T11:00:00Z", "a"), ("2026-01-08T11:00:10Z", "y"),
+                                                           ("2026-01-08T11:00:20Z", "b")]})
+    filtered = split_sessions(build_sessions(events), test_days=1.0)
+    next_click = split_sessions(build_sessions(events, collapse_repeats=False), test_days=1.0, protocol="next-click")
+    a, b = next_click.vocab.index_of(["a", "b"]).tolist()
+    assert [a, b] in [s.tolist() for s in filtered.valid]  # filtered: y left out
+    assert [a, -1, b] in [s.tolist() for s in next_click.valid]  # next-click: y a target never hit
+    examples = prefix_examples(next_click.valid, max_length=20)
+    assert -1 in examples.targets.tolist()
+    # The final fit adds only the known clicks to training.
+    refit = refit_split(next_click)
+    assert refit.train[-1].tolist() == [a, b] and (np.concatenate(refit.train) > 0).all()
+    assert refit.item_counts.sum() == sum(len(s) for s in refit.train)
+
+
+def test_a_next_click_session_is_placed_by_its_last_click_of_any_item():
+    # Its frequent clicks before the test cut, its last click (z, seen once) after it: a test
+    # session only, never also a training or validation one.
+    events = _with_sessions(_protocol_events(), {"late": [("2026-01-08T11:00:00Z", "a"), ("2026-01-08T11:00:10Z", "b"),
+                                                          ("2026-01-09T12:10:00Z", "z")]})
+    next_click = split_sessions(build_sessions(events, collapse_repeats=False), test_days=1.0, protocol="next-click")
+    a, b = next_click.vocab.index_of(["a", "b"]).tolist()
+    assert [a, b, -1] in [s.tolist() for s in next_click.test]
+    assert [a, b] not in [s.tolist() for s in (*next_click.train, *next_click.valid)]
+    assert len(next_click.train) + len(next_click.valid) == 24  # the 8 days' 3 sessions each
 
 
 def test_a_serving_split_counts_every_session_of_the_log(chain_split):
