@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from recommender.model.data import SessionSplit, prefix_examples, sample_examples
+from recommender.model.data import SessionSplit, validation_examples
 from recommender.model.evaluate import Scorer
 from recommender.model.metrics import RankedLists, metric_by_name
 from recommender.model.significance import ACCURACY_METRICS, accuracy, largest_acceptable
@@ -288,7 +288,7 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     """
     chosen = [metric_by_name(m) for m in metrics]
     k = max(m.k for m in chosen)
-    examples = sample_examples(prefix_examples(split.valid, max_length=max_length), max_examples, seed=seed)
+    examples = validation_examples(split, max_length=max_length, limit=max_examples, seed=seed)
     if not len(examples):
         return BlendWeights(), {}
     hybrid = HybridScorer(model, knn, weights=BlendWeights(), categories=categories)

@@ -217,13 +217,12 @@ def tune_knn(name: str, split, *, metric: str = "MRR@20", max_length: int = 20,
     """
     from dataclasses import replace
 
-    from recommender.model.data import prefix_examples, sample_examples
+    from recommender.model.data import validation_examples
     from recommender.model.evaluate import rank_top_k
     from recommender.model.metrics import RankedLists, metric_by_name
 
     chosen = metric_by_name(metric)
-    examples = prefix_examples(split.valid, max_length=max_length)
-    examples = sample_examples(examples, max_examples, seed=seed)
+    examples = validation_examples(split, max_length=max_length, limit=max_examples, seed=seed)
     params = KNN_DEFAULTS[name]
     if not len(examples) or name not in _TUNED:
         return params, {}

@@ -21,7 +21,7 @@ from recommender.progress import progress_bar
 from recommender.model.content import ContentEncoder
 from recommender.model.hybrid import Blend
 from recommender.model.checkpoint import save_checkpoint
-from recommender.model.data import SessionSplit, iterate_batches, prefix_examples
+from recommender.model.data import SessionSplit, iterate_batches, prefix_examples, validation_examples
 from recommender.model.evaluate import ModelScorer, rank_top_k
 from recommender.model.metrics import RankedLists, metric_by_name
 from recommender.model.network import SessionModel, build_model
@@ -82,7 +82,7 @@ class Trainer:
 
     def validation_lists(self, model: SessionModel, split: SessionSplit, *, k: int) -> RankedLists | None:
         """Return ``model``'s top-``k`` lists for every prefix of the validation sessions (None without any)."""
-        examples = prefix_examples(split.valid, max_length=int(self.config["max_length"]))
+        examples = validation_examples(split, max_length=int(self.config["max_length"]))
         if not len(examples):
             return None
         topk, targets = rank_top_k(ModelScorer(model, device=self.device), examples, k=k)

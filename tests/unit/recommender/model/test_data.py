@@ -6,7 +6,7 @@ from recommender.data_model import validate_events
 from recommender.errors import InvalidRequest
 from recommender.model.data import (
     ItemVocabulary, build_sessions, prefix_examples, refit_split, serving_split, split_sessions,
-    tail_mask_from_counts,
+    tail_mask_from_counts, validation_examples,
 )
 
 
@@ -121,6 +121,11 @@ def test_next_click_validation_keeps_every_click_like_the_test():
     assert [a, -1, b] in [s.tolist() for s in next_click.valid]  # next-click: y a target never hit
     examples = prefix_examples(next_click.valid, max_length=20)
     assert -1 in examples.targets.tolist()
+    # What settings are picked on: the same prefixes, less the ones whose target none can hit.
+    picked_on = validation_examples(next_click, max_length=20)
+    assert len(picked_on) == len(examples) - 1 and (picked_on.targets > 0).all()
+    last = int(np.flatnonzero(picked_on.targets == b)[-1])
+    assert picked_on.items[last, :picked_on.lengths[last]].tolist() == [a]  # y left out of the prefix
     # The final fit adds only the known clicks to training.
     refit = refit_split(next_click)
     assert refit.train[-1].tolist() == [a, b] and (np.concatenate(refit.train) > 0).all()
