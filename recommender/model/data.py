@@ -49,6 +49,7 @@ __all__ = [
     "split_sessions",
     "refit_split",
     "serving_split",
+    "parts_split",
     "known_sessions",
     "tail_mask_from_counts",
     "pad_sessions",
@@ -155,6 +156,9 @@ class SessionSplit:
     item_counts: np.ndarray  # [len(vocab)] training interactions per item; 0 for padding
     is_tail: np.ndarray  # [len(vocab)] bool
     params: dict[str, float] = field(default_factory=dict)
+    # Sessions before the training window (``train_days``), for the blend's counting parts only: see
+    # ``parts_split``. Empty without ``train_days``.
+    history: list[np.ndarray] = field(default_factory=list)
 
     def summary(self) -> str:
         """Return a one-line account of the split."""
@@ -165,6 +169,7 @@ class SessionSplit:
             f"train {len(self.train):,}, valid {len(self.valid):,}, test {len(self.test):,}; "
             f"test prefixes {targets:,}"
             + (f" ({unseen / targets:.0%} of their targets unseen in training: no scorer can hit them)" if unseen else "")
+            + (f"; {len(self.history):,} earlier sessions for a checkpoint's blend" if self.history else "")
         )
 
 
@@ -186,6 +191,22 @@ def refit_split(split: SessionSplit) -> SessionSplit:
     2+ such clicks, time order kept; the vocabulary, tail mask and test unchanged) and no validation:
     the final fit once everything is picked."""
     return _with_more_training(split, split.valid, test=split.test, flag="refit")
+
+
+def parts_split(split: SessionSplit) -> SessionSplit:
+    """Return ``split`` with its ``history`` sessions before the training ones (counted in the item
+    counts; validation, test, vocabulary and tail mask unchanged): what a checkpoint's blend is
+    picked with (its KNN parameters, weights and tail bias), so that its counting parts hold as many
+    days of sessions then as they will when published (``serving_split``: training, validation and
+    test). With ``train_days`` 1 they held one day at the pick and three once published, and the
+    weights under-weighed the KNN (docs/session-model.md, "Parts picked as published").
+    """
+    if not split.history:
+        return split
+    counts = split.item_counts + np.bincount(np.concatenate(split.history),
+                                             minlength=len(split.item_counts)).astype(split.item_counts.dtype)
+    return SessionSplit(vocab=split.vocab, train=[*split.history, *split.train], valid=split.valid, test=split.test,
+                        item_counts=counts, is_tail=split.is_tail, params={**split.params, "history": len(split.history)})
 
 
 def serving_split(split: SessionSplit) -> SessionSplit:
@@ -290,8 +311,15 @@ def split_sessions(
     train_end, later_end = clicks["session"].map(last), later["session"].map(last)
     train = clicks.loc[train_end <= valid_cut]
     valid, test = later.loc[(later_end > valid_cut) & (later_end <= test_cut)], later.loc[later_end > test_cut]
+    history = train.iloc[:0]
     if train_days is not None:
-        train = train.loc[train_end.loc[train.index] > valid_cut - pd.Timedelta(days=train_days)]
+        # The published counting parts add the validation and test periods after training; the
+        # blend is picked with as long a span before the training window (``parts_split``).
+        train_from = valid_cut - pd.Timedelta(days=train_days)
+        span = last.max() - valid_cut
+        ended = train_end.loc[train.index]
+        history = train.loc[(ended <= train_from) & (ended > train_from - span)]
+        train = train.loc[ended > train_from]
 
     counts_by_id = train["item_id"].value_counts(sort=False)
     vocab = ItemVocabulary(sorted(counts_by_id.index.tolist()))
@@ -303,6 +331,7 @@ def split_sessions(
         train=_to_arrays(train, vocab),
         valid=_later_sessions(valid, vocab, next_click=next_click, min_length=min_session_length),
         test=_later_sessions(test, vocab, next_click=next_click, min_length=min_session_length),
+        history=known_sessions(history, vocab, min_length=min_session_length),
         item_counts=item_counts,
         is_tail=tail_mask_from_counts(item_counts, head_share=head_share),
         params={

@@ -433,4 +433,5 @@ def fit_blend(model: Scorer, split: SessionSplit, *, knn_name: str = "VSTAN", tu
     knn = SessionKNN(knn_name, split.item_counts, split.train, params)
     weights, tried = tune_blend(model, knn, split, max_length=max_length, max_examples=max_examples,
                                 categories=categories, tail_bias=tail_bias)
-    return Blend(knn=knn, weights=weights, info={"knn_tuning": info, "weights_tuning": tried}, categories=categories)
+    return Blend(knn=knn, weights=weights, info={"knn_tuning": info, "weights_tuning": tried,
+                                                 "picked_with_sessions": len(split.train)}, categories=categories)

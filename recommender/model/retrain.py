@@ -31,7 +31,7 @@ import torch
 from recommender.engine import Doc
 from recommender.errors import ConfigError
 from recommender.model.checkpoint import Checkpoint, load_checkpoint
-from recommender.model.data import ItemVocabulary, SessionSplit, serving_split
+from recommender.model.data import ItemVocabulary, SessionSplit, parts_split, serving_split
 from recommender.model.evaluate import ModelScorer, evaluate_scorers
 from recommender.model.network import SessionModel
 from recommender.model.hybrid import fit_blend
@@ -158,9 +158,10 @@ def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, co
     report = trainer.fit(model, split)
     catalogue = catalogue_items(split, items_path)
     content = fit_content(model, split, catalogue)
-    fitted = None if blend == "none" else fit_blend(ModelScorer(model, device=device), split, knn_name=blend,
+    parts = parts_split(split)  # counting parts as long as the published ones
+    fitted = None if blend == "none" else fit_blend(ModelScorer(model, device=device), parts, knn_name=blend,
                                                      max_length=int(config.get("max_length", 20)),
-                                                     categories=item_categories(split, catalogue),
+                                                     categories=item_categories(parts, catalogue),
                                                      tail_bias=blend_tail_bias)
     # The held-out comparison below reads the models alone; the checkpoint's item counts and the
     # blend's counting parts are built from every session of the log, the held-out ones too.

@@ -28,8 +28,8 @@ from recommender.model.session_knn import KNN_DEFAULTS, SESSION_BASELINES, build
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
 from recommender.model.content import ContentEncoder, calibrate_offset, fit_content_encoder, listings_from_items
-from recommender.model.data import (ItemVocabulary, SessionSplit, build_sessions, prefix_examples, refit_split,
-                                    serving_split, split_sessions)
+from recommender.model.data import (ItemVocabulary, SessionSplit, build_sessions, parts_split, prefix_examples,
+                                    refit_split, serving_split, split_sessions)
 from recommender.model.device import pick_device
 from recommender.model.evaluate import ModelScorer, Scorer, format_table, metrics_of, rank_scorers, write_report
 from recommender.model.metrics import RankedLists, metric_by_name
@@ -185,8 +185,9 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     report = trainer.fit(model, split)
     blend = None
     if args.blend != "none":
-        blend = fit_blend(ModelScorer(model, device=device), split, knn_name=args.blend,
-                          max_length=int(config["max_length"]), categories=item_categories(split, catalogue),
+        parts = parts_split(split)  # counting parts as long as the published ones
+        blend = fit_blend(ModelScorer(model, device=device), parts, knn_name=args.blend,
+                          max_length=int(config["max_length"]), categories=item_categories(parts, catalogue),
                           tail_bias=args.blend_tail_bias)
         print(f"blend with {args.blend}: weights {blend.weights.to_dict()} picked on validation "
               f"({blend.info['weights_tuning']})")

@@ -136,6 +136,22 @@ def test_refit_trains_the_served_model_on_train_plus_validation_and_the_knn_hold
     assert all(float(b) > 0 and "taken" in v for b, v in trained["tail_bias_scan"].items())
 
 
+def test_with_train_days_the_blend_is_picked_with_parts_as_long_as_the_published_ones(tmp_path, artifacts, chain_raw):
+    from recommender.data_model import validate_events
+    from recommender.model.checkpoint import load_checkpoint
+    from recommender.model.data import build_sessions, split_sessions
+
+    events = tmp_path / "events.csv"
+    chain_raw.to_csv(events, index=False)
+    assert main(["train", "--out", str(tmp_path / "m.pt"), "--events", str(events), "--train-days", "1", "--epochs",
+                 "1", "--set", "embedding_dim=16", "--device", "cpu", "--no-publish", "--items", "none"]) == 0
+    split = split_sessions(build_sessions(validate_events(chain_raw)[0]), test_days=1.0, train_days=1.0)
+    checkpoint = load_checkpoint(tmp_path / "m.pt")
+    assert checkpoint.blend.info["picked_with_sessions"] == len(split.history) + len(split.train) > len(split.train)
+    # Published: training, validation and test sessions (the history is for the pick only).
+    assert checkpoint.blend.knn.n_sessions == len(split.train) + len(split.valid) + len(split.test)
+
+
 def test_train_reads_the_blends_categories_from_the_items_file_beside_the_events(tmp_path, artifacts, chain_raw):
     from recommender.model.checkpoint import load_checkpoint
 

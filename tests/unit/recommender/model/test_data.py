@@ -5,7 +5,7 @@ import pytest
 from recommender.data_model import validate_events
 from recommender.errors import InvalidRequest
 from recommender.model.data import (
-    ItemVocabulary, build_sessions, prefix_examples, refit_split, serving_split, split_sessions,
+    ItemVocabulary, build_sessions, parts_split, prefix_examples, refit_split, serving_split, split_sessions,
     tail_mask_from_counts, validation_examples,
 )
 
@@ -142,6 +142,25 @@ def test_a_next_click_session_is_placed_by_its_last_click_of_any_item():
     assert [a, b, -1] in [s.tolist() for s in next_click.test]
     assert [a, b] not in [s.tolist() for s in (*next_click.train, *next_click.valid)]
     assert len(next_click.train) + len(next_click.valid) == 24  # the 8 days' 3 sessions each
+
+
+def test_a_train_days_split_keeps_as_long_a_history_for_the_blends_counting_parts(chain_frame):
+    clicks = build_sessions(chain_frame)
+    full = split_sessions(clicks, test_days=1.0)
+    short = split_sessions(clicks, test_days=1.0, train_days=1.0)
+    assert not full.history and parts_split(full) is full
+    # 40 sessions a day: one day of training, and before it as long a span as validation + test
+    # (what the published parts add after training).
+    assert 0 < len(short.train) < len(full.train)
+    assert abs(len(short.history) - (len(short.valid) + len(short.test))) <= 2
+    kept = len(short.history) + len(short.train)
+    assert [s.tolist() for s in (*short.history, *short.train)] == [s.tolist() for s in full.train[-kept:]]
+    assert short.item_counts.sum() == sum(len(s) for s in short.train)  # the model's counts: training only
+    parts = parts_split(short)
+    assert [s.tolist() for s in parts.train] == [s.tolist() for s in (*short.history, *short.train)]
+    assert parts.item_counts.sum() == sum(len(s) for s in parts.train)
+    assert parts.valid is short.valid and parts.vocab == short.vocab
+    assert np.array_equal(parts.is_tail, short.is_tail)
 
 
 def test_a_serving_split_counts_every_session_of_the_log(chain_split):
