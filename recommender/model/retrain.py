@@ -9,7 +9,8 @@ APScheduler schedule):
    own, so the sessions' indices stay valid) and copy the serving model's weights in: items
    that had no clicks lately keep their learned vectors instead of being forgotten, and the
    item space stays aligned with the content vectors already in the index;
-3. train (early stopping on validation), fit the content encoder on the items file;
+3. train (early stopping on validation), fit the content encoder on the items file, pick the
+   blend on validation with counting parts as long as the published ones (``data.parts_split``);
 4. score the new and the serving model on every prefix of the held-out sessions; publish the
    new one only when its metric (``--metric``, MRR@20 by default) is at least the serving
    one's, else keep the serving model and say why;
