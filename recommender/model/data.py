@@ -180,10 +180,14 @@ def _with_more_training(split: SessionSplit, sessions: list[np.ndarray], *, test
     validation, ``test`` as given and ``flag`` set in params."""
     known = [s[s > PAD_INDEX] for s in sessions]
     known = [s for s in known if len(s) >= 2]
-    counts = split.item_counts + np.bincount(np.concatenate([np.zeros(0, np.int64), *known]),
-                                             minlength=len(split.item_counts)).astype(split.item_counts.dtype)
-    return SessionSplit(vocab=split.vocab, train=[*split.train, *known], valid=[], test=test, item_counts=counts,
-                        is_tail=split.is_tail, params={**split.params, flag: True})
+    return SessionSplit(vocab=split.vocab, train=[*split.train, *known], valid=[], test=test,
+                        item_counts=_counted(split, known), is_tail=split.is_tail, params={**split.params, flag: True})
+
+
+def _counted(split: SessionSplit, sessions: list[np.ndarray]) -> np.ndarray:
+    """Return ``split``'s item counts plus the clicks of ``sessions`` (vocabulary indices > 0)."""
+    clicks = np.concatenate([np.zeros(0, np.int64), *sessions])
+    return split.item_counts + np.bincount(clicks, minlength=len(split.item_counts)).astype(split.item_counts.dtype)
 
 
 def refit_split(split: SessionSplit) -> SessionSplit:
@@ -203,10 +207,9 @@ def parts_split(split: SessionSplit) -> SessionSplit:
     """
     if not split.history:
         return split
-    counts = split.item_counts + np.bincount(np.concatenate(split.history),
-                                             minlength=len(split.item_counts)).astype(split.item_counts.dtype)
     return SessionSplit(vocab=split.vocab, train=[*split.history, *split.train], valid=split.valid, test=split.test,
-                        item_counts=counts, is_tail=split.is_tail, params={**split.params, "history": len(split.history)})
+                        item_counts=_counted(split, split.history), is_tail=split.is_tail,
+                        params={**split.params, "history": len(split.history)})
 
 
 def serving_split(split: SessionSplit) -> SessionSplit:
