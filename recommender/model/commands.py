@@ -51,7 +51,9 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gap-minutes", type=float, default=30.0, help="inactivity in minutes that ends a session "
                    "when session_id is absent (default: %(default)s)")
     p.add_argument("--train-days", type=float, help="train on sessions of the last N days before validation only "
-                   "(default: all); models and baselines see the same sessions")
+                   "(default: all); models and baselines see the same sessions; train and retrain pick a "
+                   "checkpoint's blend with counting parts as long as the published ones (N days plus as many "
+                   "before them as validation and test add)")
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
