@@ -20,6 +20,7 @@ from recommender.model.checkpoint import Checkpoint, load_checkpoint
 from recommender.model.content import Listing, cold_vector_norm
 from recommender.model.data import PAD_INDEX, pad_sessions
 from recommender.model.device import pick_device
+from recommender.model.forward_kernels import CompiledForward
 from recommender.model.hybrid import blend, knn_at, repeat_at
 
 __all__ = ["SessionScorer", "ScoreRequest", "RepresentedSession"]
@@ -51,7 +52,7 @@ class RepresentedSession:
 class SessionScorer:
     """A loaded session model ready to answer requests on one device."""
 
-    def __init__(self, checkpoint: Checkpoint, *, device: torch.device):
+    def __init__(self, checkpoint: Checkpoint, *, device: torch.device, compiled: bool = True):
         self.checkpoint = checkpoint
         self.device = device
         self.model = checkpoint.model.to(device).eval()
@@ -67,15 +68,21 @@ class SessionScorer:
         self._mean_vector = mean.cpu().numpy().astype(np.float32)
         self.blend = checkpoint.blend
         self._is_tail = np.asarray(checkpoint.is_tail, dtype=bool)
+        # One session at a time on the CPU: the compiled forward (forward_kernels.py), checked against
+        # the model here; batches and the GPU run the model itself (and every request with compiled=False).
+        self._compiled = (CompiledForward.of(self.model, max_length=self.max_length)
+                          if compiled and device.type == "cpu" else None)
 
     @classmethod
-    def load(cls, path: Path, *, device: str | torch.device = "auto") -> "SessionScorer":
-        """Return a scorer for the checkpoint at ``path`` on ``device`` ("auto", "cpu", "cuda" or a device).
+    def load(cls, path: Path, *, device: str | torch.device = "auto", compiled: bool = True) -> "SessionScorer":
+        """Return a scorer for the checkpoint at ``path`` on ``device`` ("auto", "cpu", "cuda" or a device);
+        ``compiled=False`` runs single requests through torch too (the reference the compiled forward is
+        measured against).
 
         Raises NotFound / ConfigError from checkpoint loading and device selection.
         """
         dev = device if isinstance(device, torch.device) else pick_device(device)
-        return cls(load_checkpoint(path, device=dev), device=dev)
+        return cls(load_checkpoint(path, device=dev), device=dev, compiled=compiled)
 
     @property
     def model_name(self) -> str:
@@ -85,6 +92,11 @@ class SessionScorer:
     def version(self) -> str:
         """Return the model version, "<model>-<checkpoint sha256 prefix>"."""
         return self.checkpoint.version
+
+    @property
+    def compiled(self) -> bool:
+        """Whether single requests run the compiled forward (forward_kernels.py) rather than torch."""
+        return self._compiled is not None
 
     @property
     def embedding_dims(self) -> int:
@@ -100,6 +112,10 @@ class SessionScorer:
         idx = self._session_indices(session)
         if not len(idx):
             return RepresentedSession(None, None)
+        if self._compiled is not None:
+            query, preference = self._compiled.represent(idx)
+            return RepresentedSession(torch.from_numpy(query).unsqueeze(0),
+                                      None if preference is None else torch.tensor([preference]), idx)
         items = torch.as_tensor(idx, device=self.device).unsqueeze(0)
         lengths = torch.tensor([len(idx)], device=self.device)
         query, preference = self.model.represent(items, lengths)
@@ -138,8 +154,13 @@ class SessionScorer:
         known = cands != PAD_INDEX
         if session.query is None or not len(cands):
             return np.where(known, self._popularity[cands], 0.0).astype(np.float32)
-        logits = self.model.score_represented(session.query, session.preference, torch.as_tensor(cands, device=self.device))
-        scores = logits[0].float().cpu().numpy()
+        if self._compiled is not None:
+            preference = None if session.preference is None else float(session.preference[0])
+            scores = self._compiled.logits(session.query[0].numpy(), preference, cands)
+        else:
+            logits = self.model.score_represented(session.query, session.preference,
+                                                  torch.as_tensor(cands, device=self.device))
+            scores = logits[0].float().cpu().numpy()
         if not known.all():
             unknown = np.flatnonzero(~known)
             scores = scores.copy()
@@ -169,12 +190,7 @@ class SessionScorer:
     @torch.inference_mode()
     def encode(self, session: Sequence[str]) -> np.ndarray | None:
         """Return the L2-normalized query vector [D] (float32) of a session; None if no id is known."""
-        idx = self._session_indices(session)
-        if not len(idx):
-            return None
-        items = torch.as_tensor(idx, device=self.device).unsqueeze(0)
-        lengths = torch.tensor([len(idx)], device=self.device)
-        return self.model.encode(items, lengths)[0].float().cpu().numpy()
+        return self.represent(session).vector
 
     def score(self, session: Sequence[str], candidates: Sequence[str],
               vectors: Mapping[str, np.ndarray] | None = None) -> np.ndarray:

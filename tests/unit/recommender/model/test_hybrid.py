@@ -192,6 +192,7 @@ def test_the_served_scorer_gives_the_evaluated_scores(blended):
     path, model, split, fitted = blended
     served = SessionScorer.load(path, device="cpu")
     assert served.blend is not None and served.blend.weights == fitted.weights
+    assert served.compiled  # a CPU scorer serves single requests with the compiled forward, checked here too
     evaluated = HybridScorer(ModelScorer(model, device=torch.device("cpu")), fitted.knn, weights=fitted.weights,
                              categories=fitted.categories, is_tail=split.is_tail)
     ids = split.vocab.to_list()
