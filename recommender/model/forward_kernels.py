@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from numba import njit
 
-from recommender.model.network import GRU4Rec, SessionModel, TailNet
+from recommender.model.network import GRU4Rec, SASRec, SessionModel, TailNet
 
 __all__ = ["CompiledForward"]
 
@@ -96,6 +96,83 @@ def _tailnet_query(items, table, w_ih_t, w_hh_t, b_ih, b_hh, state_t, last_t, ou
 
 
 @njit(cache=True, nogil=True)
+def _layer_norm(x, weight, bias, eps, out):
+    """out = LayerNorm(x) over its one dimension (biased variance, as torch)."""
+    mean = 0.0
+    for i in range(len(x)):
+        mean += x[i]
+    mean /= len(x)
+    variance = 0.0
+    for i in range(len(x)):
+        variance += (x[i] - mean) * (x[i] - mean)
+    scale = 1.0 / math.sqrt(variance / len(x) + eps)
+    for i in range(len(x)):
+        out[i] = (x[i] - mean) * scale * weight[i] + bias[i]
+
+
+@njit(cache=True, nogil=True)
+def _sasrec_query(items, table, positions, input_scale, norm1, in_proj_t, in_bias, out_proj_t, out_bias, norm2,
+                  linear1_t, bias1, linear2_t, bias2, final_norm, eps, heads):
+    """Return SASRec.represent's query [D] for one session: pre-norm causal self-attention layers
+    (torch.nn.TransformerEncoderLayer with norm_first, ReLU), the final LayerNorm at the last position.
+    Per-layer weights are stacked on their first axis; ``norm*`` are [layers or 1, 2, D] (weight, bias)."""
+    length, width = len(items), table.shape[1]
+    head_width = width // heads
+    x = np.empty((length, width), np.float32)
+    for t in range(length):
+        row = table[items[t]]
+        pos = positions[min(t, len(positions) - 1)]
+        for i in range(width):
+            x[t, i] = row[i] * input_scale + pos[i]
+    normed = np.empty((length, width), np.float32)
+    qkv = np.empty((length, 3 * width), np.float32)
+    context = np.empty(width, np.float32)
+    projected = np.empty(width, np.float32)
+    hidden = np.empty(linear1_t.shape[2], np.float32)
+    weights = np.empty(length, np.float32)
+    for layer in range(in_proj_t.shape[0]):
+        for t in range(length):
+            _layer_norm(x[t], norm1[layer, 0], norm1[layer, 1], eps, normed[t])
+            _project(in_proj_t[layer], normed[t], qkv[t])
+            for i in range(3 * width):
+                qkv[t, i] += in_bias[layer, i]
+        attended = np.empty((length, width), np.float32)
+        for t in range(length):
+            for h in range(heads):
+                lo = h * head_width
+                top = -np.inf
+                for u in range(t + 1):  # causal: position t reads positions 0..t
+                    score = 0.0
+                    for i in range(head_width):
+                        score += qkv[t, lo + i] * qkv[u, width + lo + i]
+                    weights[u] = score / math.sqrt(head_width)
+                    top = max(top, weights[u])
+                total = 0.0
+                for u in range(t + 1):
+                    weights[u] = math.exp(weights[u] - top)
+                    total += weights[u]
+                for i in range(head_width):
+                    value = 0.0
+                    for u in range(t + 1):
+                        value += weights[u] * qkv[u, 2 * width + lo + i]
+                    context[lo + i] = value / total
+            _project(out_proj_t[layer], context, projected)
+            for i in range(width):
+                attended[t, i] = x[t, i] + projected[i] + out_bias[layer, i]
+        for t in range(length):
+            _layer_norm(attended[t], norm2[layer, 0], norm2[layer, 1], eps, normed[t])
+            _project(linear1_t[layer], normed[t], hidden)
+            for i in range(len(hidden)):
+                hidden[i] = max(hidden[i] + bias1[layer, i], 0.0)
+            _project(linear2_t[layer], hidden, projected)
+            for i in range(width):
+                x[t, i] = attended[t, i] + projected[i] + bias2[layer, i]
+    query = np.empty(width, np.float32)
+    _layer_norm(x[length - 1], final_norm[0], final_norm[1], eps, query)
+    return query
+
+
+@njit(cache=True, nogil=True)
 def _dot_logits(query, table, candidates, tail, log_tail, log_head):
     """Return query . table[c] for each candidate, plus log_tail or log_head by the candidate's tail flag."""
     out = np.empty(len(candidates), np.float32)
@@ -118,7 +195,7 @@ def _numpy(tensor: torch.Tensor, *, transpose: bool = False) -> np.ndarray:
 
 
 class CompiledForward:
-    """One session through TailNet or GRU4Rec and its candidates' logits, compiled, on the CPU.
+    """One session through TailNet, GRU4Rec or SASRec and its candidates' logits, compiled, on the CPU.
 
     ``represent(items)`` -> (query [D] float32, TailNet's preference logit or None) and
     ``logits(query, preference, candidates)`` -> float32 [C]: ``SessionModel.represent`` and
@@ -126,33 +203,69 @@ class CompiledForward:
     """
 
     def __init__(self, model: SessionModel):
+        self.name = model.name
+        self._table = _numpy(model.items.weight)
+        self._tail = model.is_tail.detach().cpu().numpy().astype(np.bool_)
+        self._scale = None  # TailNet's cosine scale; the others score by dot product
+        self._score_table = self._table
+        if isinstance(model, SASRec):
+            self._encode = self._sasrec(model)
+            return
         gru = model.gru
         if gru.num_layers != 1 or gru.bidirectional or not gru.bias or not gru.batch_first:
             raise ValueError("only a one-layer, one-way GRU with biases is compiled")
-        self.name = model.name
-        self._gru = (_numpy(gru.weight_ih_l0, transpose=True), _numpy(gru.weight_hh_l0, transpose=True),
-                     _numpy(gru.bias_ih_l0), _numpy(gru.bias_hh_l0))
-        self._table = _numpy(model.items.weight)
-        self._tail = model.is_tail.detach().cpu().numpy().astype(np.bool_)
-        if isinstance(model, TailNet):
-            self._attention = (_numpy(model.attend_state.weight, transpose=True),
-                               _numpy(model.attend_last.weight, transpose=True), _numpy(model.attend_out.weight)[0],
-                               _numpy(model.combine.weight, transpose=True), _numpy(model.preference.weight)[0],
-                               np.float32(model.preference.bias.item()))
-            self._tail_bias = float(model.tail_bias)
-            # TailNet scores by cosine: the candidates' unit vectors once, the query's per request.
-            self._scale = float(model.scale)
-            self._score_table = _numpy(F.normalize(model.items.weight.detach().float(), dim=-1))
-        else:
-            self._attention = None
-            self._scale = None
-            self._score_table = self._table
+        weights = (self._table, _numpy(gru.weight_ih_l0, transpose=True), _numpy(gru.weight_hh_l0, transpose=True),
+                   _numpy(gru.bias_ih_l0), _numpy(gru.bias_hh_l0))
+        if not isinstance(model, TailNet):
+            self._encode = lambda items: (_gru_states(items, *weights)[-1], None)
+            return
+        weights += (_numpy(model.attend_state.weight, transpose=True), _numpy(model.attend_last.weight, transpose=True),
+                    _numpy(model.attend_out.weight)[0], _numpy(model.combine.weight, transpose=True),
+                    _numpy(model.preference.weight)[0], np.float32(model.preference.bias.item()))
+        tail_bias = float(model.tail_bias)
+
+        def encode(items):
+            query, preference = _tailnet_query(items, *weights)
+            return query, float(preference) + tail_bias
+
+        self._encode = encode
+        # TailNet scores by cosine: the candidates' unit vectors once, the query's per request.
+        self._scale = float(model.scale)
+        self._score_table = _numpy(F.normalize(model.items.weight.detach().float(), dim=-1))
+
+    def _sasrec(self, model: SASRec):
+        layers = list(model.blocks.layers)
+        if (model.blocks.norm is not None or not layers
+                or any(not layer.norm_first or layer.activation is not F.relu or not layer.self_attn._qkv_same_embed_dim
+                       or layer.self_attn.in_proj_bias is None for layer in layers)):
+            raise ValueError("only pre-norm ReLU encoder layers with packed attention weights are compiled")
+        eps = {layer.norm1.eps for layer in layers} | {layer.norm2.eps for layer in layers} | {model.norm.eps}
+        if len(eps) != 1:
+            raise ValueError("the layer norms' eps differ")
+
+        def stacked(get, transpose=False):
+            return np.ascontiguousarray(np.stack([_numpy(get(layer), transpose=transpose) for layer in layers]))
+
+        def norms(get):
+            return np.ascontiguousarray(np.stack([np.stack([_numpy(get(layer).weight), _numpy(get(layer).bias)])
+                                                  for layer in layers]))
+
+        weights = (self._table, _numpy(model.positions.weight), np.float32(model.embedding_dim ** 0.5),
+                   norms(lambda layer: layer.norm1), stacked(lambda layer: layer.self_attn.in_proj_weight, True),
+                   stacked(lambda layer: layer.self_attn.in_proj_bias),
+                   stacked(lambda layer: layer.self_attn.out_proj.weight, True),
+                   stacked(lambda layer: layer.self_attn.out_proj.bias), norms(lambda layer: layer.norm2),
+                   stacked(lambda layer: layer.linear1.weight, True), stacked(lambda layer: layer.linear1.bias),
+                   stacked(lambda layer: layer.linear2.weight, True), stacked(lambda layer: layer.linear2.bias),
+                   np.stack([_numpy(model.norm.weight), _numpy(model.norm.bias)]), float(eps.pop()),
+                   int(layers[0].self_attn.num_heads))
+        return lambda items: (_sasrec_query(items, *weights), None)
 
     @classmethod
     def of(cls, model: SessionModel, *, max_length: int = 20) -> "CompiledForward | None":
         """Return the compiled forward of ``model`` (on the CPU, in eval mode), checked against torch on
         a few sample sessions; None for models it does not cover or when the two disagree."""
-        if type(model) not in (TailNet, GRU4Rec) or model.training:
+        if type(model) not in (TailNet, GRU4Rec, SASRec) or model.training:
             return None
         try:
             compiled = cls(model)
@@ -166,11 +279,7 @@ class CompiledForward:
         return compiled
 
     def represent(self, items: np.ndarray) -> tuple[np.ndarray, float | None]:
-        items = np.ascontiguousarray(items, dtype=np.int64)
-        if self._attention is None:
-            return _gru_states(items, self._table, *self._gru)[-1], None
-        query, preference = _tailnet_query(items, self._table, *self._gru, *self._attention)
-        return query, float(preference) + self._tail_bias
+        return self._encode(np.ascontiguousarray(items, dtype=np.int64))
 
     def logits(self, query: np.ndarray, preference: float | None, candidates: np.ndarray) -> np.ndarray:
         candidates = np.ascontiguousarray(candidates, dtype=np.int64)
