@@ -1,18 +1,19 @@
-"""The GRU models' forward pass for one session on the CPU, compiled (numba): what the rerank runs
-per request when the scorer is on the CPU.
+"""The session models' forward pass for one session on the CPU, compiled (numba): what the rerank
+runs per request when the scorer is on the CPU.
 
 Why compiled: for one session of ten clicks, torch's GRU runs a dozen small operations per click,
-and TailNet's attention, rectification and candidate scoring another thirty; their per-call
-overhead, not the arithmetic, was 0.4 ms of a 1 ms request (a profile of
-bench/bench_model_scoring.py). The loops below do the same arithmetic in a tenth of that.
+and TailNet's attention, rectification and candidate scoring another thirty (SASRec's two
+attention layers about as many); their per-call overhead, not the arithmetic, was 0.4-0.5 ms of
+a 1 ms request (a profile of bench/bench_model_scoring.py). The loops below do the same arithmetic
+in a fifth of that or less.
 
 The formulas are the torch models' (recommender/model/network.py, the one definition: training,
 `hotfeed eval` and batched or GPU serving run those); this module repeats them for one session,
-in float32, for TailNet and GRU4Rec (SASRec stays on torch). ``CompiledForward.of`` checks the
-two against each other on sample sessions when a scorer loads and returns None, so the scorer
-keeps torch, when they disagree; tests/unit/recommender/model/test_forward_kernels.py checks the
-same on every shape the models take. ``cache=True`` keeps the machine code between processes
-(as knn_kernels.py does).
+in float32, for TailNet, GRU4Rec and SASRec. ``CompiledForward.of`` checks the two against each
+other on sample sessions when a scorer loads and returns None, so the scorer keeps torch, when
+they disagree or the model is built in a way not repeated here;
+tests/unit/recommender/model/test_forward_kernels.py checks the same for every model and session
+length. ``cache=True`` keeps the machine code between processes (as knn_kernels.py does).
 """
 
 from __future__ import annotations
