@@ -79,26 +79,35 @@ def _session_pool(scorer: SessionScorer, session_length: int, size: int = 256) -
     return [[ids[i - 1] for i in knn.clicks[knn.indptr[n]:knn.indptr[n + 1]][:session_length]] for n in picked]
 
 
-def bench_one(scorer: SessionScorer, *, candidates: int, session_length: int, requests: int, batch: int) -> dict:
-    """Return latency figures for single requests, encode calls and batches of ``batch`` requests."""
+def bench_one(scorer: SessionScorer, *, candidates: int, session_length: int, requests: int, batch: int,
+              new_share: float = 0.0) -> dict:
+    """Return latency figures for single requests, encode calls and batches of ``batch`` requests;
+    ``new_share`` of each request's candidates are new listings the model does not know, scored from
+    their content vectors (as the recommender passes them from the index)."""
     ids = scorer.vocab.to_list()
     rng = np.random.default_rng(1)
-    pool = [(session, [ids[i] for i in rng.integers(len(ids), size=candidates)])
-            for session in _session_pool(scorer, session_length)]
-    for session, cands in pool[:50]:  # warm-up: allocator, kernels, lazy init
-        scorer.score(session, cands)
+    new = int(round(candidates * new_share))
+    new_vectors = rng.normal(size=(5000, scorer.embedding_dims)).astype(np.float32)
+    new_vectors /= np.linalg.norm(new_vectors, axis=1, keepdims=True)
+    pool = []
+    for session in _session_pool(scorer, session_length):
+        fresh = [f"new-{i}" for i in rng.integers(len(new_vectors), size=new)]
+        pool.append((session, [ids[i] for i in rng.integers(len(ids), size=candidates - new)] + fresh,
+                     {item_id: new_vectors[int(item_id[4:])] for item_id in fresh}))
+    for session, cands, vectors in pool[:50]:  # warm-up: allocator, kernels, lazy init
+        scorer.score(session, cands, vectors)
     single, encode = [], []
     for n in range(requests):
-        session, cands = pool[n % len(pool)]
+        session, cands, vectors = pool[n % len(pool)]
         t = time.perf_counter()
-        scorer.score(session, cands)
+        scorer.score(session, cands, vectors)
         single.append(time.perf_counter() - t)
         t = time.perf_counter()
         scorer.encode(session)
         encode.append(time.perf_counter() - t)
     batched = []
     for n in range(max(requests // batch, 20)):
-        group = [pool[(n * batch + k) % len(pool)] for k in range(batch)]
+        group = [pool[(n * batch + k) % len(pool)][:2] for k in range(batch)]
         t = time.perf_counter()
         scorer.score_many(group)
         batched.append(time.perf_counter() - t)
@@ -125,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=16, help="requests per score_many call")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 = one core per request)")
+    parser.add_argument("--new-share", type=float, default=0.0,
+                        help="share of each request's candidates that are new listings scored from content vectors "
+                        "(default: %(default)s)")
     parser.add_argument("--torch-forward", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure single requests through torch where the compiled forward serves them "
                         "(recommender/model/forward_kernels.py), as the reference (default: %(default)s)")
@@ -146,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                     for served in ([blend, None] if blend is not None else [None]):
                         scorer.blend = served
                         figures = bench_one(scorer, candidates=args.candidates, session_length=args.session_length,
+                                            new_share=args.new_share,
                                             requests=args.requests, batch=args.batch)
                         name = scorer.model_name + (f"+{served.knn.name}" if served is not None else "")
                         rows.append({"model": name, "device": device, "items": len(scorer.vocab) - 1,

@@ -291,11 +291,21 @@ class CompiledForward:
         return _dot_logits(query, self._score_table, candidates, self._tail, _log_sigmoid(preference),
                            _log_sigmoid(-preference))
 
+    def vector_logits(self, query: np.ndarray, preference: float | None, vectors: np.ndarray) -> np.ndarray:
+        """Return ``SessionModel.score_vectors``'s logits [C] of items given by their vectors [C, D] (new
+        listings: tail items)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self._scale is not None:  # TailNet: scale * cosine
+            query = query * np.float32(self._scale / max(float(np.linalg.norm(query)), 1e-12))
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-12))
+        logits = vectors @ query
+        return logits if preference is None else logits + np.float32(_log_sigmoid(preference))
+
     @torch.inference_mode()
     def difference_from(self, model: SessionModel, *, sessions: int = 8, max_length: int = 20,
                         seed: int = 0) -> float:
         """Return the largest absolute difference from ``model``'s torch forward (queries, preference
-        logits, logits of up to 2,000 items) over ``sessions`` random sessions of 1 to ``max_length`` items."""
+        logits, logits of up to 2,000 items and of 50 of them given as vectors) over ``sessions`` random sessions of 1 to ``max_length`` items."""
         rng = np.random.default_rng(seed)
         num_items = len(self._table)
         if num_items < 2:
@@ -309,6 +319,9 @@ class CompiledForward:
             mine, my_preference = self.represent(items)
             worst = max(worst, float(np.abs(query[0].numpy() - mine).max()),
                         float(np.abs(logits - self.logits(mine, my_preference, sample)).max()))
+            vectors = self._table[sample[:50]] * 1.5  # as content vectors of new listings come in
+            cold = model.score_vectors(query, preference, torch.as_tensor(vectors))[0].numpy()
+            worst = max(worst, float(np.abs(cold - self.vector_logits(mine, my_preference, vectors)).max()))
             if preference is not None:
                 worst = max(worst, abs(float(preference[0]) - my_preference))
         return worst

@@ -131,13 +131,17 @@ class SessionScorer:
     def _cold_logits(self, query: torch.Tensor, preference: torch.Tensor | None, ids: Sequence[str],
                      vectors: Mapping[str, np.ndarray] | None) -> np.ndarray:
         """Return the logits of items the model does not know, from their vectors (else the mean)."""
-        rows = []
-        for item_id in ids:
-            vector = vectors.get(item_id) if vectors else None
-            ok = vector is not None and len(vector) == len(self._mean_vector) and np.isfinite(vector).all()
-            rows.append(vector if ok else self._mean_vector)
-        weights = torch.as_tensor(np.asarray(rows, dtype=np.float32) * self._cold_norm, device=self.device)
-        logits = self.model.score_vectors(query, preference, weights)[0].float().cpu().numpy()
+        mean, width = self._mean_vector, len(self._mean_vector)
+        rows = np.asarray([vector if vectors and (vector := vectors.get(item_id)) is not None and len(vector) == width
+                           else mean for item_id in ids], dtype=np.float32)
+        rows[~np.isfinite(rows).all(axis=1)] = mean  # a NaN or inf in a stored vector: the mean direction instead
+        rows *= self._cold_norm
+        if self._compiled is not None:
+            logits = self._compiled.vector_logits(query[0].numpy(), None if preference is None else float(preference[0]),
+                                                  rows)
+        else:
+            logits = self.model.score_vectors(query, preference, torch.as_tensor(rows, device=self.device))[0]
+            logits = logits.float().cpu().numpy()
         return logits + np.float32(self._cold_offset)
 
     @torch.inference_mode()

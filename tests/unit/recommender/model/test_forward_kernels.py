@@ -35,6 +35,9 @@ def test_the_compiled_forward_gives_the_models_queries_preferences_and_logits(na
                 assert my_preference == pytest.approx(float(preference[0]), abs=1e-5)
             got = compiled.logits(my_query, my_preference, candidates)
             assert got.dtype == np.float32 and np.allclose(got, expected, atol=1e-5)
+            new_listings = rng.normal(size=(4, 8)).astype(np.float32)  # items given by their content vectors
+            expected = model.score_vectors(query, preference, torch.as_tensor(new_listings))[0].numpy()
+            assert np.allclose(compiled.vector_logits(my_query, my_preference, new_listings), expected, atol=1e-5)
 
 
 def test_models_in_training_stay_on_torch():
@@ -57,8 +60,13 @@ def test_cpu_scorers_serve_with_it_and_score_as_torch_does(tmp_path, chain_split
     compiled, plain = SessionScorer.load(path, device="cpu"), SessionScorer.load(path, device="cpu", compiled=False)
     assert compiled.compiled and not plain.compiled
     ids = chain_split.vocab.to_list()
+    _, table = compiled.item_embeddings()
+    # New listings with a content vector, without one, with a NaN in it and with the wrong size.
+    vectors = {"new-a": table[4], "new-b": np.full(16, np.nan, dtype=np.float32), "new-c": np.ones(3)}
     for session in ([ids[0]], [ids[3], "never-seen", ids[5], ids[3]], ids[:25]):
-        candidates = ids[:10] + ["new-listing"]
-        assert np.allclose(compiled.score(session, candidates), plain.score(session, candidates), atol=1e-5)
+        candidates = ids[:10] + ["new-a", "new-b", "new-c", "new-d"]
+        got = compiled.score(session, candidates, vectors)
+        assert np.allclose(got, plain.score(session, candidates, vectors), atol=1e-5)
+        assert got[-3] == got[-2] == got[-1] != got[-4]  # unusable vectors score as the catalogue's mean
         assert np.allclose(compiled.encode(session), plain.encode(session), atol=1e-6)
     assert compiled.encode(["never-seen"]) is None
