@@ -99,6 +99,11 @@ class SessionScorer:
         return self._compiled is not None
 
     @property
+    def runs_on(self) -> str:
+        """Where single requests run, for logs: "cpu, compiled forward", "cpu" or "cuda:0"."""
+        return f"{self.device}, compiled forward" if self.compiled else str(self.device)
+
+    @property
     def embedding_dims(self) -> int:
         return self.model.embedding_dim
 

@@ -190,4 +190,4 @@ class ModelWatcher:
         metrics.MODEL_SWAP_DELAY_SECONDS.set(delay_s)
         self.feeds.swap_scorer(scorer)
         _log.info("session model %s swapped in for %s on %s (loaded and checked in %.1f s, %.1f s after publish)",
-                  scorer.version, serving or "no model", scorer.device, time.monotonic() - started, delay_s)
+                  scorer.version, serving or "no model", scorer.runs_on, time.monotonic() - started, delay_s)

@@ -59,7 +59,7 @@ def _load_scorer(settings: Settings):
     if settings.model.serving_threads:
         torch.set_num_threads(settings.model.serving_threads)
     scorer = SessionScorer.load(path, device=settings.model.device)
-    _log.info("session model %s loaded on %s", scorer.version, scorer.device)
+    _log.info("session model %s loaded on %s", scorer.version, scorer.runs_on)
     return scorer
 
 
@@ -82,7 +82,7 @@ def _load_start_scorer(settings: Settings, stores: ServingStores):
             _log.error("published model %s cannot be served (%s); starting with HOTFEED_MODEL_CHECKPOINT=%s instead",
                        published.version, failure_reason(exc), settings.model.checkpoint)
             return _load_scorer(settings), published.version
-        _log.info("session model %s (published %s) loaded on %s", scorer.version, published.path, scorer.device)
+        _log.info("session model %s (published %s) loaded on %s", scorer.version, published.path, scorer.runs_on)
         return scorer, None
     return _load_scorer(settings), None
 

@@ -59,6 +59,7 @@ def test_cpu_scorers_serve_with_it_and_score_as_torch_does(tmp_path, chain_split
     path = trainer.save(tmp_path / "tailnet.pt", model, chain_split, report)
     compiled, plain = SessionScorer.load(path, device="cpu"), SessionScorer.load(path, device="cpu", compiled=False)
     assert compiled.compiled and not plain.compiled
+    assert (compiled.runs_on, plain.runs_on) == ("cpu, compiled forward", "cpu")  # what the server logs
     ids = chain_split.vocab.to_list()
     _, table = compiled.item_embeddings()
     # New listings with a content vector, without one, with a NaN in it and with the wrong size.
