@@ -13,7 +13,9 @@ in float32, for TailNet, GRU4Rec and SASRec. ``CompiledForward.of`` checks the t
 other on sample sessions when a scorer loads and returns None, so the scorer keeps torch, when
 they disagree or the model is built in a way not repeated here;
 tests/unit/recommender/model/test_forward_kernels.py checks the same for every model and session
-length. ``cache=True`` keeps the machine code between processes (as knn_kernels.py does).
+length. The item table is read in place (a view of the model's weight, no second copy of the
+catalogue); the other weights are small copies. ``cache=True`` keeps the machine code between
+processes (as knn_kernels.py does).
 """
 
 from __future__ import annotations
@@ -174,14 +176,19 @@ def _sasrec_query(items, table, positions, input_scale, norm1, in_proj_t, in_bia
 
 
 @njit(cache=True, nogil=True)
-def _dot_logits(query, table, candidates, tail, log_tail, log_head):
-    """Return query . table[c] for each candidate, plus log_tail or log_head by the candidate's tail flag."""
+def _dot_logits(query, table, candidates, cosine, tail, log_tail, log_head):
+    """Return query . table[c] for each candidate (the row made unit length first when ``cosine``, as
+    F.normalize does), plus log_tail or log_head by the candidate's tail flag."""
     out = np.empty(len(candidates), np.float32)
     for c in range(len(candidates)):
         row = table[candidates[c]]
         s = 0.0
+        squares = 0.0
         for i in range(len(query)):
             s += query[i] * row[i]
+            squares += row[i] * row[i]
+        if cosine:
+            s /= max(math.sqrt(squares), 1e-12)
         out[c] = s + (log_tail if tail[candidates[c]] else log_head)
     return out
 
@@ -208,7 +215,6 @@ class CompiledForward:
         self._table = _numpy(model.items.weight)
         self._tail = model.is_tail.detach().cpu().numpy().astype(np.bool_)
         self._scale = None  # TailNet's cosine scale; the others score by dot product
-        self._score_table = self._table
         if isinstance(model, SASRec):
             self._encode = self._sasrec(model)
             return
@@ -230,9 +236,7 @@ class CompiledForward:
             return query, float(preference) + tail_bias
 
         self._encode = encode
-        # TailNet scores by cosine: the candidates' unit vectors once, the query's per request.
-        self._scale = float(model.scale)
-        self._score_table = _numpy(F.normalize(model.items.weight.detach().float(), dim=-1))
+        self._scale = float(model.scale)  # TailNet scores by cosine
 
     def _sasrec(self, model: SASRec):
         layers = list(model.blocks.layers)
@@ -286,9 +290,10 @@ class CompiledForward:
         candidates = np.ascontiguousarray(candidates, dtype=np.int64)
         if self._scale is not None:  # TailNet: scale * cosine
             query = query * np.float32(self._scale / max(float(np.linalg.norm(query)), 1e-12))
+        cosine = self._scale is not None
         if preference is None:
-            return _dot_logits(query, self._score_table, candidates, self._tail, 0.0, 0.0)
-        return _dot_logits(query, self._score_table, candidates, self._tail, _log_sigmoid(preference),
+            return _dot_logits(query, self._table, candidates, cosine, self._tail, 0.0, 0.0)
+        return _dot_logits(query, self._table, candidates, cosine, self._tail, _log_sigmoid(preference),
                            _log_sigmoid(-preference))
 
     def vector_logits(self, query: np.ndarray, preference: float | None, vectors: np.ndarray) -> np.ndarray:
