@@ -7,7 +7,7 @@ the network, and copying scores back. Without --checkpoint it builds untrained m
     .venv/bin/python bench/bench_model_scoring.py                       # all models, cpu (+cuda if present)
     .venv/bin/python bench/bench_model_scoring.py --checkpoint artifacts/model/model.pt
 
-On the CPU, TailNet and GRU4Rec serve single requests with the compiled forward
+On the CPU, every model serves single requests with the compiled forward
 (recommender/model/forward_kernels.py); each is measured again through torch in the same run
 (rows 'torch'; --no-torch-forward skips them), the reference it replaced.
 
@@ -91,9 +91,9 @@ def bench_one(scorer: SessionScorer, *, candidates: int, session_length: int, re
     new_vectors /= np.linalg.norm(new_vectors, axis=1, keepdims=True)
     pool = []
     for session in _session_pool(scorer, session_length):
-        fresh = [f"new-{i}" for i in rng.integers(len(new_vectors), size=new)]
-        pool.append((session, [ids[i] for i in rng.integers(len(ids), size=candidates - new)] + fresh,
-                     {item_id: new_vectors[int(item_id[4:])] for item_id in fresh}))
+        fresh = rng.integers(len(new_vectors), size=new)
+        pool.append((session, [ids[i] for i in rng.integers(len(ids), size=candidates - new)]
+                     + [f"new-{i}" for i in fresh], {f"new-{i}": new_vectors[i] for i in fresh}))
     for session, cands, vectors in pool[:50]:  # warm-up: allocator, kernels, lazy init
         scorer.score(session, cands, vectors)
     single, encode = [], []
@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                     for served in ([blend, None] if blend is not None else [None]):
                         scorer.blend = served
                         figures = bench_one(scorer, candidates=args.candidates, session_length=args.session_length,
-                                            new_share=args.new_share,
-                                            requests=args.requests, batch=args.batch)
+                                            requests=args.requests, batch=args.batch, new_share=args.new_share)
                         name = scorer.model_name + (f"+{served.knn.name}" if served is not None else "")
                         rows.append({"model": name, "device": device, "items": len(scorer.vocab) - 1,
                                      "forward": "compiled" if scorer.compiled else "torch",

@@ -49,6 +49,11 @@ class RepresentedSession:
         return torch.nn.functional.normalize(self.query, dim=-1)[0].float().cpu().numpy()
 
 
+def _plain(query: torch.Tensor, preference: torch.Tensor | None) -> tuple[np.ndarray, float | None]:
+    """Return a represented session's query [1, D] and preference [1] as the compiled forward takes them."""
+    return query[0].numpy(), None if preference is None else float(preference[0])
+
+
 class SessionScorer:
     """A loaded session model ready to answer requests on one device."""
 
@@ -142,8 +147,7 @@ class SessionScorer:
         rows[~np.isfinite(rows).all(axis=1)] = mean  # a NaN or inf in a stored vector: the mean direction instead
         rows *= self._cold_norm
         if self._compiled is not None:
-            logits = self._compiled.vector_logits(query[0].numpy(), None if preference is None else float(preference[0]),
-                                                  rows)
+            logits = self._compiled.vector_logits(*_plain(query, preference), rows)
         else:
             logits = self.model.score_vectors(query, preference, torch.as_tensor(rows, device=self.device))[0]
             logits = logits.float().cpu().numpy()
@@ -164,8 +168,7 @@ class SessionScorer:
         if session.query is None or not len(cands):
             return np.where(known, self._popularity[cands], 0.0).astype(np.float32)
         if self._compiled is not None:
-            preference = None if session.preference is None else float(session.preference[0])
-            scores = self._compiled.logits(session.query[0].numpy(), preference, cands)
+            scores = self._compiled.logits(*_plain(session.query, session.preference), cands)
         else:
             logits = self.model.score_represented(session.query, session.preference,
                                                   torch.as_tensor(cands, device=self.device))
