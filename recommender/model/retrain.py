@@ -32,10 +32,9 @@ import torch
 from recommender.engine import Doc
 from recommender.errors import ConfigError
 from recommender.model.checkpoint import Checkpoint, load_checkpoint
-from recommender.model.data import ItemVocabulary, SessionSplit, parts_split, serving_split
+from recommender.model.data import ItemVocabulary, SessionSplit, serving_split
 from recommender.model.evaluate import ModelScorer, evaluate_scorers
 from recommender.model.network import SessionModel
-from recommender.model.hybrid import fit_blend
 from recommender.model.trainer import Trainer
 from recommender.settings import Settings
 
@@ -144,7 +143,7 @@ def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, co
     is between the models themselves.
     """
     from recommender.model.publish import publish_checkpoint, serving_checkpoint
-    from recommender.model.runs import VocabularyMapped, catalogue_items, fit_content, item_categories
+    from recommender.model.runs import VocabularyMapped, catalogue_items, fit_checkpoint_blend, fit_content
 
     started = time.monotonic()
     device = device or torch.device("cpu")
@@ -159,11 +158,9 @@ def retrain_once(settings: Settings, split: SessionSplit, *, model_name: str, co
     report = trainer.fit(model, split)
     catalogue = catalogue_items(split, items_path)
     content = fit_content(model, split, catalogue)
-    parts = parts_split(split)  # counting parts as long as the published ones
-    fitted = None if blend == "none" else fit_blend(ModelScorer(model, device=device), parts, knn_name=blend,
-                                                     max_length=int(config.get("max_length", 20)),
-                                                     categories=item_categories(parts, catalogue),
-                                                     tail_bias=blend_tail_bias)
+    fitted = None if blend == "none" else fit_checkpoint_blend(model, split, catalogue, knn_name=blend, device=device,
+                                                                max_length=int(config.get("max_length", 20)),
+                                                                tail_bias=blend_tail_bias)
     # The held-out comparison below reads the models alone; the checkpoint's item counts and the
     # blend's counting parts are built from every session of the log, the held-out ones too.
     serving = serving_split(split)

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
 
 from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP, read_events, read_items
 from recommender.errors import ConfigError, InvalidRequest, NotFound
 from recommender.model.baselines import BASELINES, Popularity, SessionItemKNN, SessionPopularity
-from recommender.model.hybrid import CategoryPrior, HybridScorer, fit_blend, tune_blend
+from recommender.model.hybrid import Blend, CategoryPrior, HybridScorer, fit_blend, tune_blend
 from recommender.model.session_knn import KNN_DEFAULTS, SESSION_BASELINES, build_session_baseline, tune_knn
 from recommender.model.checkpoint import load_checkpoint
 from recommender.model.config import load_model_config, parse_assignments
@@ -34,7 +35,7 @@ from recommender.model.device import pick_device
 from recommender.model.evaluate import ModelScorer, Scorer, format_table, metrics_of, rank_scorers, write_report
 from recommender.model.metrics import RankedLists, metric_by_name
 from recommender.model.significance import PairedDifference, compare
-from recommender.model.network import MODELS
+from recommender.model.network import MODELS, SessionModel
 from recommender.model.trainer import Trainer
 from recommender.settings import Settings
 
@@ -132,6 +133,15 @@ def catalogue_items(split: SessionSplit, items_path: Path | None) -> CatalogueIt
     return CatalogueItems(rows, pd.Index(rows.index).get_indexer(pd.Index(split.vocab.to_list(), dtype="string")))
 
 
+def fit_checkpoint_blend(model: SessionModel, split: SessionSplit, catalogue: CatalogueItems | None, *, knn_name: str,
+                         device: torch.device | None, max_length: int, tail_bias: float | None) -> Blend:
+    """Return a checkpoint's blend (`hotfeed train`, `hotfeed retrain`), picked on validation with counting
+    parts as long as the published ones (``data.parts_split``)."""
+    parts = parts_split(split)
+    return fit_blend(ModelScorer(model, device=device), parts, knn_name=knn_name, max_length=max_length,
+                     categories=item_categories(parts, catalogue), tail_bias=tail_bias)
+
+
 def item_categories(split: SessionSplit, catalogue: CatalogueItems | None) -> CategoryPrior | None:
     """Return the blend's category part (hybrid.CategoryPrior) for ``split``'s items, or None without
     an items file; items the file lacks have no category."""
@@ -185,10 +195,8 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     report = trainer.fit(model, split)
     blend = None
     if args.blend != "none":
-        parts = parts_split(split)  # counting parts as long as the published ones
-        blend = fit_blend(ModelScorer(model, device=device), parts, knn_name=args.blend,
-                          max_length=int(config["max_length"]), categories=item_categories(parts, catalogue),
-                          tail_bias=args.blend_tail_bias)
+        blend = fit_checkpoint_blend(model, split, catalogue, knn_name=args.blend, device=device,
+                                     max_length=int(config["max_length"]), tail_bias=args.blend_tail_bias)
         print(f"blend with {args.blend}: weights {blend.weights.to_dict()} picked on validation "
               f"({blend.info['weights_tuning']})")
     picked = split
