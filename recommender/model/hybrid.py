@@ -11,9 +11,12 @@ their categories, in one formula shared by `hotfeed eval` and the recommender's 
 - ``repeat`` is the session's own items, click p from the end weighing ``repeat_decay ** p``,
   normalized to sum 1 (RepeatNet's repeat mode: a quarter of next clicks repeat the last item);
 - ``category`` is the session's categories, weighed like ``repeat`` (the same decay), each spread
-  over the items of that category by their share of its training clicks (``CategoryPrior``):
-  where the neighbourhood runs out of evidence, "a popular item of the category being browsed"
-  beats "a popular item" (on the Taobao and REES46 samples it is what lifts HR@20 past V-SKNN's).
+  over the items of that category by their share of its training clicks raised to
+  ``category_exponent`` (``CategoryPrior``; 1: by popularity, 0: evenly over the category's
+  clicked items): where the neighbourhood runs out of evidence, "an item of the category being
+  browsed" beats "a popular item" (on the Taobao and REES46 samples it is what lifts HR@20 past
+  V-SKNN's). How much popularity should decide within the category is the log's to say (the KNN
+  part already favours popular items): the exponent is picked on validation with the weights.
 
 A weighted sum of log-distributions is a product of experts: an item ranks high when every
 weighted part agrees. ``EPSILON`` keeps items a part has no evidence for finite. The weights
@@ -32,7 +35,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -46,11 +49,12 @@ from recommender.model.session_knn import KNN_DEFAULTS, KNNParams, SessionKNN, t
 
 __all__ = ["EPSILON", "Blend", "BlendWeights", "CategoryPrior", "HybridScorer", "blend", "fit_blend", "knn_at",
            "knn_distribution", "repeat_at", "repeat_distribution", "tune_blend", "WEIGHT_STEP", "REPEAT_DECAYS",
-           "SERVABLE_KNN", "TAIL_BIASES", "TAIL_TOLERANCE"]
+           "CATEGORY_EXPONENTS", "SERVABLE_KNN", "TAIL_BIASES", "TAIL_TOLERANCE"]
 
 EPSILON = 1e-4
 WEIGHT_STEP = 0.1
 REPEAT_DECAYS: tuple[float, ...] = (0.3, 0.6, 0.9)
+CATEGORY_EXPONENTS: tuple[float, ...] = (0.0, 0.5, 1.0)  # clicks ** exponent spread a category over its items
 TAIL_BIASES: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
 TAIL_TOLERANCE = 0.02  # a tail bias may cost a loss shown to be under this (relative), or an unproven one
 SCREEN_PREFIXES = 1024  # tune_blend scores every weight tuple on this many validation prefixes first,
@@ -60,8 +64,9 @@ FINALISTS = 40  # then this many of the best on all of them
 @dataclass(frozen=True)
 class BlendWeights:
     """The weight of each part of the blend (they sum to 1), the decay per click of the repeat and
-    category parts and the tail items' offset (checkpoints written before the category part and
-    the tail bias load with both 0)."""
+    category parts, the exponent on the clicks that spread a category over its items and the tail
+    items' offset (checkpoints written before the category part and the tail bias load with both
+    0, those written before the exponent with 1: the shares they were picked with)."""
 
     model: float = 1.0
     knn: float = 0.0
@@ -69,6 +74,7 @@ class BlendWeights:
     repeat_decay: float = 0.6
     category: float = 0.0
     tail_bias: float = 0.0
+    category_exponent: float = 1.0
 
     def __post_init__(self):
         parts = (self.model, self.knn, self.repeat, self.category)
@@ -78,6 +84,8 @@ class BlendWeights:
             raise ValueError(f"tail_bias {self.tail_bias!r} must be a finite number >= 0")
         if not 0 < self.repeat_decay <= 1:
             raise ValueError(f"repeat_decay {self.repeat_decay!r} must be in (0, 1]")
+        if not 0 <= self.category_exponent <= 1:
+            raise ValueError(f"category_exponent {self.category_exponent!r} must be in [0, 1]")
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -120,31 +128,46 @@ def repeat_at(session: np.ndarray, candidates: np.ndarray, decay: float) -> np.n
 @dataclass(frozen=True)
 class CategoryPrior:
     """The category part: ``codes`` [num_items] is each vocabulary index's category (-1: none, and
-    always for padding); ``share`` [num_items] an item's share of its category's training clicks.
+    always for padding); ``counts`` [num_items] the items' training clicks.
 
         category(i) = share(i) * sum_p decay**p [cat(s_p) == cat(i)] / sum_p decay**p
+        share(i) = clicks(i)**a / sum of clicks(j)**a over the items j of i's category
 
-    over the session's clicks s_p with a category, p counted from the end (0 = the last click).
+    over the session's clicks s_p with a category, p counted from the end (0 = the last click);
+    ``a`` is the blend's ``category_exponent`` (1: an item's share of its category's clicks, 0: the
+    category spread evenly; an item never clicked in training has no share either way).
     """
 
     codes: np.ndarray
-    share: np.ndarray
+    counts: np.ndarray
+    _shares: dict[float, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, item_counts: np.ndarray) -> "CategoryPrior":
         """Return the prior of category ``codes`` per vocabulary index with shares from ``item_counts``;
         raise ValueError when they do not fit each other."""
         codes = np.asarray(codes, dtype=np.int64).copy()
-        counts = np.asarray(item_counts, dtype=np.float64)
+        counts = np.asarray(item_counts, dtype=np.float64).copy()
         if codes.shape != counts.shape or (len(codes) and codes.min() < -1):
             raise ValueError(f"category codes {codes.shape} do not fit {counts.shape} item counts")
+        if len(counts) and not (np.isfinite(counts).all() and counts.min() >= 0):
+            raise ValueError("item counts must be finite and non-negative")
         if len(codes):
             codes[0] = -1
-        has = codes >= 0
-        totals = np.bincount(codes[has], weights=counts[has], minlength=int(codes.max(initial=-1)) + 1)
-        share = np.zeros(len(codes))
-        share[has] = counts[has] / np.maximum(totals[codes[has]], 1e-12)
-        return cls(codes=codes, share=share)
+        return cls(codes=codes, counts=counts)
+
+    def share(self, exponent: float = 1.0) -> np.ndarray:
+        """Return [num_items]: each item's ``clicks ** exponent`` over its category's sum of them
+        (0 for items without a category or without clicks); computed once per exponent."""
+        share = self._shares.get(exponent)
+        if share is None:
+            has = self.codes >= 0
+            mass = np.where(has & (self.counts > 0), self.counts ** float(exponent), 0.0)
+            totals = np.bincount(self.codes[has], weights=mass[has], minlength=self.num_categories)
+            share = np.zeros(len(self.codes))
+            share[has] = mass[has] / np.maximum(totals[self.codes[has]], 1e-12)
+            self._shares[exponent] = share
+        return share
 
     @classmethod
     def from_names(cls, categories: Sequence[str | None], item_counts: np.ndarray) -> "CategoryPrior":
@@ -162,7 +185,8 @@ class CategoryPrior:
         """Return the same categories with the shares of other training counts (--refit)."""
         return CategoryPrior.from_codes(self.codes, item_counts)
 
-    def distribution(self, items: np.ndarray, lengths: np.ndarray, decay: float) -> np.ndarray:
+    def distribution(self, items: np.ndarray, lengths: np.ndarray, decay: float,
+                     exponent: float = 1.0) -> np.ndarray:
         """Return [B, num_items]: the category part of each session prefix (rows of padding alone: 0)."""
         items = np.asarray(items)
         weight = _repeat_weights(items, lengths, decay)
@@ -174,9 +198,9 @@ class CategoryPrior:
         total = by_category.sum(axis=1, keepdims=True)
         by_category /= np.where(total > 0, total, 1.0)
         column = np.where(self.codes >= 0, self.codes, self.num_categories)
-        return self.share[None, :] * by_category[:, column]
+        return self.share(exponent)[None, :] * by_category[:, column]
 
-    def at(self, session: np.ndarray, candidates: np.ndarray, decay: float) -> np.ndarray:
+    def at(self, session: np.ndarray, candidates: np.ndarray, decay: float, exponent: float = 1.0) -> np.ndarray:
         """Return ``distribution`` of one session at ``candidates`` only (the serving path)."""
         session, candidates = np.asarray(session, dtype=np.int64), np.asarray(candidates, dtype=np.int64)
         weight = _repeat_weights(session[None, :], np.array([len(session)]), decay)[0]
@@ -186,7 +210,7 @@ class CategoryPrior:
         if total <= 0:
             return np.zeros(len(candidates))
         wanted = self.codes[candidates]
-        at = self.share[candidates] * sum_at(code[keep], weight[keep], wanted) / total
+        at = self.share(exponent)[candidates] * sum_at(code[keep], weight[keep], wanted) / total
         return np.where(wanted >= 0, at, 0.0)
 
     def to_payload(self) -> torch.Tensor:
@@ -237,22 +261,26 @@ class HybridScorer:
         self.model, self.knn, self.weights, self.name, self.categories = model, knn, weights, name, categories
         self.is_tail = is_tail
 
-    def parts(self, items: np.ndarray, lengths: np.ndarray, decays: Sequence[float] = ()) -> tuple[
-            np.ndarray, np.ndarray, dict[float, np.ndarray], dict[float, np.ndarray | None]]:
-        """Return (model logits, KNN distribution, {decay: repeat distribution}, {decay: category
-        distribution, None without categories}) for a batch."""
+    def parts(self, items: np.ndarray, lengths: np.ndarray, decays: Sequence[float] = (),
+              category_settings: Sequence[tuple[float, float]] = ()) -> tuple[
+            np.ndarray, np.ndarray, dict[float, np.ndarray], dict[tuple[float, float], np.ndarray]]:
+        """Return (model logits, KNN distribution, {decay: repeat distribution}, {(decay, exponent):
+        category distribution, empty without categories}) for a batch; by default at the weights'
+        decay and exponent."""
         logits = self.model.score_sessions(items, lengths).astype(np.float64)
         knn = knn_distribution(self.knn.score_sessions(items, lengths))
         decays = tuple(decays) or (self.weights.repeat_decay,)
         repeat = {d: repeat_distribution(items, lengths, logits.shape[1], d) for d in decays}
-        category = {d: self.categories.distribution(items, lengths, d) if self.categories is not None else None
-                    for d in decays}
+        settings = tuple(category_settings) or ((self.weights.repeat_decay, self.weights.category_exponent),)
+        category = ({(d, a): self.categories.distribution(items, lengths, d, a) for d, a in settings}
+                    if self.categories is not None else {})
         return logits, knn, repeat, category
 
     def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         logits, knn, repeat, category = self.parts(items, lengths)
-        decay = self.weights.repeat_decay
-        scores = blend(logits, knn, repeat[decay], self.weights, category[decay], self.is_tail).astype(np.float32)
+        w = self.weights
+        scores = blend(logits, knn, repeat[w.repeat_decay], w, category.get((w.repeat_decay, w.category_exponent)),
+                       self.is_tail).astype(np.float32)
         scores[:, 0] = -np.inf
         return scores
 
@@ -266,7 +294,7 @@ def _grid(step: float, parts: int = 3) -> list[tuple[float, ...]]:
 
 def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequence[str] = ACCURACY_METRICS,
                max_length: int = 20, step: float = WEIGHT_STEP, decays: Sequence[float] = REPEAT_DECAYS,
-               max_examples: int = 5000, batch_size: int = 512, seed: int = 0,
+               category_exponents: Sequence[float] = CATEGORY_EXPONENTS, max_examples: int = 5000, batch_size: int = 512, seed: int = 0,
                categories: CategoryPrior | None = None, screen: int = SCREEN_PREFIXES,
                finalists: int = FINALISTS, tail_biases: Sequence[float] = TAIL_BIASES,
                tail_bias: float | None = None) -> tuple[BlendWeights, dict]:
@@ -275,11 +303,13 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     The sum of HR@20 and MRR@20 by default: the blend has to win on both, not trade one away.
     Every weight tuple on the simplex at ``step`` (model, KNN, repeat, and category when
     ``categories`` are given) is tried with every decay (one decay when neither the repeat nor the
-    category part has weight), on at most ``max_examples`` validation prefixes (a seeded sample).
+    category part has weight) and, when the category part has weight, every exponent of
+    ``category_exponents``, on at most ``max_examples`` validation prefixes (a seeded sample).
     With more than ``screen`` prefixes, every tuple is first scored on the first ``screen`` of
-    them and only the best ``finalists`` on all (836 tuples x 5,000 prefixes of a 14,000-item
-    catalogue would take minutes). Ties go to the larger model weight, then the larger KNN weight,
-    then the larger category weight, then the middle decay. Then the tail bias: the largest of
+    them and only the best ``finalists`` on all (2,156 tuples x 5,000 prefixes of a 14,000-item
+    catalogue would take many minutes). Ties go to the larger model weight, then the larger KNN
+    weight, then the larger category weight, then the middle decay, then the middle exponent
+    (the middle of a grid: no setting is favoured by a tie). Then the tail bias: the largest of
     ``tail_biases`` (empty: none) not significantly worse on HR@20 and MRR@20 than the best
     weights without one, or shown to lose less than ``TAIL_TOLERANCE`` on both
     (``significance.largest_acceptable``); or ``tail_bias`` as given when not None.
@@ -293,9 +323,11 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
         return BlendWeights(), {}
     hybrid = HybridScorer(model, knn, weights=BlendWeights(), categories=categories)
     middle = sorted(decays)[len(decays) // 2]
-    candidates = [BlendWeights(*p[:3], repeat_decay=d, category=p[3] if len(p) > 3 else 0.0)
+    middle_exponent = sorted(category_exponents)[len(category_exponents) // 2]
+    candidates = [BlendWeights(*p[:3], repeat_decay=d, category=p[3] if len(p) > 3 else 0.0, category_exponent=a)
                   for p in _grid(step, parts=3 if categories is None else 4)
-                  for d in (decays if p[2] or (len(p) > 3 and p[3]) else (middle,))]
+                  for d in (decays if p[2] or (len(p) > 3 and p[3]) else (middle,))
+                  for a in (category_exponents if len(p) > 3 and p[3] else (middle_exponent,))]
 
     def log_of(part: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.log(part + EPSILON).astype(np.float32))
@@ -308,10 +340,12 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
         for start in range(0, count, batch_size):
             lengths = examples.lengths[start:min(start + batch_size, count)]
             items = examples.items[start:start + len(lengths), : int(lengths.max())]
-            logits, dist, repeats, category = hybrid.parts(items, lengths, decays={w.repeat_decay for w in tried})
+            logits, dist, repeats, category = hybrid.parts(
+                items, lengths, decays={w.repeat_decay for w in tried},
+                category_settings={(w.repeat_decay, w.category_exponent) for w in tried if w.category})
             model_part, knn_part = torch.from_numpy(logits.astype(np.float32)), log_of(dist)
             repeat_part = {d: log_of(r) for d, r in repeats.items()}
-            category_part = {d: log_of(c) for d, c in category.items() if c is not None}
+            category_part = {setting: log_of(c) for setting, c in category.items()}
             # One score buffer and one top-k buffer per batch, filled in place for every tuple: a
             # fresh [batch, items] tensor per tuple left glibc holding tens of GB on large catalogues.
             scores = torch.empty_like(model_part)
@@ -322,7 +356,8 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
                 scores.zero_()
                 for weight, part in ((w.model, model_part), (w.knn, knn_part),
                                      (w.repeat, repeat_part.get(w.repeat_decay)),
-                                     (w.category, category_part.get(w.repeat_decay)), (w.tail_bias, tail_part)):
+                                     (w.category, category_part.get((w.repeat_decay, w.category_exponent))),
+                                     (w.tail_bias, tail_part)):
                     if weight:  # 0 * -inf would be NaN
                         scores.add_(part, alpha=weight)
                 scores[:, 0] = -np.inf
@@ -338,9 +373,11 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
         return {w: accuracy(lists, metrics) for w, lists in ranked(tried, count).items()}
 
     def preference(values: dict[BlendWeights, float]):
-        return lambda w: (values[w], w.model, w.knn, w.category, w.repeat_decay == middle)
+        return lambda w: (values[w], w.model, w.knn, w.category, w.repeat_decay == middle,
+                          w.category_exponent == middle_exponent)
 
-    alone = {"model_alone": BlendWeights(1.0, 0.0, 0.0, middle), "knn_alone": BlendWeights(0.0, 1.0, 0.0, middle)}
+    alone = {"model_alone": BlendWeights(1.0, 0.0, 0.0, middle, category_exponent=middle_exponent),
+             "knn_alone": BlendWeights(0.0, 1.0, 0.0, middle, category_exponent=middle_exponent)}
     info: dict = {"validation_prefixes": len(examples), "tried": len(candidates)}
     if len(examples) > screen:
         screened = evaluate(candidates, screen)
@@ -406,11 +443,13 @@ class Blend:
         knn = SessionKNN(payload["knn"], item_counts, sessions, KNNParams(**payload["params"]))
         categories = (CategoryPrior.from_codes(payload["categories"].numpy(), item_counts)
                       if payload.get("categories") is not None else None)
+        weights = BlendWeights(**payload["weights"])
         if sessions:  # compile (or load the cached) KNN loops now, not in the first request
             knn_at(knn, sessions[0], sessions[0])
             repeat_at(sessions[0], sessions[0], 0.5)
-        return cls(knn=knn, weights=BlendWeights(**payload["weights"]), info=dict(payload.get("info", {})),
-                   categories=categories)
+        if categories is not None:  # the shares the blend serves with, now too
+            categories.share(weights.category_exponent)
+        return cls(knn=knn, weights=weights, info=dict(payload.get("info", {})), categories=categories)
 
     def refitted(self, split: SessionSplit) -> "Blend":
         """Return the blend with the same parameters and weights over ``split``'s training sessions

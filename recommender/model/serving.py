@@ -191,7 +191,8 @@ class SessionScorer:
         unused = np.zeros(len(candidates))  # a part with weight 0 is not computed (blend skips it)
         return blend(logits, knn_at(self.blend.knn, session, candidates) if weights.knn else unused,
                      repeat_at(session, candidates, weights.repeat_decay) if weights.repeat else unused, weights,
-                     self.blend.categories.at(session, candidates, weights.repeat_decay) if weights.category else None,
+                     self.blend.categories.at(session, candidates, weights.repeat_decay, weights.category_exponent)
+                     if weights.category else None,
                      # Candidates the model does not know have no clicks yet: tail items.
                      np.where(candidates == PAD_INDEX, True, self._is_tail[candidates]) if weights.tail_bias else None)
 

@@ -174,7 +174,7 @@ def test_train_reads_the_blends_categories_from_the_items_file_beside_the_events
     assert prior.codes[with_.vocab.index_of(["i29"])[0]] == -1
     # Each category's shares are its items' training clicks over the category's, so they sum to 1.
     for code in range(3):
-        assert prior.share[prior.codes == code].sum() == pytest.approx(1.0)
+        assert prior.share()[prior.codes == code].sum() == pytest.approx(1.0)
     assert without.blend.categories is None and without.blend.weights.category == 0.0
 
 

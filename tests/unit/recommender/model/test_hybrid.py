@@ -50,7 +50,7 @@ def test_repeat_distribution_weighs_recent_clicks_more_and_ignores_padding():
 def test_the_category_part_is_written_out_as_arithmetic():
     # Items 1..5: 1, 2 and 3 in "shoes" (training clicks 6, 3, 1), 4 in "hats" (2 clicks), 5 has none.
     prior = CategoryPrior.from_names(["", "shoes", "shoes", "shoes", "hats", None], np.array([0, 6, 3, 1, 2, 9]))
-    assert np.allclose(prior.share, [0, 0.6, 0.3, 0.1, 1.0, 0])
+    assert np.allclose(prior.share(), [0, 0.6, 0.3, 0.1, 1.0, 0])
     # Session 4, 1, 5, 2 (oldest first), decay 0.5: ages 3, 2, 1, 0. Item 5 has no category and
     # does not count: shoes weigh 0.25 + 1 = 1.25, hats 0.125, of 1.375 in all.
     dist = prior.distribution(np.array([[4, 1, 5, 2]]), np.array([4]), decay=0.5)[0]
@@ -61,6 +61,30 @@ def test_the_category_part_is_written_out_as_arithmetic():
     # A session whose items have no category contributes nothing.
     assert not prior.distribution(np.array([[5, 0]]), np.array([1]), decay=0.5).any()
     assert not prior.at(np.array([5]), np.array([1, 2, 4]), 0.5).any()
+
+
+def test_the_category_exponent_tempers_the_shares_written_out_as_arithmetic():
+    # "shoes": items 1, 2, 3 with 4, 1 and 0 training clicks; "hats": item 4 with 9.
+    prior = CategoryPrior.from_names(["", "shoes", "shoes", "shoes", "hats"], np.array([0, 4, 1, 0, 9]))
+    assert np.allclose(prior.share(1.0), [0, 0.8, 0.2, 0, 1])
+    assert np.allclose(prior.share(0.5), [0, 2 / 3, 1 / 3, 0, 1])  # sqrt(4) = 2 and sqrt(1) = 1 of 3
+    assert np.allclose(prior.share(0.0), [0, 0.5, 0.5, 0, 1])  # even over the clicked items; item 3 has none
+    session, lengths = np.array([[4, 1]]), np.array([2])  # decay 0.5: hats 0.5, shoes 1, of 1.5
+    shoes, hats = 1 / 1.5, 0.5 / 1.5
+    assert np.allclose(prior.distribution(session, lengths, 0.5, exponent=0.5)[0],
+                       [0, 2 / 3 * shoes, 1 / 3 * shoes, 0, hats])
+    assert np.allclose(prior.at(session[0], np.array([2, 1, 4]), 0.5, exponent=0.0), [0.5 * shoes, 0.5 * shoes, hats])
+    # The blend reads the exponent from its weights: the same session scored with exponent 0 is the
+    # formula with the even shares.
+    flat = _Fixed(np.zeros(5))
+    weights = BlendWeights(model=0.5, knn=0.0, repeat=0.0, repeat_decay=0.5, category=0.5, category_exponent=0.0)
+    scores = HybridScorer(flat, flat, weights=weights, categories=prior).score_sessions(session, lengths)[0]
+    even = {1: 0.5 * shoes, 2: 0.5 * shoes, 3: 0.0, 4: hats}
+    assert np.allclose(scores[1:], [0.5 * math.log(even[i] + EPSILON) for i in (1, 2, 3, 4)], rtol=1e-6)
+    with pytest.raises(ValueError, match="category_exponent"):
+        BlendWeights(category_exponent=1.5)
+    with pytest.raises(ValueError, match="non-negative"):
+        CategoryPrior.from_codes(np.array([-1, 0]), np.array([0, -1]))
 
 
 def test_the_category_part_enters_the_blend_with_its_weight():
@@ -130,7 +154,7 @@ def test_the_tail_bias_is_the_largest_not_significantly_worse_or_shown_to_lose_u
 
 def test_category_shares_follow_the_refit_counts_and_codes_must_fit():
     prior = CategoryPrior.from_names(["", "a", "a"], np.array([0, 1, 1]))
-    assert np.allclose(prior.refitted(np.array([0, 3, 1])).share, [0, 0.75, 0.25])
+    assert np.allclose(prior.refitted(np.array([0, 3, 1])).share(), [0, 0.75, 0.25])
     with pytest.raises(ValueError, match="do not fit"):
         CategoryPrior.from_codes(np.array([-1, 0]), np.array([0, 1, 1]))
 
@@ -152,6 +176,30 @@ def test_the_category_weight_is_picked_when_the_next_click_stays_in_its_category
                                categories=CategoryPrior.from_names(names, chain_split.item_counts))
     assert without.category == 0.0 and weights.category > 0.0
     assert info["best"] > info_without["best"]
+
+
+def test_the_category_exponent_is_picked_with_the_weights():
+    from recommender.model.data import ItemVocabulary, SessionSplit
+
+    # Items 1-4 form category "a", 5-8 "b". Every validation session is item 1, then item 2 or 3.
+    # The model leans to the targets but likes item 6 (another category) best; the KNN knows
+    # nothing. Item 4 has most of "a"'s clicks: shares by popularity (exponent 1 or 0.5) put it
+    # first, an even spread (0) leaves the order within "a" to the model: 2, 3 at ranks 1 and 2.
+    vocab = ItemVocabulary([f"i{n}" for n in range(1, 9)])
+    split = SessionSplit(vocab=vocab, train=[], test=[], valid=[np.array([1, 2 + n % 2]) for n in range(20)],
+                         item_counts=np.array([0, 1, 1, 1, 100, 1, 1, 1, 1]), is_tail=np.zeros(9, dtype=bool))
+    model, flat = _Fixed([-np.inf, 0.0, 0.1, 0.05, 0.0, 0.0, 0.2, 0.0, 0.0]), _Fixed(np.r_[-np.inf, np.zeros(8)])
+    names = ["", "a", "a", "a", "a", "b", "b", "b", "b"]
+    prior = CategoryPrior.from_names(names, split.item_counts)
+    weights, info = tune_blend(model, flat, split, step=0.5, categories=prior)
+    assert (weights.category, weights.category_exponent) == (0.5, 0.0)
+    assert info["best"] == pytest.approx(1.0 + (1 + 1 / 2) / 2, abs=1e-4)  # HR@20 1, MRR@20 0.75 (rounded)
+    popular, info_popular = tune_blend(model, flat, split, step=0.5, categories=prior, category_exponents=(1.0,))
+    assert popular.category_exponent == 1.0 and info_popular["best"] == pytest.approx(
+        1.0 + (1 / 2 + 1 / 3) / 2, abs=1e-4)
+    # With equal clicks every exponent gives the same shares: the tie goes to the middle of the grid.
+    even = CategoryPrior.from_names(names, np.r_[0, np.ones(8)])
+    assert tune_blend(model, flat, split, step=0.5, categories=even)[0].category_exponent == 0.5
 
 
 @pytest.mark.parametrize("bad", [dict(model=0.5, knn=0.4), dict(model=1.2, knn=-0.2), dict(repeat_decay=0.0)])
@@ -182,8 +230,10 @@ def blended(tmp_path_factory, chain_split, tiny_tailnet):
     names = [""] + [f"c{i % 3}" for i in range(len(split.vocab) - 1)]
     fitted = fit_blend(ModelScorer(model, device=torch.device("cpu")), split, knn_name="VSTAN", tune_knn_params=False,
                        categories=CategoryPrior.from_names(names, split.item_counts))
-    # Fixed weights with every part non-zero, so the identity check below covers all four parts and the tail bias.
-    fitted.weights = BlendWeights(model=0.4, knn=0.3, repeat=0.2, repeat_decay=0.6, category=0.1, tail_bias=0.5)
+    # Fixed weights with every part non-zero, so the identity check below covers all four parts, the
+    # tail bias and a category exponent other than the default.
+    fitted.weights = BlendWeights(model=0.4, knn=0.3, repeat=0.2, repeat_decay=0.6, category=0.1, tail_bias=0.5,
+                                  category_exponent=0.5)
     path = trainer.save(tmp_path_factory.mktemp("ckpt") / "tailnet.pt", model, split, report, blend=fitted)
     return path, model, split, fitted
 
@@ -211,15 +261,29 @@ def test_the_blend_survives_the_checkpoint(blended):
     session = split.test[0][:3]
     assert np.array_equal(loaded.blend.knn.score_session(session), fitted.knn.score_session(session))
     assert np.array_equal(loaded.blend.categories.codes, fitted.categories.codes)
-    assert np.allclose(loaded.blend.categories.share, fitted.categories.share)
+    assert np.allclose(loaded.blend.categories.share(0.5), fitted.categories.share(0.5))
+    assert loaded.blend.weights.category_exponent == 0.5
 
 
 def test_a_blend_written_before_the_category_part_still_loads(blended):
     _, _, split, fitted = blended
     payload = Blend(knn=fitted.knn, weights=BlendWeights(model=0.5, knn=0.5), info={}).to_payload()
     del payload["weights"]["category"], payload["weights"]["tail_bias"]  # what older checkpoints hold
+    del payload["weights"]["category_exponent"]
     loaded = Blend.from_payload(payload, split.item_counts)
     assert loaded.categories is None and loaded.weights.category == 0.0 and loaded.weights.tail_bias == 0.0
+
+
+def test_a_blend_written_before_the_category_exponent_serves_the_shares_it_was_picked_with(blended):
+    _, _, split, fitted = blended
+    payload = Blend(knn=fitted.knn, weights=replace(fitted.weights, category_exponent=1.0), info={},
+                    categories=fitted.categories).to_payload()
+    del payload["weights"]["category_exponent"]
+    loaded = Blend.from_payload(payload, split.item_counts)
+    assert loaded.weights.category_exponent == 1.0
+    session, candidates = split.test[0][:3], np.arange(1, len(split.vocab))
+    assert np.allclose(loaded.categories.at(session, candidates, 0.6, loaded.weights.category_exponent),
+                       fitted.categories.at(session, candidates, 0.6, 1.0))
 
 
 def test_a_checkpoint_with_a_broken_blend_says_retrain(blended, tmp_path):
@@ -259,5 +323,6 @@ def test_the_serving_parts_read_only_the_candidates_yet_equal_the_catalogue_wide
         assert np.allclose(knn_at(fitted.knn, session, candidates), knn_distribution(dense)[0, candidates], rtol=1e-6)
         repeat = repeat_distribution(session[None, :], np.array([len(session)]), len(split.vocab), 0.6)[0]
         assert np.allclose(repeat_at(session, candidates, 0.6), repeat[candidates])
-        category = fitted.categories.distribution(session[None, :], np.array([len(session)]), 0.6)[0]
-        assert np.allclose(fitted.categories.at(session, candidates, 0.6), category[candidates])
+        for exponent in (0.0, 0.5, 1.0):
+            category = fitted.categories.distribution(session[None, :], np.array([len(session)]), 0.6, exponent)[0]
+            assert np.allclose(fitted.categories.at(session, candidates, 0.6, exponent), category[candidates])
