@@ -390,18 +390,37 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     if tail_bias is not None:
         best = replace(best, tail_bias=float(tail_bias))
     elif tail_biases and split.is_tail.any():
-        best, info["tail_bias_scan"] = _pick_tail_bias(best, ranked([best, *(replace(best, tail_bias=b)
-                                                                             for b in tail_biases)], len(examples)))
+        exponents = category_exponents if best.category else (best.category_exponent,)
+        tried = [best, *(replace(best, category_exponent=a, tail_bias=b)
+                         for a in exponents for b in (0.0, *tail_biases))]
+        best, info["long_tail"] = _pick_long_tail(best, ranked(list(dict.fromkeys(tried)), len(examples)))
     return best, info
 
 
-def _pick_tail_bias(best: BlendWeights, lists: dict[BlendWeights, RankedLists],
+def _pick_long_tail(best: BlendWeights, lists: dict[BlendWeights, RankedLists],
                     tolerance: float = TAIL_TOLERANCE) -> tuple[BlendWeights, dict]:
-    """Return (``best`` with the largest tail bias that ``largest_acceptable`` takes against
-    ``best``'s lists, scanning up from the smallest; what each bias gave)."""
-    tried = sorted((w for w in lists if w != best), key=lambda w: w.tail_bias)
-    picked, scan = largest_acceptable(lists[best], [(w.tail_bias, lists[w]) for w in tried], margin=tolerance)
-    return (best if picked is None else replace(best, tail_bias=picked)), scan
+    """Return (the long-tail setting picked against ``best``, what each setting gave).
+
+    ``lists`` holds ``best``'s lists and those of ``best`` with other tail biases and category
+    exponents. For each exponent, the biases are scanned up from 0 (from the smallest above 0 at
+    ``best``'s own exponent, whose unbiased lists are the reference) and the largest that
+    ``largest_acceptable`` takes against ``best``'s lists is that exponent's setting (none when even
+    its unbiased lists are refused). Of those, the one whose lists hold the most tail items (Tail@20)
+    is picked; a tie keeps ``best``'s exponent."""
+    tail = metric_by_name("Tail@20")
+    exponents = sorted({w.category_exponent for w in lists})
+    settings: dict[BlendWeights, float] = {}
+    scans: dict[float, dict] = {}
+    for a in exponents:
+        tried = sorted((w for w in lists if w.category_exponent == a and w != best), key=lambda w: w.tail_bias)
+        picked, scans[a] = largest_acceptable(lists[best], [(w.tail_bias, lists[w]) for w in tried],
+                                              margin=tolerance)
+        if picked is not None or a == best.category_exponent:
+            setting = replace(best, category_exponent=a, tail_bias=picked or 0.0)
+            settings[setting] = tail.compute(lists[setting])
+    chosen = max(settings, key=lambda w: (settings[w], w.category_exponent == best.category_exponent))
+    return chosen, {"scans": scans, "picked": {"category_exponent": chosen.category_exponent,
+                                               "tail_bias": chosen.tail_bias, "Tail@20": round(settings[chosen], 4)}}
 
 
 SERVABLE_KNN: tuple[str, ...] = tuple(KNN_DEFAULTS)  # the neighbourhood methods (SR is not served)

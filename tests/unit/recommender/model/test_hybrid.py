@@ -118,7 +118,7 @@ def test_the_tail_bias_lifts_tail_items_by_its_value():
 
 
 def test_the_tail_bias_is_the_largest_not_significantly_worse_or_shown_to_lose_under_the_tolerance():
-    from recommender.model.hybrid import TAIL_TOLERANCE, _pick_tail_bias
+    from recommender.model.hybrid import TAIL_TOLERANCE, _pick_long_tail as _pick
     from recommender.model.metrics import RankedLists
 
     def lists_of(n: int, losses: dict[float, int]) -> dict[BlendWeights, RankedLists]:
@@ -139,17 +139,61 @@ def test_the_tail_bias_is_the_largest_not_significantly_worse_or_shown_to_lose_u
     # 4,000 prefixes: 1 lost hit is a tie; 40 (1%, interval about [-1.3%, -0.7%]) are significantly
     # worse but surely under 2%; 100 (2.5%) are over it, and the scan stops there (0.5 is never reached).
     lists = lists_of(4000, {0.1: 1, 0.2: 40, 0.3: 100, 0.5: 0})
-    picked, scan = _pick_tail_bias(best, lists)
+    picked, info = _pick(best, lists)
     assert picked.tail_bias == 0.2
+    scan = info["scans"][best.category_exponent]
     assert scan[0.1]["HR@20"] == "tie" and scan[0.2]["HR@20"] == scan[0.3]["HR@20"] == "worse"
     assert 0.5 not in scan
     # The margin reads the interval, not the point: a 1% loss whose interval reaches past 1.2% is refused.
-    assert _pick_tail_bias(best, lists, tolerance=0.012)[0].tail_bias == 0.1
-    assert _pick_tail_bias(best, lists, tolerance=0.0)[0].tail_bias == 0.1  # only the unproven loss
+    assert _pick(best, lists, tolerance=0.012)[0].tail_bias == 0.1
+    assert _pick(best, lists, tolerance=0.0)[0].tail_bias == 0.1  # only the unproven loss
     # 40 prefixes: 1 lost hit (2.5%) cannot be told from noise and is taken; 400 prefixes: 6 lost hits
     # (1.5%) are significantly worse with an interval reaching past 2%, and are refused.
-    assert _pick_tail_bias(best, lists_of(40, {0.1: 1}))[0].tail_bias == 0.1
-    assert _pick_tail_bias(best, lists_of(400, {0.1: 6}))[0] == best
+    assert _pick(best, lists_of(40, {0.1: 1}))[0].tail_bias == 0.1
+    assert _pick(best, lists_of(400, {0.1: 6}))[0] == best
+
+
+def _tail_lists(n: int, settings: dict[tuple[float, float], tuple[int, int]]):
+    """Lists of ``n`` prefixes over items 1..n (the targets) and n+1..n+20 (tail items): the
+    setting (category exponent, tail bias) keyed loses ``lost`` of the rank-1 hits to a head item
+    and shows ``tail`` tail items in every list."""
+    from recommender.model.metrics import RankedLists
+
+    targets = np.arange(1, n + 1)
+    is_tail = np.zeros(n + 22, dtype=bool)
+    is_tail[n + 1:n + 21] = True
+    out = {}
+    for (exponent, bias), (lost, tail) in settings.items():
+        top = np.zeros((n, 20), dtype=np.int64)
+        top[:, 0] = targets
+        top[:lost, 0] = n + 21  # a head item that is no target
+        top[:, 20 - tail:] = np.arange(n + 1, n + 1 + tail) if tail else top[:, 20:]
+        out[BlendWeights(model=0.5, category=0.5, category_exponent=exponent, tail_bias=bias)] = RankedLists(
+            topk=top, targets=targets, is_tail=is_tail)
+    return out
+
+
+def test_the_long_tail_pick_takes_the_exponent_whose_acceptable_setting_shows_the_most_tail():
+    from recommender.model.hybrid import _pick_long_tail
+
+    best = BlendWeights(model=0.5, category=0.5, category_exponent=1.0)
+    # 4,000 prefixes. Exponent 1 (the accuracy pick) takes bias 0.1 (2 tail items per list) and
+    # refuses 0.2 (a 2.5% loss). Exponent 0.5 loses 1% unbiased and 1.25% at 0.1 (both shown
+    # under 2%), with 3 and 5 tail items: it is picked at 0.1. Exponent 0 shows the most tail
+    # items but its unbiased lists lose 3%: refused before any bias.
+    lists = _tail_lists(4000, {
+        (1.0, 0.0): (0, 0), (1.0, 0.1): (1, 2), (1.0, 0.2): (100, 6),
+        (0.5, 0.0): (40, 3), (0.5, 0.1): (50, 5), (0.5, 0.2): (120, 8),
+        (0.0, 0.0): (120, 10), (0.0, 0.1): (130, 12), (0.0, 0.2): (140, 14)})
+    picked, info = _pick_long_tail(best, lists)
+    assert (picked.category_exponent, picked.tail_bias) == (0.5, 0.1)
+    assert picked.model == best.model and picked.category == best.category
+    assert info["picked"] == {"category_exponent": 0.5, "tail_bias": 0.1, "Tail@20": 0.25}
+    assert [b for b, v in info["scans"][0.0].items() if v["taken"]] == []
+    assert [b for b, v in info["scans"][1.0].items() if v["taken"]] == [0.1]
+    # With the same tail counts at both exponents, the accuracy pick's exponent stays.
+    even = _tail_lists(4000, {(1.0, 0.0): (0, 0), (1.0, 0.1): (1, 5), (0.5, 0.0): (1, 3), (0.5, 0.1): (2, 5)})
+    assert _pick_long_tail(best, even)[0] == replace(best, tail_bias=0.1)
 
 
 def test_category_shares_follow_the_refit_counts_and_codes_must_fit():
