@@ -89,9 +89,10 @@ def blend_tail_bias(text: str) -> float | None:
 
 def _add_tail_bias_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blend-tail-bias", type=blend_tail_bias, default=None, metavar="auto|X",
-                   help="offset added to tail items' blended score: 'auto' picks the largest of 0.025..1.5 whose "
-                   "validation HR@20 and MRR@20 are not significantly worse than without one, or shown to "
-                   "be less than 2%% worse; a number fixes it, 0 turns it off (default: auto)")
+                   help="offset added to tail items' blended score: 'auto' picks, with the category exponent, the "
+                   "largest of 0.025..1.5 whose validation HR@20 and MRR@20 lose less than 2%% without the "
+                   "loss being significant, or are shown to lose less than 2%%; a number fixes it, 0 turns "
+                   "it off (default: auto)")
 
 
 def _add_blend_flag(p: argparse.ArgumentParser) -> None:

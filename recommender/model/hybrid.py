@@ -25,9 +25,11 @@ alone, (0, 1, 0, 0) the KNN alone. Without item categories (no items file) ``w_c
 
 ``tail_bias`` is the blend's long-tail rectification (TailNet's idea applied to the whole blend:
 the KNN, repeat and category parts all favour popular items). It is picked on validation after
-the weights, from ``TAIL_BIASES`` against the unbiased blend, by the rule TailNet's own
-rectification is picked by: ``significance.largest_acceptable`` (its module docstring), with the
-margin ``TAIL_TOLERANCE``.
+the weights, together with ``category_exponent`` (the other long-tail lever): at each exponent,
+the largest of ``TAIL_BIASES`` that the rule TailNet's own rectification is picked by takes
+against the most accurate blend (``significance.largest_acceptable``, its module docstring, with
+the margin ``TAIL_TOLERANCE``); of those settings, the one whose lists hold the most tail items
+(``_pick_long_tail``). Accuracy decides what is acceptable, long-tail exposure among the acceptable.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ WEIGHT_STEP = 0.1
 REPEAT_DECAYS: tuple[float, ...] = (0.3, 0.6, 0.9)
 CATEGORY_EXPONENTS: tuple[float, ...] = (0.0, 0.5, 1.0)  # clicks ** exponent spread a category over its items
 TAIL_BIASES: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
-TAIL_TOLERANCE = 0.02  # a tail bias may cost a loss shown to be under this (relative), or an unproven one
+TAIL_TOLERANCE = 0.02  # a tail bias may cost a loss shown to be under this (relative), or an unproven one measured under it
 SCREEN_PREFIXES = 1024  # tune_blend scores every weight tuple on this many validation prefixes first,
 FINALISTS = 40  # then this many of the best on all of them
 
@@ -309,10 +311,13 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     them and only the best ``finalists`` on all (2,156 tuples x 5,000 prefixes of a 14,000-item
     catalogue would take many minutes). Ties go to the larger model weight, then the larger KNN
     weight, then the larger category weight, then the middle decay, then the middle exponent
-    (the middle of a grid: no setting is favoured by a tie). Then the tail bias: the largest of
-    ``tail_biases`` (empty: none) not significantly worse on HR@20 and MRR@20 than the best
-    weights without one, or shown to lose less than ``TAIL_TOLERANCE`` on both
-    (``significance.largest_acceptable``); or ``tail_bias`` as given when not None.
+    (the middle of a grid: no setting is favoured by a tie). Then the long-tail setting: at each
+    of ``category_exponents`` (the picked one only when the category part has no weight), the
+    largest of 0 and ``tail_biases`` (empty: none) whose HR@20 and MRR@20 lose less than
+    ``TAIL_TOLERANCE`` against the best weights without the loss being significant, or are shown
+    to lose less than it
+    (``significance.largest_acceptable``), and of those the one with the most tail items
+    (``_pick_long_tail``); or ``tail_bias`` as given when not None (the exponent stays).
     The parts' logs are taken once per batch and summed in float32 for every tuple (the same
     ranking as ``blend`` up to float32 rounding of near ties).
     """

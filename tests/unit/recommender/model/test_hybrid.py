@@ -146,10 +146,16 @@ def test_the_tail_bias_is_the_largest_not_significantly_worse_or_shown_to_lose_u
     assert 0.5 not in scan
     # The margin reads the interval, not the point: a 1% loss whose interval reaches past 1.2% is refused.
     assert _pick(best, lists, tolerance=0.012)[0].tail_bias == 0.1
-    assert _pick(best, lists, tolerance=0.0)[0].tail_bias == 0.1  # only the unproven loss
-    # 40 prefixes: 1 lost hit (2.5%) cannot be told from noise and is taken; 400 prefixes: 6 lost hits
-    # (1.5%) are significantly worse with an interval reaching past 2%, and are refused.
-    assert _pick(best, lists_of(40, {0.1: 1}))[0].tail_bias == 0.1
+    assert _pick(best, lists, tolerance=0.0)[0] == best  # no margin: even an unproven loss is refused
+    # 60 prefixes: 1 lost hit (1.7%) cannot be told from noise and is under the margin: taken. 40
+    # prefixes: 1 lost hit (2.5%) cannot be told from noise either, but it is over the margin as
+    # measured: refused. 400 prefixes: 6 lost hits (1.5%) are significantly worse with an interval
+    # reaching past 2%: refused.
+    assert _pick(best, lists_of(60, {0.1: 1}))[0].tail_bias == 0.1
+    picked, info = _pick(best, lists_of(40, {0.1: 1}))
+    assert picked == best
+    assert info["scans"][best.category_exponent][0.1]["HR@20"] == "tie"
+    assert info["scans"][best.category_exponent][0.1]["change"]["HR@20"] == -0.025
     assert _pick(best, lists_of(400, {0.1: 6}))[0] == best
 
 
