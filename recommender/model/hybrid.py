@@ -315,8 +315,7 @@ def tune_blend(model: Scorer, knn: Scorer, split: SessionSplit, *, metrics: Sequ
     of ``category_exponents`` (the picked one only when the category part has no weight), the
     largest of 0 and ``tail_biases`` (empty: none) whose HR@20 and MRR@20 lose less than
     ``TAIL_TOLERANCE`` against the best weights without the loss being significant, or are shown
-    to lose less than it
-    (``significance.largest_acceptable``), and of those the one with the most tail items
+    to lose less than it (``significance.largest_acceptable``), and of those the one with the most tail items
     (``_pick_long_tail``); or ``tail_bias`` as given when not None (the exponent stays).
     The parts' logs are taken once per batch and summed in float32 for every tuple (the same
     ranking as ``blend`` up to float32 rounding of near ties).

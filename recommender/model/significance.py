@@ -116,7 +116,9 @@ def largest_acceptable(reference: RankedLists, tried: Sequence[tuple[float, Rank
     picked, scan = None, {}
     for value, lists in tried:
         differences = compare(lists, reference)
-        unproven = all(d.verdict != "worse" and d.difference > -allowed[d.metric] for d in differences)
+        # No loss at all passes too (a reference without hits allows none, and loses none).
+        unproven = all(d.verdict != "worse" and (d.difference >= 0 or d.difference > -allowed[d.metric])
+                       for d in differences)
         small = all(d.low > -allowed[d.metric] for d in differences)
         scan[value] = {**{d.metric: d.verdict for d in differences},
                        "change": {d.metric: round(d.difference / values[d.metric], 4) if values[d.metric] else 0.0

@@ -91,3 +91,11 @@ def test_an_unproven_loss_passes_only_when_measured_under_the_margin():
     assert scan[0.1]["change"]["HR@20"] == -0.025 and 0.2 not in scan
     # A 3% margin takes it.
     assert largest_acceptable(_lists_losing(40, 0), [(0.1, _lists_losing(40, 1))], margin=0.03)[0] == 0.1
+
+
+def test_no_loss_passes_even_against_a_reference_without_hits():
+    from recommender.model.significance import largest_acceptable
+
+    none_hit = _lists_losing(30, 30)
+    picked, scan = largest_acceptable(none_hit, [(0.1, _lists_losing(30, 30))], margin=0.02)
+    assert picked == 0.1 and scan[0.1]["change"] == {"HR@20": 0.0, "MRR@20": 0.0}
