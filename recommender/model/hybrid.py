@@ -190,6 +190,11 @@ class CategoryPrior:
     def distribution(self, items: np.ndarray, lengths: np.ndarray, decay: float,
                      exponent: float = 1.0) -> np.ndarray:
         """Return [B, num_items]: the category part of each session prefix (rows of padding alone: 0)."""
+        return self.share(exponent)[None, :] * self.session_weights(items, lengths, decay)
+
+    def session_weights(self, items: np.ndarray, lengths: np.ndarray, decay: float) -> np.ndarray:
+        """Return [B, num_items]: the decayed weight of each item's category in each session prefix
+        (the second factor of the class docstring's formula; it does not depend on the exponent)."""
         items = np.asarray(items)
         weight = _repeat_weights(items, lengths, decay)
         code = self.codes[items]
@@ -200,7 +205,7 @@ class CategoryPrior:
         total = by_category.sum(axis=1, keepdims=True)
         by_category /= np.where(total > 0, total, 1.0)
         column = np.where(self.codes >= 0, self.codes, self.num_categories)
-        return self.share(exponent)[None, :] * by_category[:, column]
+        return by_category[:, column]
 
     def at(self, session: np.ndarray, candidates: np.ndarray, decay: float, exponent: float = 1.0) -> np.ndarray:
         """Return ``distribution`` of one session at ``candidates`` only (the serving path)."""
@@ -274,8 +279,10 @@ class HybridScorer:
         decays = tuple(decays) or (self.weights.repeat_decay,)
         repeat = {d: repeat_distribution(items, lengths, logits.shape[1], d) for d in decays}
         settings = tuple(category_settings) or ((self.weights.repeat_decay, self.weights.category_exponent),)
-        category = ({(d, a): self.categories.distribution(items, lengths, d, a) for d, a in settings}
-                    if self.categories is not None else {})
+        category = {}
+        if self.categories is not None:  # the session's category weights once per decay, shared by the exponents
+            weights = {d: self.categories.session_weights(items, lengths, d) for d in {d for d, _ in settings}}
+            category = {(d, a): self.categories.share(a)[None, :] * weights[d] for d, a in settings}
         return logits, knn, repeat, category
 
     def score_sessions(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:

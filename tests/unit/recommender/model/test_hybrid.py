@@ -15,6 +15,7 @@ from recommender.model.hybrid import (EPSILON, Blend, BlendWeights, CategoryPrio
                                       repeat_distribution, tune_blend)
 from recommender.model.serving import SessionScorer
 from recommender.model.session_knn import SequentialRules
+from tests.unit.recommender.model.hand_lists import hand_lists
 
 
 class _Fixed:
@@ -123,16 +124,8 @@ def test_the_tail_bias_is_the_largest_not_significantly_worse_or_shown_to_lose_u
 
     def lists_of(n: int, losses: dict[float, int]) -> dict[BlendWeights, RankedLists]:
         """The unbiased blend hits all ``n`` targets at rank 1; each bias loses ``losses[b]`` of them."""
-        targets = np.arange(1, n + 1)
-        is_tail = np.zeros(n + 2, dtype=bool)
-        hits = np.column_stack([targets, np.zeros((n, 19), dtype=np.int64)])
-        out = {}
-        for bias, lost in {0.0: 0, **losses}.items():
-            top = hits.copy()
-            top[:lost, 0] = n + 1
-            out[replace(BlendWeights(model=0.5, knn=0.5), tail_bias=bias)] = RankedLists(topk=top, targets=targets,
-                                                                                       is_tail=is_tail)
-        return out
+        return {replace(BlendWeights(model=0.5, knn=0.5), tail_bias=bias): hand_lists(n, lost)
+                for bias, lost in {0.0: 0, **losses}.items()}
 
     assert TAIL_TOLERANCE == 0.02
     best = BlendWeights(model=0.5, knn=0.5)
@@ -160,23 +153,9 @@ def test_the_tail_bias_is_the_largest_not_significantly_worse_or_shown_to_lose_u
 
 
 def _tail_lists(n: int, settings: dict[tuple[float, float], tuple[int, int]]):
-    """Lists of ``n`` prefixes over items 1..n (the targets) and n+1..n+20 (tail items): the
-    setting (category exponent, tail bias) keyed loses ``lost`` of the rank-1 hits to a head item
-    and shows ``tail`` tail items in every list."""
-    from recommender.model.metrics import RankedLists
-
-    targets = np.arange(1, n + 1)
-    is_tail = np.zeros(n + 22, dtype=bool)
-    is_tail[n + 1:n + 21] = True
-    out = {}
-    for (exponent, bias), (lost, tail) in settings.items():
-        top = np.zeros((n, 20), dtype=np.int64)
-        top[:, 0] = targets
-        top[:lost, 0] = n + 21  # a head item that is no target
-        top[:, 20 - tail:] = np.arange(n + 1, n + 1 + tail) if tail else top[:, 20:]
-        out[BlendWeights(model=0.5, category=0.5, category_exponent=exponent, tail_bias=bias)] = RankedLists(
-            topk=top, targets=targets, is_tail=is_tail)
-    return out
+    """``hand_lists`` of ``n`` prefixes per setting (category exponent, tail bias): (lost hits, tail items)."""
+    return {BlendWeights(model=0.5, category=0.5, category_exponent=exponent, tail_bias=bias): hand_lists(n, lost, tail)
+            for (exponent, bias), (lost, tail) in settings.items()}
 
 
 def test_the_long_tail_pick_takes_the_exponent_whose_acceptable_setting_shows_the_most_tail():

@@ -5,6 +5,7 @@ import pytest
 
 from recommender.model.metrics import RankedLists, metric_by_name
 from recommender.model.significance import PairedDifference, compare, paired_bootstrap
+from tests.unit.recommender.model.hand_lists import hand_lists
 
 
 def test_a_constant_gap_has_an_interval_of_that_gap_alone():
@@ -67,35 +68,26 @@ def test_compare_refuses_other_prefixes_and_non_mean_metrics():
         compare(a, a, metrics=("Coverage@2",))
 
 
-def _lists_losing(n: int, lost: int) -> RankedLists:
-    """``n`` prefixes whose targets sit at rank 1 except the first ``lost``, which miss."""
-    targets = np.arange(1, n + 1)
-    top = np.zeros((n, 20), dtype=np.int64)
-    top[:, 0] = targets
-    top[:lost, 0] = n + 1
-    return RankedLists(topk=top, targets=targets, is_tail=np.zeros(n + 2, dtype=bool))
-
-
 def test_an_unproven_loss_passes_only_when_measured_under_the_margin():
     from recommender.model.significance import largest_acceptable
 
     # 300 prefixes, 2 lost hits (0.7%): unproven and under 2%, taken.
-    picked, scan = largest_acceptable(_lists_losing(300, 0), [(0.1, _lists_losing(300, 2))], margin=0.02)
+    picked, scan = largest_acceptable(hand_lists(300, 0), [(0.1, hand_lists(300, 2))], margin=0.02)
     assert picked == 0.1 and scan[0.1]["HR@20"] == "tie"
     assert scan[0.1]["change"] == {"HR@20": -0.0067, "MRR@20": -0.0067}
     # 40 prefixes, 1 lost hit (2.5%): as unproven, but measured over 2%: refused, and the scan
     # stops there (0.2, which loses nothing, is never reached).
-    picked, scan = largest_acceptable(_lists_losing(40, 0), [(0.1, _lists_losing(40, 1)), (0.2, _lists_losing(40, 0))],
+    picked, scan = largest_acceptable(hand_lists(40, 0), [(0.1, hand_lists(40, 1)), (0.2, hand_lists(40, 0))],
                                       margin=0.02)
     assert picked is None and scan[0.1]["HR@20"] == "tie" and not scan[0.1]["taken"]
     assert scan[0.1]["change"]["HR@20"] == -0.025 and 0.2 not in scan
     # A 3% margin takes it.
-    assert largest_acceptable(_lists_losing(40, 0), [(0.1, _lists_losing(40, 1))], margin=0.03)[0] == 0.1
+    assert largest_acceptable(hand_lists(40, 0), [(0.1, hand_lists(40, 1))], margin=0.03)[0] == 0.1
 
 
 def test_no_loss_passes_even_against_a_reference_without_hits():
     from recommender.model.significance import largest_acceptable
 
-    none_hit = _lists_losing(30, 30)
-    picked, scan = largest_acceptable(none_hit, [(0.1, _lists_losing(30, 30))], margin=0.02)
+    none_hit = hand_lists(30, 30)
+    picked, scan = largest_acceptable(none_hit, [(0.1, hand_lists(30, 30))], margin=0.02)
     assert picked == 0.1 and scan[0.1]["change"] == {"HR@20": 0.0, "MRR@20": 0.0}
