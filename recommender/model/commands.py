@@ -1,4 +1,4 @@
-"""`hotfeed train` and `hotfeed eval`: argument parsing only; the work is in runs.py, imported
+"""`hotfeed train` and `hotfeed eval`: argument parsing only; the work is in runs.py and eval_run.py, imported
 when a command runs so `hotfeed --help` does not load torch."""
 
 from __future__ import annotations
@@ -87,6 +87,20 @@ def blend_tail_bias(text: str) -> float | None:
     return value
 
 
+def seed_list(text: str) -> list[int]:
+    """Parse --seeds: comma-separated distinct integers, e.g. "42,1,2"."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        seeds = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("no seed given")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} repeats a seed")
+    return seeds
+
+
 def _add_tail_bias_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blend-tail-bias", type=blend_tail_bias, default=None, metavar="auto|X",
                    help="offset added to tail items' blended score: 'auto' picks, with the category exponent, the "
@@ -166,6 +180,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", type=Path, metavar="DIR", help="report folder (results.json, charts, trained "
                     f"checkpoints) {env_default('paths', 'artifacts_dir', '/eval/<events name>')}")
     _add_training_flags(ev)
+    ev.add_argument("--seeds", type=seed_list, metavar="S,S,...",
+                    help="train every model, and pick its blends, once per seed; each model and blend row is the "
+                    "mean over the seeds, and each blend is compared with the baselines on every test prefix's "
+                    "mean over them (on a few hundred test prefixes one seed's verdict is partly luck); "
+                    "checkpoints in --out/seed-<S>/ (default: one run with --seed)")
     ev.set_defaults(handler=run_eval)
     _register_retrain(subparsers)
 
@@ -211,6 +230,6 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from recommender.model.runs import run_eval as run
+    from recommender.model.eval_run import run_eval as run
 
     return run(args, settings)

@@ -1,6 +1,7 @@
-"""`hotfeed train` and `hotfeed eval`: the session model from an events file.
+"""`hotfeed train` and `hotfeed retrain`: the session model from an events file, and what
+`hotfeed eval` (eval_run.py) shares with them.
 
-Both read events in the documented format (recommender/data_model.py; docs/session-model.md
+They read events in the documented format (recommender/data_model.py; docs/session-model.md
 shows how to convert Diginetica or YOOCHOOSE clicks). Hyper-parameters: see config.py for
 the override order (flag > HOTFEED_MODEL_PARAMS > --config file > configs/<model>.yaml).
 """
@@ -11,8 +12,8 @@ import argparse
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +24,20 @@ import torch
 
 from recommender.data_model import EVENTS_FILE_HELP as FORMAT_HELP, read_events, read_items
 from recommender.errors import ConfigError, InvalidRequest, NotFound
-from recommender.model.baselines import BASELINES, Popularity, SessionItemKNN, SessionPopularity
-from recommender.model.hybrid import Blend, CategoryPrior, HybridScorer, fit_blend, tune_blend
-from recommender.model.session_knn import KNN_DEFAULTS, SESSION_BASELINES, build_session_baseline, tune_knn
-from recommender.model.checkpoint import load_checkpoint
+from recommender.model.baselines import BASELINES
+from recommender.model.hybrid import Blend, CategoryPrior, fit_blend
+from recommender.model.session_knn import SESSION_BASELINES
 from recommender.model.config import load_model_config, parse_assignments
 from recommender.model.content import ContentEncoder, calibrate_offset, fit_content_encoder, listings_from_items
 from recommender.model.data import (ItemVocabulary, SessionSplit, build_sessions, parts_split, prefix_examples,
                                     refit_split, serving_split, split_sessions)
 from recommender.model.device import pick_device
-from recommender.model.evaluate import ModelScorer, Scorer, format_table, metrics_of, rank_scorers, write_report
-from recommender.model.metrics import RankedLists, metric_by_name
-from recommender.model.significance import PairedDifference, compare
-from recommender.model.network import MODELS, SessionModel
+from recommender.model.evaluate import ModelScorer, Scorer
+from recommender.model.network import SessionModel
 from recommender.model.trainer import Trainer
 from recommender.settings import Settings
 
-__all__ = ["run_train", "run_eval", "load_split", "ALL_BASELINES"]
+__all__ = ["run_train", "run_retrain", "load_split", "split_of", "model_config", "ALL_BASELINES"]
 
 ALL_BASELINES = (*BASELINES, *SESSION_BASELINES)
 # Baseline parameters and blend weights are picked on at most this many validation prefixes (a seeded sample).
@@ -78,13 +76,13 @@ def load_split(
     return split
 
 
-def _split_of(args: argparse.Namespace) -> SessionSplit:
+def split_of(args: argparse.Namespace) -> SessionSplit:
     return load_split(args.events, test_days=args.test_days, min_item_support=args.min_item_support,
                       gap_minutes=args.gap_minutes, train_days=args.train_days,
                       protocol=getattr(args, "protocol", "filtered"))
 
 
-def _config(model: str, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+def model_config(model: str, args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     flags = {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
              **parse_assignments(args.set)}
     config = load_model_config(model, file=args.config, env=settings.model.params, flags=flags)
@@ -182,9 +180,9 @@ def fit_content(model: Any, split: SessionSplit, catalogue: CatalogueItems | Non
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train one model and write its checkpoint; return 0."""
     device = pick_device(args.device or settings.model.device)
-    config = _config(args.model, args, settings)
+    config = model_config(args.model, args, settings)
     items_path = items_file_for(args.events, args.items)
-    split = _split_of(args)
+    split = split_of(args)
     catalogue = catalogue_items(split, items_path)
     out = args.out or settings.model.checkpoint
     if out is None:
@@ -245,159 +243,6 @@ class VocabularyMapped:
         return scores
 
 
-def run_eval(args: argparse.Namespace, settings: Settings) -> int:
-    """Evaluate models and baselines on one events file; print the table, write the report; return 0."""
-    started = time.monotonic()
-    device = pick_device(args.device or settings.model.device)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    for name in metrics:
-        metric_by_name(name)  # fail on a typo before minutes of training
-    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
-    unknown = [b for b in baselines if b not in ALL_BASELINES]
-    if unknown:
-        raise InvalidRequest(f"--baselines: unknown {unknown!r}; choose from {list(ALL_BASELINES)!r}")
-    hybrids = [b.strip() for b in args.hybrids.split(",") if b.strip()]
-    unknown = [b for b in hybrids if b not in SESSION_BASELINES]
-    if unknown:
-        raise InvalidRequest(f"--hybrids: unknown {unknown!r}; choose from {list(SESSION_BASELINES)!r}")
-    items_path = items_file_for(args.events, args.items)  # a missing --items fails before any training
-    split = _split_of(args)
-    tuned: dict[str, Any] = {}
-
-    # --refit: every scorer is picked on train vs validation, then fitted again on train + validation.
-    final = refit_split(split) if args.refit else split
-    simple = {
-        "POP": lambda: Popularity(final.item_counts),
-        "S-POP": lambda: SessionPopularity(final.item_counts),
-        "ItemKNN": lambda: SessionItemKNN(final.item_counts, final.train),
-    }
-    knn_params: dict[str, Any] = {}
-
-    def baseline(name: str, on: SessionSplit) -> Scorer:
-        if name in simple:
-            return simple[name]()
-        if name not in knn_params:
-            knn_params[name] = None
-            if args.tune_baselines and name in KNN_DEFAULTS:
-                params, info = tune_knn(name, split, max_examples=TUNING_PREFIXES)
-                tuned[name] = {"params": params.__dict__, **info}
-                knn_params[name] = params
-                print(f"{name}: {params} picked on validation ({info})")
-        return build_session_baseline(name, on.item_counts, on.train, knn_params[name])
-
-    scorers: dict[str, Scorer] = {name: baseline(name, final) for name in baselines}
-    picked: dict[str, Scorer] = {}  # the models as fitted on train only (blend weights are picked with these)
-    training: dict[str, Any] = {}
-    out = args.out or settings.paths.artifacts_dir / "eval" / args.events.stem.replace(".", "_")
-    if out == settings.paths.artifacts_dir / "eval" / "events":
-        out = out.parent / args.events.parent.name
-    published: dict[str, Scorer] = {}  # the checkpoints' own blends, as the recommender serves them
-    if args.checkpoint:
-        for path in args.checkpoint:
-            loaded = load_checkpoint(path, device=device)
-            model_scorer = ModelScorer(loaded.model, device=device)
-            served: dict[str, Scorer] = {loaded.model_name: model_scorer}
-            if loaded.blend is not None:
-                blend_of = loaded.blend
-                served[f"{loaded.model_name}+{blend_of.knn.name} as published"] = HybridScorer(
-                    model_scorer, blend_of.knn, weights=blend_of.weights, categories=blend_of.categories,
-                    is_tail=loaded.is_tail)
-            for name, scorer in served.items():
-                if loaded.vocab != split.vocab:
-                    scorer = VocabularyMapped(scorer, split_vocab=split.vocab, model_vocab=loaded.vocab)
-                (scorers if name == loaded.model_name else published)[name] = scorer
-    else:
-        names = [m.strip() for m in args.models.split(",") if m.strip()]
-        unknown = [m for m in names if m not in MODELS]
-        if unknown:
-            raise InvalidRequest(f"--models: unknown {unknown!r}; choose from {sorted(MODELS)!r}")
-        for name in names:
-            config = _config(name, args, settings)
-            trainer = Trainer(config, device=device)
-            model = trainer.build(name, split)
-            report = trainer.fit(model, split)
-            # The effective config: with the tail_bias picked on validation, and how it was picked.
-            training[name] = {"config": dict(trainer.config), "history": report.history, "best_epoch": report.best_epoch,
-                              "seconds": round(report.seconds, 1)}
-            if report.tail_bias_scores:
-                training[name]["tail_bias_scan"] = report.tail_bias_scan
-            picked[name] = ModelScorer(model, device=device)
-            if args.refit:
-                # The epoch count and tail_bias picked on validation, trained again on train + validation.
-                trainer = Trainer({**trainer.config, "epochs": max(report.best_epoch, 1)}, device=device)
-                model = trainer.build(name, final)
-                report = trainer.fit(model, final)
-                training[name]["refit_seconds"] = round(report.seconds, 1)
-            # Kept next to the report so a table row can be re-scored or served later.
-            path = trainer.save(out / f"{name}.pt", model, final, report)
-            print(f"{report.summary()}; checkpoint {path}")
-            training[name]["checkpoint"] = str(path)
-            scorers[name] = ModelScorer(model, device=device)
-    max_length = max([int(c["config"]["max_length"]) for c in training.values()] + [20])
-    models = [name for name in scorers if name not in ALL_BASELINES]
-    hybrid_weights: dict[str, Any] = {}
-    categories = item_categories(split, catalogue_items(split, items_path)) if hybrids and models else None
-    final_categories = categories.refitted(final.item_counts) if categories is not None and args.refit else categories
-    for knn_name in hybrids:
-        knn = baseline(knn_name, split)  # on train only, like the models the weights are picked with
-        final_knn = scorers.get(knn_name) or baseline(knn_name, final)
-        for model_name in models:
-            weights, info = tune_blend(picked.get(model_name, scorers[model_name]), knn, split, max_length=max_length,
-                                       max_examples=TUNING_PREFIXES, categories=categories,
-                                       tail_bias=args.blend_tail_bias)
-            name = f"{model_name}+{knn_name}"
-            scorers[name] = HybridScorer(scorers[model_name], final_knn, weights=weights, name=name,
-                                         categories=final_categories, is_tail=final.is_tail)
-            hybrid_weights[name] = {"weights": weights.to_dict(), "validation_HR@20+MRR@20": info}
-            print(f"{name}: weights {weights.to_dict()} picked on validation ({info})")
-    scorers.update(published)
-    # At least top-20 lists: the comparisons below read HR@20 and MRR@20 whatever --metrics holds.
-    lists = rank_scorers(scorers, final, k=max([20] + [metric_by_name(m).k for m in metrics]), max_length=max_length)
-    results = metrics_of(lists, metrics)
-    comparisons = _blends_against_baselines(lists, [*hybrid_weights, *published])
-    written = write_report(results, out, extra={
-        "events": str(args.events), "protocol": split.params["protocol"], "split": split.summary(),
-        "split_params": final.params, "refit": bool(args.refit),
-        "device": device.type, "training": training, "hybrids": hybrid_weights, "tuned_baselines": tuned,
-        "comparisons": {pair: [asdict(d) | {"verdict": d.verdict} for d in diffs] for pair, diffs in comparisons.items()},
-    })
-    print(f"protocol: {split.params['protocol']} (recommender/model/data.py); "
-          + ("fitted again on train + validation (--refit)" if args.refit else "fitted on train only"))
-    print(format_table(results))
-    if comparisons:
-        print("each blend against the strongest baselines and GRU4Rec alone on the same test prefixes: difference "
-              "[95% paired-bootstrap interval]; 'tie' when the interval spans 0 (recommender/model/significance.py)")
-        for pair, diffs in comparisons.items():
-            print(f"  {pair}: " + "; ".join(d.describe() for d in diffs) + _tail_ratio(pair, lists))
-    print(f"evaluated {len(scorers)} scorers on {split.summary()} in {time.monotonic() - started:.0f}s; "
-          f"report in {out} ({len(written)} files)")
-    return 0
-
-
-# The baselines each served blend must beat (issue 13): the strongest neighbourhood methods, and
-# GRU4Rec alone (the long-tail bar: Tail@20 at least 1.5x GRU4Rec's "at no lower HR@20").
-_BAR_BASELINES: tuple[str, ...] = ("V-SKNN", "VSTAN", "gru4rec")
-
-
-def _tail_ratio(pair: str, lists: Mapping[str, RankedLists]) -> str:
-    """Return "; Tail@20 a vs b (r x)" for a blend against GRU4Rec (the long-tail bar), else ""."""
-    blend, base = pair.split(" vs ")
-    if base != "gru4rec":
-        return ""
-    ours, theirs = (metric_by_name("Tail@20").compute(lists[name]) for name in (blend, base))
-    ratio = f"{ours / theirs:.2f}x" if theirs > 0 else "GRU4Rec has none"
-    return f"; Tail@20 {ours:.4f} vs {theirs:.4f} ({ratio})"
-
-
-def _blends_against_baselines(lists: Mapping[str, RankedLists],
-                              hybrids: Iterable[str]) -> dict[str, list[PairedDifference]]:
-    """Return {"<blend> vs <baseline>": paired HR@20 and MRR@20 differences} for every blend row
-    and every one of _BAR_BASELINES that was evaluated (a blend is not compared with its own model)."""
-    return {f"{blend} vs {base}": compare(lists[blend], lists[base])
-            for blend in hybrids for base in _BAR_BASELINES
-            if base in lists and blend in lists and not blend.startswith(f"{base}+")}
-
-
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     """Run one retraining round, or one every --every-hours until a signal; return 0 (1: the last round failed)."""
     from recommender.model.metrics import metric_by_name
@@ -405,13 +250,13 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
 
     metric_by_name(args.metric)
     device = pick_device(args.device or settings.model.device)
-    config = _config(args.model, args, settings)
+    config = model_config(args.model, args, settings)
     items_path = items_file_for(args.events, args.items)
     folder = args.out or settings.paths.artifacts_dir / "model" / "retrain"
 
     def round_() -> int:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        split = _split_of(args)
+        split = split_of(args)
         result = retrain_once(settings, split, model_name=args.model, config=config,
                               out=folder / f"{args.model}-{stamp}.pt", items_path=items_path, metric=args.metric,
                               publish=args.publish, device=device, blend=args.blend,

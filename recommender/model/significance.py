@@ -82,18 +82,28 @@ def paired_bootstrap(ours: np.ndarray, theirs: np.ndarray, *, draws: int = 2000,
     return float(delta.mean()), float(low), float(high)
 
 
-def compare(ours: RankedLists, theirs: RankedLists, *, metrics: Sequence[str] = ACCURACY_METRICS,
-            draws: int = 2000, seed: int = 0) -> list[PairedDifference]:
+def compare(ours: RankedLists | Sequence[RankedLists], theirs: RankedLists | Sequence[RankedLists], *,
+            metrics: Sequence[str] = ACCURACY_METRICS, draws: int = 2000, seed: int = 0) -> list[PairedDifference]:
     """Return one paired difference per metric (HR, MRR or NDCG at some K) of two scorers' lists
-    on the same prefixes; raises ValueError when the prefixes' targets differ."""
-    if not np.array_equal(ours.targets, theirs.targets):
+    on the same prefixes; raises ValueError when the prefixes' targets differ.
+
+    Either side may be several runs' lists of the same prefixes (one per training seed): each
+    prefix's value is then its mean over the runs, so the interval is over the test's prefixes
+    and the difference is that of the runs' mean metrics (``hotfeed eval --seeds``)."""
+    ours_runs = [ours] if isinstance(ours, RankedLists) else list(ours)
+    theirs_runs = [theirs] if isinstance(theirs, RankedLists) else list(theirs)
+    if not ours_runs or not theirs_runs:
+        raise ValueError("compare needs at least one run's lists on each side")
+    targets = ours_runs[0].targets
+    if not all(np.array_equal(run.targets, targets) for run in [*ours_runs, *theirs_runs]):
         raise ValueError("the two ranked lists are not for the same prefixes")
     out = []
     for name in metrics:
         metric = metric_by_name(name)
         if not isinstance(metric, PerPrefixMetric):
             raise ValueError(f"{name} is not a mean over prefixes; compare HR, MRR or NDCG")
-        diff, low, high = paired_bootstrap(metric.per_prefix(ours), metric.per_prefix(theirs), draws=draws, seed=seed)
+        mine, other = (np.mean([metric.per_prefix(run) for run in runs], axis=0) for runs in (ours_runs, theirs_runs))
+        diff, low, high = paired_bootstrap(mine, other, draws=draws, seed=seed)
         out.append(PairedDifference(metric.name, diff, low, high))
     return out
 

@@ -180,12 +180,12 @@ def test_train_reads_the_blends_categories_from_the_items_file_beside_the_events
 
 def test_blends_are_compared_with_the_bar_baselines_and_gru4rec_but_not_their_own_model():
     from recommender.model.metrics import RankedLists
-    from recommender.model.runs import _blends_against_baselines
+    from recommender.model.eval_run import _blends_against_baselines
 
     targets, tail = np.arange(1, 41) % 5 + 1, np.zeros(6, dtype=bool)
     hit = RankedLists(topk=np.tile(np.arange(1, 6), (40, 1)), targets=targets, is_tail=tail)  # every target in the top 5
     miss = RankedLists(topk=np.zeros((40, 5), dtype=np.int64), targets=targets, is_tail=tail)
-    lists = {"VSTAN": miss, "gru4rec": miss, "tailnet+VSTAN": hit, "gru4rec+VSTAN": hit}
+    lists = {"VSTAN": [miss], "gru4rec": [miss], "tailnet+VSTAN": [hit], "gru4rec+VSTAN": [hit]}
     pairs = _blends_against_baselines(lists, {"tailnet+VSTAN": {}, "gru4rec+VSTAN": {}})
     assert set(pairs) == {"tailnet+VSTAN vs VSTAN", "tailnet+VSTAN vs gru4rec", "gru4rec+VSTAN vs VSTAN"}
     hr = pairs["tailnet+VSTAN vs gru4rec"][0]
@@ -194,17 +194,21 @@ def test_blends_are_compared_with_the_bar_baselines_and_gru4rec_but_not_their_ow
 
 def test_a_blend_against_gru4rec_prints_the_tail_share_ratio():
     from recommender.model.metrics import RankedLists
-    from recommender.model.runs import _tail_ratio
+    from recommender.model.eval_run import _tail_ratio
 
     tail = np.arange(41) > 20  # items 21..40 are tail
     targets = np.ones(4, dtype=np.int64)
     half = RankedLists(topk=np.tile(np.r_[1:11, 21:31], (4, 1)), targets=targets, is_tail=tail)  # 10 of 20 tail
     quarter = RankedLists(topk=np.tile(np.r_[1:16, 21:26], (4, 1)), targets=targets, is_tail=tail)  # 5 of 20
     head = RankedLists(topk=np.tile(np.arange(1, 21), (4, 1)), targets=targets, is_tail=tail)
-    lists = {"tailnet+VSTAN": half, "gru4rec": quarter, "VSTAN": head}
+    lists = {"tailnet+VSTAN": [half], "gru4rec": [quarter], "VSTAN": [head]}
     assert _tail_ratio("tailnet+VSTAN vs gru4rec", lists) == "; Tail@20 0.5000 vs 0.2500 (2.00x)"
     assert _tail_ratio("tailnet+VSTAN vs VSTAN", lists) == ""
-    assert _tail_ratio("tailnet+VSTAN vs gru4rec", {**lists, "gru4rec": head}).endswith("(GRU4Rec has none)")
+    assert _tail_ratio("tailnet+VSTAN vs gru4rec", {**lists, "gru4rec": [head]}).endswith("(GRU4Rec has none)")
+    # Several seeds: the ratio of the mean shares (0.5 and 1.0 over two runs: 0.75 vs 0.25).
+    tail_only = RankedLists(topk=np.tile(np.arange(21, 41), (4, 1)), targets=targets, is_tail=tail)
+    assert _tail_ratio("tailnet+VSTAN vs gru4rec", {**lists, "tailnet+VSTAN": [half, tail_only]}) == (
+        "; Tail@20 0.7500 vs 0.2500 (3.00x)")
 
 
 def test_the_blend_tail_bias_can_be_fixed_or_turned_off_and_bad_values_are_refused(tmp_path, artifacts, chain_raw,
@@ -232,3 +236,47 @@ def test_eval_with_a_missing_items_file_says_so_in_one_line(tmp_path, artifacts,
                  "--items", str(tmp_path / "nope.csv")]) == 1
     err = _one_line_error(capsys)
     assert "nope.csv" in err and "does not exist" in err and "--items none" in err
+
+
+def test_eval_over_several_seeds_reports_each_seed_and_their_mean(tmp_path, artifacts, chain_raw, capsys):
+    from recommender.model.checkpoint import load_checkpoint
+
+    events = tmp_path / "events.csv"
+    chain_raw.to_csv(events, index=False)
+    out = tmp_path / "report"
+    assert main(["eval", "--events", str(events), "--models", "gru4rec", "--baselines", "VSTAN", "--seeds", "3,4",
+                 "--epochs", "1", "--set", "embedding_dim=16", "--device", "cpu", "--items", "none",
+                 "--metrics", "HR@20,MRR@20,Tail@20", "--out", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["seeds"] == [3, 4] and set(report["per_seed"]) == {"3", "4"}
+    # One trained model per seed, with that seed, in its own folder; a blend picked for each.
+    for seed in (3, 4):
+        assert load_checkpoint(out / f"seed-{seed}" / "gru4rec.pt").config["seed"] == seed
+        assert report["training"][str(seed)]["gru4rec"]["config"]["seed"] == seed
+        assert set(report["hybrids"][str(seed)]) == {"gru4rec+VSTAN"}
+    # A model or blend row is the mean of the seeds' rows; a baseline has no seed and one row.
+    for row in ("gru4rec", "gru4rec+VSTAN"):
+        for metric in ("HR@20", "MRR@20", "Tail@20"):
+            assert report["results"][row][metric] == pytest.approx(
+                (report["per_seed"]["3"][row][metric] + report["per_seed"]["4"][row][metric]) / 2)
+    assert "VSTAN" not in report["per_seed"]["3"]
+    # The blend against VSTAN: the difference of the mean over the seeds.
+    hr = report["comparisons"]["gru4rec+VSTAN vs VSTAN"][0]
+    assert hr["difference"] == pytest.approx(report["results"]["gru4rec+VSTAN"]["HR@20"]
+                                             - report["results"]["VSTAN"]["HR@20"])
+    printed = capsys.readouterr().out
+    assert "seed 3:" in printed and "seed 4:" in printed and "mean over seeds 3, 4" in printed
+
+
+def test_bad_seed_lists_and_seeds_with_a_fixed_seed_or_a_checkpoint_are_refused(tmp_path, artifacts, chain_raw,
+                                                                                 capsys):
+    events = tmp_path / "events.csv"
+    chain_raw.to_csv(events, index=False)
+    for bad in ("1,1", "one,two", ","):
+        with pytest.raises(SystemExit) as exit_:
+            main(["eval", "--events", str(events), "--seeds", bad])
+        assert exit_.value.code == 2 and "--seeds" in capsys.readouterr().err
+    assert main(["eval", "--events", str(events), "--seeds", "1,2", "--seed", "3"]) == 1
+    assert "--seed or --seeds" in _one_line_error(capsys)
+    assert main(["eval", "--events", str(events), "--seeds", "1,2", "--checkpoint", str(tmp_path / "m.pt")]) == 1
+    assert "--seeds" in _one_line_error(capsys)

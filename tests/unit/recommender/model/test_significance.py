@@ -60,10 +60,28 @@ def test_compare_reads_the_per_prefix_values_of_hr_and_mrr():
     assert "HR@3 +0.3333" in hr.describe()
 
 
+def test_compare_over_several_seeds_reads_each_prefix_mean_over_the_runs():
+    targets = [1, 2, 3, 4]
+    theirs = _lists([[5, 5], [5, 5], [5, 5], [5, 5]], targets)  # misses every prefix
+    first = _lists([[1, 5], [2, 5], [5, 5], [5, 5]], targets)  # hits prefixes 1 and 2 at rank 1
+    second = _lists([[5, 1], [5, 5], [5, 5], [5, 5]], targets)  # hits prefix 1 at rank 2
+    hr, mrr = compare([first, second], theirs, metrics=("HR@2", "MRR@2"), draws=300)
+    # Per prefix, HR averaged over the two runs: 1, 0.5, 0, 0; MRR: 0.75, 0.5, 0, 0.
+    assert hr.difference == pytest.approx(1.5 / 4) and mrr.difference == pytest.approx(1.25 / 4)
+    # The same as the mean of the two runs' own differences.
+    one, two = compare(first, theirs, draws=300, metrics=("HR@2",)), compare(second, theirs, draws=300, metrics=("HR@2",))
+    assert hr.difference == pytest.approx((one[0].difference + two[0].difference) / 2)
+    assert hr.low <= hr.difference <= hr.high
+
+
 def test_compare_refuses_other_prefixes_and_non_mean_metrics():
     a = _lists([[1, 2]], [1])
     with pytest.raises(ValueError, match="same prefixes"):
         compare(a, _lists([[1, 2]], [2]))
+    with pytest.raises(ValueError, match="same prefixes"):
+        compare([a, _lists([[1, 2]], [2])], a)  # two seeds' lists must be of the same prefixes too
+    with pytest.raises(ValueError, match="at least one run"):
+        compare([], a)
     with pytest.raises(ValueError, match="Coverage@2"):
         compare(a, a, metrics=("Coverage@2",))
 
