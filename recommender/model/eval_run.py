@@ -76,7 +76,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     unknown = [b for b in hybrids if b not in SESSION_BASELINES]
     if unknown:
         raise InvalidRequest(f"--hybrids: unknown {unknown!r}; choose from {list(SESSION_BASELINES)!r}")
-    seeds = list(getattr(args, "seeds", None) or [])
+    seeds = list(args.seeds or [])
     if seeds and args.seed is not None:
         raise InvalidRequest("give --seed or --seeds, not both")
     if seeds and args.checkpoint:
